@@ -1,0 +1,172 @@
+"""Cityscapes conventions: class tables (from ``cityscapesscripts``), file layout, stems.
+
+Class ids: trainIds 0..18 (stuff 0..10, things 11..18), :data:`IGNORE` = 255 void.
+Files of one image are paired by the Cityscapes stem ``<city>_<seq>_<frame>``,
+whatever suffix follows; folders are searched recursively, so flat and
+``<split>/<city>/`` layouts both work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from cityscapesscripts.helpers.labels import id2label, labels as _CS_LABELS, trainId2label
+
+from .errors import PseudoLabelsError
+
+IGNORE = 255
+NUM_CLASSES = 19
+#: train ids of the 19 evaluated classes, in order
+TRAIN_IDS = tuple(range(NUM_CLASSES))
+CLASS_NAMES: tuple[str, ...] = tuple(trainId2label[t].name for t in TRAIN_IDS)
+THING_TRAIN_IDS: tuple[int, ...] = tuple(t for t in TRAIN_IDS if trainId2label[t].hasInstances)
+STUFF_TRAIN_IDS: tuple[int, ...] = tuple(t for t in TRAIN_IDS if not trainId2label[t].hasInstances)
+#: labelId (Cityscapes ``id``) of each trainId
+TRAIN_ID_TO_LABEL_ID = np.array([trainId2label[t].id for t in TRAIN_IDS], np.int64)
+#: RGB colour of each trainId, (19, 3) uint8
+TRAIN_ID_COLORS = np.array([trainId2label[t].color for t in TRAIN_IDS], np.uint8)
+
+
+def label_id_to_train_id_lut() -> np.ndarray:
+    """(256,) uint8 lookup table labelId -> trainId (255 for ignored / unknown ids)."""
+    lut = np.full(256, IGNORE, np.uint8)
+    for lab in _CS_LABELS:
+        if 0 <= lab.id < 256 and 0 <= lab.trainId < 255:
+            lut[lab.id] = lab.trainId
+    return lut
+
+
+def train_id_to_label_id_lut() -> np.ndarray:
+    """(256,) uint8 lookup table trainId -> labelId (0 'unlabeled' for 255 and unknown)."""
+    lut = np.zeros(256, np.uint8)
+    lut[: NUM_CLASSES] = TRAIN_ID_TO_LABEL_ID
+    return lut
+
+
+def panoptic_categories(use_train_id: bool = False) -> list[dict]:
+    """Categories of the Cityscapes panoptic JSON, as ``createPanopticImgs`` writes them."""
+    cats = []
+    for lab in _CS_LABELS:
+        if lab.ignoreInEval:
+            continue
+        cats.append(
+            {
+                "id": int(lab.trainId) if use_train_id else int(lab.id),
+                "name": lab.name,
+                "color": list(lab.color),
+                "supercategory": lab.category,
+                "isthing": 1 if lab.hasInstances else 0,
+            }
+        )
+    return cats
+
+
+def label_name(label_id: int) -> str:
+    return id2label[label_id].name
+
+
+# --------------------------------------------------------------------------- stems and files
+STEM_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*_\d{6}_\d{6})")
+
+
+def stem_of(path: str | os.PathLike) -> str | None:
+    """Cityscapes stem ``<city>_<seq>_<frame>`` of a file name, or None if it has none."""
+    m = STEM_RE.match(Path(path).name)
+    return m.group(1) if m else None
+
+
+def city_of(stem: str) -> str:
+    return stem.rsplit("_", 2)[0]
+
+
+def index_by_stem(folder: str | os.PathLike, suffix: str = ".png", contains: str = "") -> dict[str, Path]:
+    """Map stem -> file for every file under ``folder`` (recursive) ending in ``suffix``.
+
+    ``contains`` optionally restricts to names containing that text (e.g. ``"_labelTrainIds"``).
+    Two files with one stem -> error naming both.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PseudoLabelsError(f"{folder}: folder not found")
+    out: dict[str, Path] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.endswith(suffix) or contains not in name:
+                continue
+            stem = stem_of(name)
+            if stem is None:
+                continue
+            path = Path(root) / name
+            if stem in out:
+                raise PseudoLabelsError(
+                    f"{folder}: two files for image {stem}: {out[stem]} and {path} "
+                    "(keep one per image, or narrow the folder)"
+                )
+            out[stem] = path
+    return out
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a Cityscapes split."""
+
+    stem: str
+    city: str
+    split: str
+    image_path: Path
+
+    def relative(self, suffix: str) -> Path:
+        """``<split>/<city>/<stem><suffix>`` (the reference output layout)."""
+        return Path(self.split) / self.city / f"{self.stem}{suffix}"
+
+
+def list_images(root: str | os.PathLike, split: str) -> list[ImageEntry]:
+    """All ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` images, sorted by stem.
+
+    Raises :class:`PseudoLabelsError` when the split folder is missing or empty.
+    """
+    folder = Path(root) / "leftImg8bit" / split
+    if not folder.is_dir():
+        raise PseudoLabelsError(
+            f"{folder}: no such folder (expected the Cityscapes layout leftImg8bit/<split>/<city>/*_leftImg8bit.png)"
+        )
+    entries = []
+    for stem, path in index_by_stem(folder, "_leftImg8bit.png").items():
+        entries.append(ImageEntry(stem, city_of(stem), split, path))
+    if not entries:
+        raise PseudoLabelsError(f"{folder}: no *_leftImg8bit.png images in split '{split}'")
+    return sorted(entries, key=lambda e: e.stem)
+
+
+def gt_path(root: str | os.PathLike, entry: ImageEntry, kind: str) -> Path:
+    """Path of a ground-truth file: kind in labelIds, instanceIds, labelTrainIds, color."""
+    return Path(root) / "gtFine" / entry.split / entry.city / f"{entry.stem}_gtFine_{kind}.png"
+
+
+def disparity_path(root: str | os.PathLike, entry: ImageEntry) -> Path:
+    return Path(root) / "disparity" / entry.split / entry.city / f"{entry.stem}_disparity.png"
+
+
+def camera_path(root: str | os.PathLike, entry: ImageEntry) -> Path:
+    return Path(root) / "camera" / entry.split / entry.city / f"{entry.stem}_camera.json"
+
+
+def panoptic_gt(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """(json, folder) of the Cityscapes panoptic ground truth of a split."""
+    gt = Path(root) / "gtFine"
+    return gt / f"cityscapes_panoptic_{split}.json", gt / f"cityscapes_panoptic_{split}"
+
+
+def select_shard(items: Iterable, shard: tuple[int, int] | None) -> list:
+    """Deterministic shard ``i`` of ``n`` (0-based): every n-th item starting at i."""
+    items = list(items)
+    if shard is None:
+        return items
+    i, n = shard
+    return items[i::n]

@@ -1,0 +1,270 @@
+"""File IO at the edges: PNG/JSON/NPY read-write (atomic), manifests and fingerprints.
+
+Every writer goes through :func:`atomic_path`: data is written to a temporary file in
+the destination folder and renamed into place, so an interrupted run never leaves a
+half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from . import __version__
+from .errors import InputFileError, PseudoLabelsError
+
+MANIFEST_NAME = "manifest.json"
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and nothing appears at ``path``.
+    Parent folders are created.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PseudoLabelsError(f"{path.parent}: cannot create output folder ({exc.strerror})") from exc
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise PseudoLabelsError(f"{path}: cannot write output ({exc.strerror or exc})") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON atomically (numpy scalars/arrays converted)."""
+    text = json.dumps(obj, indent=indent, default=_json_default, sort_keys=False)
+    write_bytes(path, (text + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(path, f"malformed JSON ({exc})") from None
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputFileError(path, f"not a readable .npy array ({exc})") from None
+
+
+# --------------------------------------------------------------------------- PNG
+def write_png(path: str | os.PathLike, array: np.ndarray, compression: int = 1) -> None:
+    """Write a PNG atomically.
+
+    ``array``: (H, W) uint8/uint16 single channel, or (H, W, 3) uint8 RGB.
+    """
+    import cv2
+
+    array = np.asarray(array)
+    if array.ndim == 3:
+        if array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"RGB PNG must be (H, W, 3) uint8, got {array.shape} {array.dtype}")
+        array = np.ascontiguousarray(array[:, :, ::-1])  # OpenCV stores BGR
+    elif array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"single-channel PNG must be (H, W) uint8 or uint16, got {array.shape} {array.dtype}")
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise PseudoLabelsError(f"{path}: PNG encoding failed")
+    write_bytes(path, buf.tobytes())
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG as stored: (H, W) uint8/uint16 or (H, W, 3) uint8 RGB (alpha dropped).
+
+    Raises :class:`InputFileError` naming the file when it is missing, not a PNG or corrupt.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputFileError(path, "file not found") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror})") from None
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise InputFileError(path, "not a PNG file")
+    try:
+        import pyspng
+
+        array = pyspng.load(data)
+    except ImportError:  # pragma: no cover - pyspng is in requirements
+        array = _decode_png_cv2(data, path)
+    except Exception as exc:
+        raise InputFileError(path, f"corrupt PNG ({exc})") from None
+    if array.ndim == 3:
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+        elif array.shape[2] == 4:
+            array = array[:, :, :3]
+        elif array.shape[2] == 2:  # grey + alpha
+            array = array[:, :, 0]
+    return np.ascontiguousarray(array)
+
+
+def _decode_png_cv2(data: bytes, path: Path) -> np.ndarray:
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise InputFileError(path, "corrupt PNG")
+    if array.ndim == 3:
+        array = array[:, :, 2::-1] if array.shape[2] >= 3 else array
+    return array
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an 8-bit colour image (PNG or JPEG) as (H, W, 3) uint8 RGB."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        array = read_png(path)
+    else:
+        import cv2
+
+        array = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if array is None:
+            raise InputFileError(path, "missing or not a readable image")
+        array = array[:, :, ::-1]
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.dtype != np.uint8:
+        raise InputFileError(path, f"expected an 8-bit image, got {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
+# --------------------------------------------------------------------------- panoptic id <-> RGB
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic colour -> segment id: ``R + 256 G + 256^2 B`` as (H, W) int64."""
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """Segment id (H, W) -> COCO panoptic colour (H, W, 3) uint8."""
+    ids = ids.astype(np.int64)
+    out = np.empty(ids.shape + (3,), np.uint8)
+    out[..., 0] = ids % 256
+    out[..., 1] = (ids // 256) % 256
+    out[..., 2] = (ids // 65536) % 256
+    return out
+
+
+# --------------------------------------------------------------------------- manifests
+def config_hash(parameters: Mapping[str, Any]) -> str:
+    """Stable short hash of a parameter dict (JSON with sorted keys)."""
+    text = json.dumps(parameters, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint_files(paths: Iterable[str | os.PathLike]) -> dict:
+    """Cheap fingerprint of a set of input files: count and a hash of names, sizes, mtimes."""
+    h = hashlib.sha256()
+    n = 0
+    for p in sorted(str(p) for p in paths):
+        try:
+            st = os.stat(p)
+            h.update(f"{os.path.basename(p)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+        except OSError:
+            h.update(f"{os.path.basename(p)}:missing\n".encode())
+        n += 1
+    return {"n_files": n, "sha256": h.hexdigest()[:16]}
+
+
+def write_manifest(
+    out_dir: str | os.PathLike,
+    stage: str,
+    parameters: Mapping[str, Any],
+    *,
+    uses_ground_truth: bool | Mapping[str, Any],
+    inputs: Mapping[str, Any] | None = None,
+    counts: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    name: str = MANIFEST_NAME,
+) -> Path:
+    """Write the provenance manifest of an output folder (atomically) and return its path.
+
+    ``uses_ground_truth``: ``False``, ``True``, or a dict saying where labels were read
+    (e.g. ``{"mapping": "majority vote on gtFine labelTrainIds"}``); stored as
+    ``uses_ground_truth`` (bool) plus ``ground_truth_use`` (details).
+    """
+    gt_details = dict(uses_ground_truth) if isinstance(uses_ground_truth, Mapping) else {}
+    manifest = {
+        "tool": "pseudo_labels",
+        "tool_version": __version__,
+        "stage": stage,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "parameters": dict(parameters),
+        "config_hash": config_hash(parameters),
+        "uses_ground_truth": bool(uses_ground_truth),
+        "ground_truth_use": gt_details,
+        "inputs": dict(inputs or {}),
+        "counts": dict(counts or {}),
+    }
+    if extra:
+        manifest.update(extra)
+    path = Path(out_dir) / name
+    write_json(path, manifest)
+    return path
+
+
+def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> dict | None:
+    path = Path(out_dir) / name
+    if not path.exists():
+        return None
+    return read_json(path)

@@ -1,0 +1,134 @@
+"""One runner for every per-image stage: local process pool (default) or Ray.
+
+A stage gives a picklable function ``func(item) -> result`` and the list of items;
+:func:`run_per_image` runs it with a progress bar, in item order, and returns a
+:class:`RunSummary` (results, counts of done / skipped / failed, failure messages).
+Items for which ``is_done(item)`` is true are skipped (resume after a kill).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from tqdm import tqdm
+
+from .errors import PseudoLabelsError
+
+
+@dataclass
+class RunSummary:
+    """Outcome of a per-image run. ``results[i]`` is None for skipped or failed items."""
+
+    results: list[Any]
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (item name, message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return f"done {self.done}, skipped {self.skipped} (already finished), failed {len(self.failed)}"
+
+    def raise_if_failed(self, what: str = "images") -> None:
+        if self.failed:
+            names = "; ".join(f"{n}: {m}" for n, m in self.failed[:5])
+            more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
+            raise PseudoLabelsError(f"{len(self.failed)} {what} failed: {names}{more}")
+
+
+def _call(func: Callable, item: Any) -> tuple[bool, Any]:
+    try:
+        return True, func(item)
+    except PseudoLabelsError as exc:
+        return False, str(exc)
+    except Exception as exc:  # reported per item, the run goes on
+        if os.environ.get("PSEUDO_LABELS_TRACEBACK") == "1":
+            traceback.print_exc()
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def run_per_image(
+    func: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    desc: str = "images",
+    name_of: Callable[[Any], str] = str,
+    is_done: Callable[[Any], bool] | None = None,
+    fail_fast: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Run ``func`` over ``items``; see the module docstring.
+
+    ``workers`` <= 1 runs in this process (no pickling). ``executor="ray"`` uses Ray
+    (``ray_address`` of an existing cluster, or a local instance when None).
+    With ``fail_fast`` the first failure raises :class:`PseudoLabelsError`.
+    """
+    items = list(items)
+    summary = RunSummary(results=[None] * len(items))
+    todo = []
+    for i, item in enumerate(items):
+        if is_done is not None and is_done(item):
+            summary.skipped += 1
+        else:
+            todo.append(i)
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo, file=sys.stderr,
+               dynamic_ncols=True, leave=False)
+
+    def record(i: int, ok: bool, value: Any) -> None:
+        bar.update(1)
+        if ok:
+            summary.results[i] = value
+            summary.done += 1
+        else:
+            summary.failed.append((name_of(items[i]), value))
+            if fail_fast:
+                bar.close()
+                raise PseudoLabelsError(f"{name_of(items[i])}: {value}")
+
+    try:
+        if executor == "ray":
+            _run_ray(func, items, todo, record, ray_address)
+        elif executor != "local":
+            raise PseudoLabelsError(f"unknown executor {executor!r} (choose local or ray)")
+        elif workers <= 1 or len(todo) <= 1:
+            for i in todo:
+                record(i, *_call(func, items[i]))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_call, func, items[i]): i for i in todo}
+                for fut in as_completed(futures):
+                    record(futures[fut], *fut.result())
+    finally:
+        bar.close()
+    return summary
+
+
+def _run_ray(func, items, todo, record, ray_address) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise PseudoLabelsError("--executor ray needs the 'ray' package (pip install ray)") from None
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True)
+    remote = ray.remote(_call)
+    pending = {remote.remote(func, items[i]): i for i in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            i = pending.pop(ref)
+            record(i, *ray.get(ref))

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Idempotent set-up: installs the pinned torch pair (only when no torch is importable),
+# then the requirements and this package (editable). A rerun takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+
+if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
+  if "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "[setup] torch present without torchvision: installing the matching torchvision"
+    "$PY" -m pip install -q "torchvision==0.29.1" || "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+  else
+    echo "[setup] installing torch==2.14.1 + torchvision==0.29.1"
+    "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+  fi
+else
+  echo "[setup] torch $("$PY" -c 'import torch; print(torch.__version__)') already installed: kept"
+fi
+
+stamp=".setup-stamp"
+want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import pseudo_labels, cityscapesscripts, timm, cv2, faiss, sklearn" >/dev/null 2>&1; then
+  echo "[setup] requirements already satisfied"
+else
+  echo "[setup] installing requirements"
+  "$PY" -m pip install -q -r requirements.txt
+  "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+fi
+echo "[setup] done"
