@@ -268,3 +268,39 @@ def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> dict
     if not path.exists():
         return None
     return read_json(path)
+
+
+def prepare_output_dir(
+    out_dir: str | os.PathLike,
+    stage: str,
+    parameters: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    name: str = MANIFEST_NAME,
+) -> bool:
+    """Check an output folder before a run; return True when finished outputs may be reused.
+
+    - no manifest: a new folder (or one from an interrupted first run): reuse what exists;
+    - manifest of the same stage with the same configuration hash: resume (True);
+    - a different stage or configuration: :class:`PseudoLabelsError` naming the changed
+      parameters, unless ``overwrite`` (then False: recompute everything).
+    """
+    previous = read_manifest(out_dir, name)
+    if previous is None:
+        return not overwrite
+    if overwrite:
+        return False
+    same_stage = previous.get("stage") == stage
+    if same_stage and previous.get("config_hash") == config_hash(parameters):
+        return True
+    old = previous.get("parameters", {})
+    changed = sorted(k for k in set(old) | set(parameters) if old.get(k) != _jsonable(parameters.get(k)))
+    what = f"stage {previous.get('stage')!r}" if not same_stage else "parameters " + ", ".join(changed)
+    raise PseudoLabelsError(
+        f"{out_dir}: holds outputs made with different {what}; "
+        "use another output folder, or --overwrite to recompute everything"
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))

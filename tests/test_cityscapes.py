@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+from cityscapesscripts.helpers.labels import labels as cs_labels
+
+from pseudo_labels import cityscapes as cs
+from pseudo_labels.errors import PseudoLabelsError
+
+
+def test_class_tables_come_from_cityscapesscripts():
+    assert cs.NUM_CLASSES == 19 and len(cs.CLASS_NAMES) == 19
+    assert cs.CLASS_NAMES[0] == "road" and cs.CLASS_NAMES[13] == "car"
+    assert cs.THING_TRAIN_IDS == tuple(range(11, 19))
+    assert cs.STUFF_TRAIN_IDS == tuple(range(11))
+    lut = cs.label_id_to_train_id_lut()
+    for lab in cs_labels:
+        if 0 <= lab.id < 256:
+            assert lut[lab.id] == (lab.trainId if 0 <= lab.trainId < 255 else 255)
+    assert np.array_equal(lut[cs.TRAIN_ID_TO_LABEL_ID], np.arange(19))
+    cats = cs.panoptic_categories()
+    assert len(cats) == 19 and sum(c["isthing"] for c in cats) == 8
+    assert {c["id"] for c in cats} == set(cs.TRAIN_ID_TO_LABEL_ID.tolist())
+
+
+def test_stems_and_pairing(tmp_path):
+    assert cs.stem_of("frankfurt_000000_000294_leftImg8bit.png") == "frankfurt_000000_000294"
+    assert cs.stem_of("bad-honnef_000001_000002_gtFine_labelTrainIds.png") == "bad-honnef_000001_000002"
+    assert cs.stem_of("readme.txt") is None
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a" / "aachen_000001_000019_leftImg8bit.png").write_bytes(b"")
+    (tmp_path / "bonn_000002_000019.png").write_bytes(b"")
+    idx = cs.index_by_stem(tmp_path)
+    assert set(idx) == {"aachen_000001_000019", "bonn_000002_000019"}
+    (tmp_path / "aachen_000001_000019_other.png").write_bytes(b"")
+    with pytest.raises(PseudoLabelsError, match="two files for image aachen_000001_000019"):
+        cs.index_by_stem(tmp_path)
+
+
+def test_list_images_errors(tmp_path):
+    with pytest.raises(PseudoLabelsError, match="no such folder"):
+        cs.list_images(tmp_path, "val")
+    (tmp_path / "leftImg8bit" / "val").mkdir(parents=True)
+    with pytest.raises(PseudoLabelsError, match="no \\*_leftImg8bit.png images"):
+        cs.list_images(tmp_path, "val")
+
+
+def test_select_shard_partitions():
+    items = list(range(10))
+    parts = [cs.select_shard(items, (i, 3)) for i in range(3)]
+    assert sorted(sum(parts, [])) == items
+    assert cs.select_shard(items, None) == items

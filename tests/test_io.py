@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+
+from pseudo_labels import io
+from pseudo_labels.errors import InputFileError, PseudoLabelsError
+
+
+def test_png_round_trip_all_kinds(tmp_path):
+    rng = np.random.default_rng(0)
+    for arr in (
+        rng.integers(0, 256, (17, 23), dtype=np.uint8),
+        rng.integers(0, 65536, (17, 23), dtype=np.uint16),
+        rng.integers(0, 256, (17, 23, 3), dtype=np.uint8),
+    ):
+        p = tmp_path / f"a_{arr.dtype}_{arr.ndim}.png"
+        io.write_png(p, arr)
+        back = io.read_png(p)
+        assert back.dtype == arr.dtype and np.array_equal(back, arr)
+
+
+def test_rgb_png_is_rgb_order_for_pillow(tmp_path):
+    from PIL import Image
+
+    arr = np.zeros((2, 2, 3), np.uint8)
+    arr[..., 0] = 200  # red
+    io.write_png(tmp_path / "r.png", arr)
+    assert np.array(Image.open(tmp_path / "r.png"))[0, 0].tolist() == [200, 0, 0]
+
+
+def test_panoptic_id_colour_round_trip():
+    ids = np.array([[0, 7, 26001], [26002, 24000, 16777215]], np.int64)
+    assert np.array_equal(io.rgb_to_id(io.id_to_rgb(ids)), ids)
+
+
+def test_read_png_errors_name_the_file(tmp_path):
+    with pytest.raises(InputFileError, match="missing.png: file not found"):
+        io.read_png(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(InputFileError, match="text.png: not a PNG"):
+        io.read_png(tmp_path / "text.png")
+    good = tmp_path / "good.png"
+    io.write_png(good, np.ones((64, 64), np.uint8))
+    (tmp_path / "trunc.png").write_bytes(good.read_bytes()[:40])
+    with pytest.raises(InputFileError, match="trunc.png"):
+        io.read_png(tmp_path / "trunc.png")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "x.json"
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_json_and_npy(tmp_path):
+    io.write_json(tmp_path / "a.json", {"x": np.int64(3), "y": np.float32(0.5), "z": np.arange(2)})
+    assert io.read_json(tmp_path / "a.json") == {"x": 3, "y": 0.5, "z": [0, 1]}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InputFileError, match="bad.json: malformed JSON"):
+        io.read_json(tmp_path / "bad.json")
+    io.write_npy(tmp_path / "d.npy", np.eye(3, dtype=np.float32))
+    assert io.read_npy(tmp_path / "d.npy").dtype == np.float32
+
+
+def test_manifest_and_prepare_output_dir(tmp_path):
+    params = {"k": 80, "size": (512, 1024)}
+    assert io.prepare_output_dir(tmp_path, "stage", params) is True  # fresh folder
+    io.write_manifest(tmp_path, "stage", params, uses_ground_truth={"mapping": "majority"})
+    m = io.read_manifest(tmp_path)
+    assert m["uses_ground_truth"] is True and m["ground_truth_use"] == {"mapping": "majority"}
+    assert m["parameters"]["size"] == [512, 1024]
+    assert io.prepare_output_dir(tmp_path, "stage", dict(params)) is True
+    with pytest.raises(PseudoLabelsError, match="different parameters k"):
+        io.prepare_output_dir(tmp_path, "stage", {"k": 40, "size": (512, 1024)})
+    with pytest.raises(PseudoLabelsError, match="different stage"):
+        io.prepare_output_dir(tmp_path, "other", params)
+    assert io.prepare_output_dir(tmp_path, "stage", {"k": 40, "size": (512, 1024)}, overwrite=True) is False
+
+
+def test_full_disk_or_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_space(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io.os, "replace", no_space)
+    with pytest.raises(PseudoLabelsError, match="x.json: cannot write output .No space left on device"):
+        io.write_json(tmp_path / "x.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []  # no partial or temporary file left
+    monkeypatch.undo()
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(PseudoLabelsError, match="cannot create output folder"):
+        io.write_json(tmp_path / "blocker" / "x.json", {})
