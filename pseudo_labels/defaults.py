@@ -45,3 +45,36 @@ REFERENCE_GT_THING_MIN_AREA = 10
 
 # --- weakly supervised (DEAL)
 DEAL_MU = 2.5
+
+# --- depth (stage 4) [depth helper]
+DEPTH_NORMALIZE = "minmax"  # per-image min-max to [0, 1], as the reference stores its maps
+DISPARITY_FILL = "nearest"  # invalid disparity (p <= 1) takes the nearest valid pixel's depth
+SPIDEPTH_PREPROCESS = "spidepth"  # "spidepth" (crop ego car, 192x512) or "full-frame" (reference)
+SPIDEPTH_INPUT_SIZE = (192, 512)  # (H, W) of the SPIdepth Cityscapes model
+SPIDEPTH_CITYSCAPES_CROP_FRACTION = 0.25  # bottom rows removed (ego car) before resizing
+SPIDEPTH_MIN_DEPTH = 0.001  # metres, SPIdepth Cityscapes options
+SPIDEPTH_MAX_DEPTH = 80.0
+
+# --- weakly supervised CAM pseudo-labels (issue 8: pseudo_labels.weak, train-cam, generate-cam-pseudolabels)
+CAM_EPOCHS = 30
+CAM_LR = 1e-2
+CAM_WEIGHT_DECAY = 1e-4
+CAM_BATCH_SIZE = 8
+CAM_HIDDEN = 0  # 0: linear 1x1 conv head; > 0: 1x1 conv - ReLU - 1x1 conv with this width
+CAM_TAGS_MIN_PIXELS = 64  # --tags-from-gt: a class is a tag when it has >= this many GT pixels
+CAM_BG_THRESHOLD = 0.25  # normalised CAM score below which a pixel is background
+CAM_DEAL_WEIGHT = 0.0
+CAM_LABEL_SPACE = "cityscapes"
+CAM_REFINE_BAND = 8  # px at image resolution: depth-edge snapping moves boundaries at most this far
+SWEEP_CAM_BG_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+SWEEP_DEAL_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
+
+# --- clustering / generate-overclustered-semantics (stage 2-3), added by the clustering module
+KMEANS_BACKEND = "auto"  # faiss when installed, else torch
+KMEANS_N_ITER = 25  # Lloyd iterations of the faiss / torch backends
+KMEANS_INIT_SAMPLE = 20000  # k-means++ seeding runs on a random sample of at least this many points
+KMEANS_INIT_PER_CLUSTER = 40  # ... or this many per cluster, whichever is larger
+MAX_FIT_SAMPLES = 1_000_000  # cap on the fit sample over all images (memory bound)
+SAMPLE_FILTER = "uniform"  # label-free; "gt-nonvoid" is the reference's GT-filtered sampling
+UPSAMPLE = "similarity"  # bilinear similarities then argmax; "labels" = reference nearest path
+MAPPING = "majority"

@@ -1,0 +1,279 @@
+"""Depth maps per image from stereo disparity, a folder of .npy maps, SPIdepth or Depth Anything V2.
+
+Writes float32 ``<out>/<split>/<city>/<stem>.npy`` (one per image of the split) and a
+``manifest.json``. Sources:
+
+- ``disparity``: Cityscapes ``disparity/`` + ``camera/`` files under the root;
+  ``depth = baseline * fx / ((p - 1) / 256)`` metres, invalid pixels (p <= 1) take the
+  value of the nearest valid pixel.
+- ``npy``: an existing folder of depth maps (``--input-dir``), paired by Cityscapes stem
+  (flat or ``<split>/<city>/`` layout).
+- ``spidepth``: the SPIdepth Cityscapes network (``--weights`` = folder with
+  ``encoder.pth`` and ``depth.pth``), see ``refs/spidepth``.
+- ``depth-anything``: Depth Anything V2 from a local ``transformers`` folder
+  (``--model-dir``); its relative inverse depth is turned into depth as 1 / disparity.
+
+With ``--normalize minmax`` (default, what the reference stores) every map is scaled
+to [0, 1] per image; ``--normalize none`` keeps metres (disparity, SPIdepth) or the
+network's relative depth units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import defaults
+from .cli import add_option, parse_shard
+from .errors import PseudoLabelsError
+
+STAGE = "generate-depth"
+SOURCES = ("disparity", "npy", "spidepth", "depth-anything")
+NETWORK_SOURCES = ("spidepth", "depth-anything")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "--cityscapes-root", required=True, help="dataset root in the Cityscapes layout")
+    parser.add_argument("--split", default="val", help="split to process (default: val)")
+    parser.add_argument("--source", required=True, choices=SOURCES, help="where depth comes from")
+    out = parser.add_mutually_exclusive_group(required=True)
+    add_option(out, "--output-dir", help="output folder (maps go to <dir>/<split>/<city>/<stem>.npy)")
+    add_option(out, "--output-subdir", help="output folder name under --cityscapes-root (e.g. depth_spidepth)")
+    add_option(parser, "--input-dir", help="--source npy: folder of <stem>*.npy depth maps (searched recursively)")
+    parser.add_argument("--weights", help="--source spidepth: folder with encoder.pth and depth.pth (or one .pth/.pt file)")
+    add_option(parser, "--model-dir", help="--source depth-anything: local transformers folder (config.json, weights, preprocessor)")
+    parser.add_argument("--normalize", choices=("minmax", "none"), default=defaults.DEPTH_NORMALIZE,
+                        help="per-image min-max to [0, 1] (default, as the reference) or none (metres / network units)")
+    add_option(parser, "--spidepth-preprocess", choices=("spidepth", "full-frame"), default=defaults.SPIDEPTH_PREPROCESS,
+               help="spidepth: 'spidepth' (default, what the network was trained on: crop away the bottom "
+                    f"{round(defaults.SPIDEPTH_CITYSCAPES_CROP_FRACTION * 100)}%% ego-car rows, resize to "
+                    f"{defaults.SPIDEPTH_INPUT_SIZE[0]}x{defaults.SPIDEPTH_INPUT_SIZE[1]}, predict, paste back, "
+                    "fill the cropped rows from the last predicted row); 'full-frame' (the reference's way: "
+                    "whole image resized to the input size, no crop)")
+    add_option(parser, "--output-size", help="HxW of the written maps (default: the image/disparity size)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="network sources: cpu or cuda")
+    parser.add_argument("--workers", type=int, default=1, help="processes for disparity/npy (networks run in one process)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    add_option(parser, "--ray-address", default=None, help="existing Ray cluster (with --executor ray)")
+    parser.add_argument("--shard", default=None, help="process shard i/n of the split (0-based)")
+    parser.add_argument("--overwrite", action="store_true", help="recompute outputs made with other parameters")
+    add_option(parser, "--fail-fast", action="store_true", help="stop at the first failed image")
+
+
+# --------------------------------------------------------------------------- per-image work
+@dataclass(frozen=True)
+class DepthJob:
+    """Everything one image needs (picklable)."""
+
+    stem: str
+    out_path: str
+    image_path: str
+    disparity_path: str = ""
+    camera_path: str = ""
+    npy_path: str = ""
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    source: str
+    normalize: str
+    output_size: tuple[int, int] | None = None
+    weights: str | None = None
+    model_dir: str | None = None
+    spidepth_preprocess: str = "spidepth"
+    device: str = "cpu"
+
+
+_PREDICTORS: dict = {}
+
+
+def _predictor(cfg: DepthConfig):
+    """One network per process, loaded on first use."""
+    key = (cfg.source, cfg.weights, cfg.model_dir, cfg.device, cfg.spidepth_preprocess)
+    if key not in _PREDICTORS:
+        from . import depth
+
+        if cfg.source == "spidepth":
+            _PREDICTORS[key] = depth.SPIdepthPredictor.from_weights(
+                cfg.weights, device=cfg.device, preprocess=cfg.spidepth_preprocess)
+        else:
+            _PREDICTORS[key] = depth.DepthAnythingPredictor.from_pretrained(cfg.model_dir, device=cfg.device)
+    return _PREDICTORS[key]
+
+
+def compute_depth(job: DepthJob, cfg: DepthConfig) -> np.ndarray:
+    """The (H, W) float32 depth map of one image, normalised as configured (no writing)."""
+    from . import depth
+    from .io import read_image_rgb, read_png
+
+    if cfg.source == "disparity":
+        disparity = read_png(job.disparity_path)
+        camera = depth.read_camera(job.camera_path)
+        try:
+            d = depth.depth_from_disparity(disparity, camera)
+        except (PseudoLabelsError, ValueError) as exc:
+            raise PseudoLabelsError(f"{job.disparity_path}: {exc}") from None
+    elif cfg.source == "npy":
+        d = depth.read_depth_npy(job.npy_path)
+    else:
+        image = read_image_rgb(job.image_path)
+        d = _predictor(cfg).predict(image)
+    if cfg.output_size is not None:
+        d = depth.resize_depth(d, cfg.output_size)
+    try:
+        return depth.normalize_depth(d, cfg.normalize)
+    except PseudoLabelsError as exc:
+        raise PseudoLabelsError(f"{job.stem}: {exc}") from None
+
+
+def process_job(job: DepthJob, cfg: DepthConfig) -> tuple[int, int]:
+    """Compute and write one map atomically; returns its shape."""
+    from .io import write_npy
+
+    d = compute_depth(job, cfg)
+    write_npy(job.out_path, d.astype(np.float32, copy=False))
+    return d.shape
+
+
+def _is_done(job: DepthJob) -> bool:
+    return os.path.exists(job.out_path)
+
+
+def _name(job: DepthJob) -> str:
+    return job.stem
+
+
+# --------------------------------------------------------------------------- planning
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(x) for x in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise PseudoLabelsError(f"--output-size {text!r}: expected HxW, e.g. 512x1024") from None
+    if h <= 0 or w <= 0:
+        raise PseudoLabelsError(f"--output-size {text!r}: sides must be positive")
+    return h, w
+
+
+def output_dir_of(args: argparse.Namespace) -> Path:
+    if getattr(args, "output_dir", None):
+        return Path(args.output_dir)
+    return Path(args.cityscapes_root) / args.output_subdir
+
+
+def plan_jobs(root: str | os.PathLike, split: str, source: str, out_dir: str | os.PathLike,
+              input_dir: str | None = None, shard: tuple[int, int] | None = None) -> list[DepthJob]:
+    """One :class:`DepthJob` per image of the split; missing inputs raise an error naming them."""
+    from .cityscapes import camera_path, disparity_path, list_images, select_shard
+    from .depth import index_depth_folder
+
+    entries = select_shard(list_images(root, split), shard)
+    out_dir = Path(out_dir)
+    npy_index = {}
+    if source == "npy":
+        if not input_dir:
+            raise PseudoLabelsError("--source npy needs --input-dir (folder of <stem>*.npy depth maps)")
+        npy_index = index_depth_folder(input_dir)
+    jobs, missing = [], []
+    for e in entries:
+        kw = {}
+        if source == "disparity":
+            dp, cp = disparity_path(root, e), camera_path(root, e)
+            missing += [str(p) for p in (dp, cp) if not p.is_file()]
+            kw = dict(disparity_path=str(dp), camera_path=str(cp))
+        elif source == "npy":
+            if e.stem not in npy_index:
+                missing.append(f"{e.stem} (no {e.stem}*.npy under {input_dir})")
+            kw = dict(npy_path=str(npy_index.get(e.stem, "")))
+        jobs.append(DepthJob(e.stem, str(out_dir / e.relative(".npy")), str(e.image_path), **kw))
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise PseudoLabelsError(
+            f"--source {source}: missing input for {len(missing)} file(s) of split '{split}': "
+            + "; ".join(missing[:5]) + more
+        )
+    return jobs
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from .io import fingerprint_files, prepare_output_dir, write_manifest
+    from .runner import run_per_image
+
+    source = args.source
+    if source == "spidepth" and not args.weights:
+        raise PseudoLabelsError("--source spidepth needs --weights (folder with encoder.pth and depth.pth)")
+    if source == "depth-anything" and not args.model_dir:
+        raise PseudoLabelsError("--source depth-anything needs --model-dir (local transformers folder)")
+    if args.device == "cuda" and source in NETWORK_SOURCES:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PseudoLabelsError("--device cuda: no CUDA device is available (use --device cpu)")
+    out_dir = output_dir_of(args)
+    shard = parse_shard(args.shard)
+    cfg = DepthConfig(
+        source=source,
+        normalize=args.normalize,
+        output_size=parse_size(args.output_size),
+        weights=str(Path(args.weights).resolve()) if args.weights else None,
+        model_dir=str(Path(args.model_dir).resolve()) if args.model_dir else None,
+        spidepth_preprocess=args.spidepth_preprocess,
+        device=args.device,
+    )
+    parameters = {
+        "split": args.split,
+        "source": source,
+        "normalize": cfg.normalize,
+        "output_size": list(cfg.output_size) if cfg.output_size else None,
+        "input_dir": str(Path(args.input_dir).resolve()) if args.input_dir and source == "npy" else None,
+        "weights": cfg.weights if source == "spidepth" else None,
+        "model_dir": cfg.model_dir if source == "depth-anything" else None,
+        "spidepth_preprocess": cfg.spidepth_preprocess if source == "spidepth" else None,
+        "disparity_fill": "nearest" if source == "disparity" else None,
+    }
+    jobs = plan_jobs(args.cityscapes_root, args.split, source, out_dir, args.input_dir, shard)
+    resume = prepare_output_dir(out_dir, STAGE, parameters, overwrite=args.overwrite)
+    workers = 1 if source in NETWORK_SOURCES else max(1, int(args.workers))
+    summary = run_per_image(
+        functools.partial(process_job, cfg=cfg),
+        jobs,
+        workers=workers,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        desc=f"depth ({source})",
+        name_of=_name,
+        is_done=_is_done if resume else None,
+        fail_fast=args.fail_fast,
+    )
+    inputs = {"cityscapes_root": str(Path(args.cityscapes_root).resolve()),
+              "images": fingerprint_files(j.image_path for j in jobs)}
+    if source == "disparity":
+        inputs["disparity"] = fingerprint_files(j.disparity_path for j in jobs)
+        inputs["camera"] = fingerprint_files(j.camera_path for j in jobs)
+    elif source == "npy":
+        inputs["npy"] = fingerprint_files(j.npy_path for j in jobs)
+    write_manifest(
+        out_dir, STAGE, parameters,
+        uses_ground_truth=False,  # disparity is a sensor input (stereo), not labels
+        inputs=inputs,
+        counts={"images": len(jobs), "done": summary.done, "skipped": summary.skipped,
+                "failed": len(summary.failed)},
+        extra={"shard": args.shard},
+    )
+    print(f"generate-depth: {out_dir}: {summary.line()}", file=sys.stderr)
+    summary.raise_if_failed("depth maps")
+    return 0
+
+
+if __name__ == "__main__":
+    from .cli import module_main
+
+    raise SystemExit(module_main("pseudo_labels.generate_depth"))

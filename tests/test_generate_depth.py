@@ -1,0 +1,101 @@
+"""End-to-end tests of the generate-depth CLI on tiny Cityscapes-layout folders."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pseudo_labels import cli
+from pseudo_labels.io import read_manifest, write_png
+
+CAMERA = {"extrinsic": {"baseline": 0.21}, "intrinsic": {"fx": 2260.0}}
+STEMS = ["aachen_000000_000019", "aachen_000001_000019", "bonn_000002_000019"]
+
+
+def make_city(root, size=(16, 24), stems=STEMS, split="val"):
+    rng = np.random.default_rng(0)
+    truth = {}
+    for s in stems:
+        city = s.split("_")[0]
+        write_png(root / "leftImg8bit" / split / city / f"{s}_leftImg8bit.png",
+                  rng.integers(0, 255, size + (3,), dtype=np.uint8))
+        disp = rng.integers(257, 20000, size).astype(np.uint16)
+        disp[0, :3] = 0
+        write_png(root / "disparity" / split / city / f"{s}_disparity.png", disp)
+        cam = root / "camera" / split / city / f"{s}_camera.json"
+        cam.parent.mkdir(parents=True, exist_ok=True)
+        cam.write_text(json.dumps(CAMERA))
+        truth[s] = 0.21 * 2260.0 / ((disp.astype(np.float64) - 1) / 256)
+    return truth
+
+
+def test_cli_disparity_end_to_end_and_resume(tmp_path, capsys):
+    truth = make_city(tmp_path)
+    args = ["generate-depth", "--cityscapes_root", str(tmp_path), "--split", "val", "--source", "disparity",
+            "--output-subdir", "depth_disp", "--normalize", "none"]
+    assert cli.main(args) == 0
+    out = tmp_path / "depth_disp"
+    for s in STEMS:
+        d = np.load(out / "val" / s.split("_")[0] / f"{s}.npy")
+        assert d.dtype == np.float32 and d.shape == (16, 24)
+        np.testing.assert_allclose(d[1:], truth[s][1:], rtol=1e-5)
+        assert np.isfinite(d).all()
+    m = read_manifest(out)
+    assert m["stage"] == "generate-depth" and m["uses_ground_truth"] is False
+    assert m["counts"]["done"] == 3 and m["parameters"]["source"] == "disparity"
+    # resume: nothing recomputed
+    assert cli.main(args) == 0
+    assert read_manifest(out)["counts"]["skipped"] == 3
+    # other parameters into the same folder: clear error, exit 2
+    assert cli.main(args[:-1] + ["minmax"]) == 2
+    assert "different" in capsys.readouterr().err
+
+
+def test_cli_minmax_output_size_and_workers(tmp_path):
+    make_city(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["generate-depth", "--cityscapes-root", str(tmp_path), "--source", "disparity",
+                     "--output-dir", str(out), "--output-size", "8x12", "--workers", "2"]) == 0
+    d = np.load(out / "val" / "bonn" / "bonn_000002_000019.npy")
+    assert d.shape == (8, 12) and d.min() == 0 and d.max() == pytest.approx(1.0)
+
+
+def test_cli_missing_disparity_names_file(tmp_path, capsys):
+    make_city(tmp_path)
+    (tmp_path / "disparity" / "val" / "bonn" / "bonn_000002_000019_disparity.png").unlink()
+    rc = cli.main(["generate-depth", "--cityscapes-root", str(tmp_path), "--source", "disparity",
+                   "--output-dir", str(tmp_path / "o")])
+    assert rc == 2
+    assert "bonn_000002_000019_disparity.png" in capsys.readouterr().err
+
+
+def test_cli_npy_source_flat_folder(tmp_path, capsys):
+    make_city(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, s in enumerate(STEMS):
+        np.save(flat / f"{s}_leftImg8bit.npy", np.arange(12, dtype=np.float64).reshape(3, 4) * (i + 1))
+    out = tmp_path / "depth_npy"
+    assert cli.main(["generate-depth", "--cityscapes-root", str(tmp_path), "--source", "npy",
+                     "--input-dir", str(flat), "--output-dir", str(out)]) == 0
+    d = np.load(out / "val" / "aachen" / f"{STEMS[1]}.npy")
+    np.testing.assert_allclose(d, np.arange(12).reshape(3, 4) / 11.0, rtol=1e-6)
+    (flat / f"{STEMS[2]}_leftImg8bit.npy").unlink()
+    assert cli.main(["generate-depth", "--cityscapes-root", str(tmp_path), "--source", "npy",
+                     "--input-dir", str(flat), "--output-dir", str(tmp_path / "o2")]) == 2
+    assert STEMS[2] in capsys.readouterr().err
+
+
+def test_cli_network_sources_need_their_paths(tmp_path, capsys):
+    make_city(tmp_path, stems=STEMS[:1])
+    for src, flag in (("spidepth", "--weights"), ("depth-anything", "--model-dir"), ("npy", "--input-dir")):
+        assert cli.main(["generate-depth", "--cityscapes-root", str(tmp_path), "--source", src,
+                         "--output-dir", str(tmp_path / "o")]) == 2
+        assert flag in capsys.readouterr().err
+
+
+def test_module_help_mentions_default_preprocessing(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["generate-depth", "--help"])
+    out = capsys.readouterr().out
+    assert "--spidepth-preprocess" in out and "full-frame" in out and "--output_dir" in out
