@@ -1,0 +1,263 @@
+"""CAM classifier on frozen self-supervised ViT patch features (trainable patch-level head).
+
+Model: features F (B, D, h, w) from the frozen backbone (cached per image) ->
+head (1x1 conv, or 1x1 conv - ReLU - 1x1 conv when ``hidden > 0``) -> class maps
+S (B, C, h, w) at patch resolution -> global average pooling -> logits (B, C).
+Loss: multi-label soft margin on the image tags, plus ``deal_weight`` x DEAL
+(:mod:`pseudo_labels.weak.deal`) on S against the depth edges.
+
+CAMs for masks are ``relu(S_c) / max relu(S_c)`` per class, in [0, 1], zero for
+classes not in the image's tags.
+
+Training is seeded (head init from ``torch.manual_seed(seed)``, epoch order from
+``numpy.random.default_rng([seed, epoch])``) so a resumed run equals an uninterrupted one.
+Checkpoint ``RUN_DIR/checkpoint.pt``: head state, optimiser state, epoch (last finished,
+1-based), config, history, plus caller metadata (``meta``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import defaults
+from ..errors import PseudoLabelsError
+from .deal import DEALLoss
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class CamTrainConfig:
+    """Training hyper-parameters (all stored in the checkpoint)."""
+
+    num_classes: int
+    in_dim: int
+    epochs: int = defaults.CAM_EPOCHS
+    lr: float = defaults.CAM_LR
+    weight_decay: float = defaults.CAM_WEIGHT_DECAY
+    batch_size: int = defaults.CAM_BATCH_SIZE
+    hidden: int = defaults.CAM_HIDDEN
+    deal_weight: float = 0.0
+    deal_mu: float = defaults.DEAL_MU
+    seed: int = defaults.SEED
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """Fields that must match to resume a run (everything but ``epochs``)."""
+        d = self.to_dict()
+        d.pop("epochs")
+        return d
+
+
+class CamHead(nn.Module):
+    """Patch-level head: (B, D, h, w) features -> (B, C, h, w) class maps."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 0):
+        super().__init__()
+        if hidden > 0:
+            self.net = nn.Sequential(nn.Conv2d(in_dim, hidden, 1), nn.ReLU(inplace=True),
+                                     nn.Conv2d(hidden, num_classes, 1))
+        else:
+            self.net = nn.Conv2d(in_dim, num_classes, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def pool_logits(cams: torch.Tensor) -> torch.Tensor:
+    """Global average pooling: (B, C, h, w) -> (B, C) logits."""
+    return cams.mean(dim=(-2, -1))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu`` or ``cuda`` (error when CUDA is asked for and absent)."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise PseudoLabelsError("--device cuda: no CUDA device is available (use --device cpu)")
+        return torch.device("cuda")
+    if device != "cpu":
+        raise PseudoLabelsError(f"--device {device!r}: choose cpu or cuda")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike, head: CamHead, optimizer: torch.optim.Optimizer | None,
+                    epoch: int, config: CamTrainConfig, history: list, meta: Mapping[str, Any] | None = None) -> None:
+    """Write the checkpoint atomically (temp file + rename)."""
+    from ..io import atomic_path
+
+    state = {
+        "format": "pseudo_labels.cam/1",
+        "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": int(epoch),
+        "config": config.to_dict(),
+        "history": list(history),
+        "meta": dict(meta or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(run_dir_or_file: str | os.PathLike) -> dict:
+    """Read ``RUN_DIR/checkpoint.pt`` (or a checkpoint file) as a dict."""
+    p = Path(run_dir_or_file)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise PseudoLabelsError(f"{p}: no CAM checkpoint (train one with: pseudo-labels train-cam --out RUN_DIR)")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise PseudoLabelsError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "head" not in state or "config" not in state:
+        raise PseudoLabelsError(f"{p}: not a CAM checkpoint of this tool")
+    return state
+
+
+def head_from_checkpoint(state: Mapping[str, Any]) -> tuple[CamHead, CamTrainConfig]:
+    """Rebuild the trained head (eval mode, CPU) and its config from a checkpoint dict."""
+    config = CamTrainConfig(**state["config"])
+    head = CamHead(config.in_dim, config.num_classes, config.hidden)
+    head.load_state_dict(state["head"])
+    head.eval()
+    return head, config
+
+
+# --------------------------------------------------------------------------- training
+def train_cam_head(
+    features: np.ndarray,
+    tags: np.ndarray,
+    config: CamTrainConfig,
+    *,
+    depth_edges: np.ndarray | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    device: str = "cpu",
+    meta: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[CamHead, list[dict]]:
+    """Train the head; returns (head in eval mode on CPU, history).
+
+    ``features``: (N, D, h, w) float16/float32 cached backbone features.
+    ``tags``: (N, C) float32 multi-hot. ``depth_edges``: (N, 1, h, w) float32 sharpened
+    depth edge activations (:func:`pseudo_labels.weak.deal.depth_edge_activations`),
+    needed when ``config.deal_weight > 0``.
+    With ``run_dir``, a checkpoint is written after every epoch and, when ``resume``, an
+    existing checkpoint with the same config identity is continued up to ``config.epochs``.
+    History: one dict per epoch ``{epoch, loss, cls_loss, deal_loss}`` (means over batches).
+    """
+    n = features.shape[0]
+    if tags.shape != (n, config.num_classes):
+        raise ValueError(f"tags {tags.shape} do not match {n} images x {config.num_classes} classes")
+    if features.shape[1] != config.in_dim:
+        raise ValueError(f"features have D={features.shape[1]}, config says {config.in_dim}")
+    if config.deal_weight > 0 and depth_edges is None:
+        raise PseudoLabelsError("DEAL weight > 0 needs depth maps (give --depth-subdir)")
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    head = CamHead(config.in_dim, config.num_classes, config.hidden).to(dev)
+    opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    deal = DEALLoss(mu=config.deal_mu)
+    history: list[dict] = []
+    start = 0
+    ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        if not resume:
+            raise PseudoLabelsError(f"{ckpt_path}: a checkpoint exists (use --restart to overwrite it, or another --out)")
+        state = load_checkpoint(ckpt_path)
+        old = CamTrainConfig(**state["config"])
+        if old.identity() != config.identity():
+            diff = {k: (old.identity()[k], v) for k, v in config.identity().items() if old.identity().get(k) != v}
+            raise PseudoLabelsError(
+                f"{ckpt_path}: was trained with other settings {diff} (use --restart, or another --out)")
+        head.load_state_dict(state["head"])
+        if state.get("optimizer"):
+            opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+        history = list(state.get("history", []))
+        if log and start:
+            log(f"resuming from epoch {start} ({ckpt_path})")
+
+    feats_t = torch.from_numpy(np.ascontiguousarray(features))
+    tags_t = torch.from_numpy(np.ascontiguousarray(tags, dtype=np.float32))
+    edges_t = None if depth_edges is None else torch.from_numpy(np.ascontiguousarray(depth_edges, dtype=np.float32))
+    bs = max(1, int(config.batch_size))
+    for epoch in range(start, config.epochs):
+        head.train()
+        order = np.random.default_rng([config.seed, epoch]).permutation(n)
+        sums = {"loss": 0.0, "cls_loss": 0.0, "deal_loss": 0.0}
+        batches = 0
+        for b0 in range(0, n, bs):
+            idx = torch.from_numpy(order[b0: b0 + bs])
+            x = feats_t[idx].to(dev, torch.float32)
+            y = tags_t[idx].to(dev)
+            cams = head(x)
+            cls = F.multilabel_soft_margin_loss(pool_logits(cams), y)
+            loss = cls
+            dl = torch.zeros((), device=dev)
+            if config.deal_weight > 0:
+                dl = deal(cams, y, depth_edges=edges_t[idx].to(dev))
+                loss = cls + config.deal_weight * dl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums["loss"] += float(loss)
+            sums["cls_loss"] += float(cls)
+            sums["deal_loss"] += float(dl)
+            batches += 1
+        rec = {"epoch": epoch + 1, **{k: v / max(batches, 1) for k, v in sums.items()}}
+        history.append(rec)
+        if log:
+            log(f"epoch {epoch + 1}/{config.epochs}: loss {rec['loss']:.4f} (cls {rec['cls_loss']:.4f}, "
+                f"deal {rec['deal_loss']:.4f})")
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, head, opt, epoch + 1, config, history, meta)
+    head = head.cpu().eval()
+    return head, history
+
+
+# --------------------------------------------------------------------------- inference
+@torch.no_grad()
+def compute_cams(head: CamHead, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw class maps and logits of one image.
+
+    ``features``: (D, h, w) float. Returns (cams (C, h, w) float32, logits (C,) float32).
+    """
+    p = next(head.parameters())
+    x = torch.from_numpy(np.asarray(features, np.float32))[None].to(p.device)
+    s = head(x)
+    return s[0].cpu().numpy(), pool_logits(s)[0].cpu().numpy()
+
+
+def normalize_cams(cams: np.ndarray, tags: np.ndarray | None = None) -> np.ndarray:
+    """``relu(S_c) / max relu(S_c)`` per class -> (C, h, w) float32 in [0, 1].
+
+    Classes with ``tags[c] == 0`` (when given) and classes without positive activation are 0.
+    """
+    a = np.maximum(np.asarray(cams, np.float32), 0.0)
+    mx = a.reshape(a.shape[0], -1).max(axis=1)
+    out = np.where(mx[:, None, None] > 0, a / np.maximum(mx, 1e-12)[:, None, None], 0.0).astype(np.float32)
+    if tags is not None:
+        out *= (np.asarray(tags) > 0.5).astype(np.float32)[:, None, None]
+    return out
+
+
+def predicted_tags(logits: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """(C,) multi-hot from logits: sigmoid(logit) > threshold (at least the top class)."""
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    out = (p > threshold).astype(np.float32)
+    if out.sum() == 0:
+        out[int(np.argmax(p))] = 1.0
+    return out

@@ -1,0 +1,175 @@
+"""Semantic label maps from CAMs, optional depth-edge snapping, and mIoU scoring.
+
+Label conventions (``label_space``):
+
+- ``cityscapes``: output trainIds 0..18; pixels where no tagged class scores above the
+  background threshold become **255 (void)**. Cityscapes has no "background" class (every
+  pixel is road, building, sky, ...), so low-confidence pixels are left unlabelled rather than
+  forced into a class. Scoring counts void predictions on labelled GT pixels as misses
+  (``mIoU``); ``mIoU_labelled`` scores only the pixels that received a label, and
+  ``coverage`` is the fraction of GT-labelled pixels that did.
+- ``voc``: output VOC ids, 0 background, 1..20 classes (CAM channel c -> id c + 1), 255 ignore
+  (never produced). Background is a scored class there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PseudoLabelsError
+
+IGNORE = 255
+
+
+def upsample_cams(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) float -> (C, H, W) float32, bilinear (align_corners=False)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(cams, np.float32))[None]
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t[0].numpy().copy()
+    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0].numpy()
+
+
+def cams_to_labels(cams: np.ndarray, bg_threshold: float, label_space: str = "cityscapes") -> np.ndarray:
+    """Normalised CAMs (C, H, W) in [0, 1] -> (H, W) uint8 label map.
+
+    Each pixel takes the class with the highest CAM; if that score is <= ``bg_threshold``
+    the pixel is background (255 for ``cityscapes``, 0 for ``voc``). Classes outside the
+    image's tags should already be zero (see :func:`pseudo_labels.weak.cam.normalize_cams`).
+    """
+    cams = np.asarray(cams, np.float32)
+    best = cams.argmax(axis=0)
+    score = np.take_along_axis(cams, best[None], axis=0)[0]
+    fg = score > bg_threshold
+    if label_space == "cityscapes":
+        return np.where(fg, best, IGNORE).astype(np.uint8)
+    if label_space == "voc":
+        return np.where(fg, best + 1, 0).astype(np.uint8)
+    raise PseudoLabelsError(f"unknown label space {label_space!r}")
+
+
+def depth_edge_map(depth: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """(H, W) depth -> (H, W) float32 edge strength in [0, 1]: |Sobel(gaussian(depth, sigma))| / max."""
+    from scipy import ndimage
+
+    d = np.asarray(depth, np.float64)
+    d = np.where(np.isfinite(d), d, np.nanmax(np.where(np.isfinite(d), d, np.nan)) if np.isfinite(d).any() else 0.0)
+    if sigma > 0:
+        d = ndimage.gaussian_filter(d, sigma)
+    g = np.hypot(ndimage.sobel(d, axis=1), ndimage.sobel(d, axis=0))
+    mx = g.max()
+    return (g / mx if mx > 0 else g).astype(np.float32)
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    import cv2
+
+    if arr.shape[:2] == tuple(size):
+        return arr
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.resize(arr, (size[1], size[0]), interpolation=interp)
+
+
+def snap_to_depth_edges(labels: np.ndarray, depth: np.ndarray, band: int = 8, sigma: float = 1.0) -> np.ndarray:
+    """Move label boundaries onto depth edges (marker watershed on the depth edge map).
+
+    ``labels``: (H, W) uint8 (any ids, 255 void treated as one more region).
+    ``depth``: (h, w) float, resized bilinearly to (H, W) when needed.
+    Pixels farther than ``band`` px from every label boundary keep their label and seed the
+    watershed; pixels within the band are re-assigned by flooding the depth edge map
+    (:func:`depth_edge_map`), so boundaries settle on the strongest depth edge nearby.
+    Returns (H, W) uint8 with the same set of ids.
+    """
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    labels = np.asarray(labels)
+    if band <= 0:
+        return labels.copy()
+    depth = _resize(np.asarray(depth, np.float32), labels.shape, nearest=False)
+    lab = labels.astype(np.int32)
+    boundary = np.zeros(lab.shape, bool)
+    boundary[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    boundary[:, :-1] |= lab[:, 1:] != lab[:, :-1]
+    boundary[1:, :] |= lab[1:, :] != lab[:-1, :]
+    boundary[:-1, :] |= lab[1:, :] != lab[:-1, :]
+    if not boundary.any():
+        return labels.copy()
+    dist = ndimage.distance_transform_edt(~boundary)
+    markers = np.where(dist > band, lab + 1, 0)
+    if not markers.any():
+        return labels.copy()
+    elevation = depth_edge_map(depth, sigma)
+    out = watershed(elevation, markers=markers, connectivity=1)
+    return (out - 1).astype(labels.dtype)
+
+
+# --------------------------------------------------------------------------- scoring
+def eval_class_names(label_space: str = "cityscapes") -> tuple[str, ...]:
+    """Names of the scored classes: 19 trainIds, or VOC background + 20 classes."""
+    from .tags import class_names
+
+    if label_space == "voc":
+        return ("background",) + class_names("voc")
+    return class_names(label_space)
+
+
+def extended_confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore: int = IGNORE) -> np.ndarray:
+    """(C, C + 1) int64 confusion: rows GT class, columns predicted class; the last column counts
+    GT-labelled pixels predicted as ``ignore`` (void). GT ``ignore`` pixels are skipped.
+
+    Uses :func:`evaluation.semantic.confusion_matrix` when available (pred void mapped to C).
+    """
+    gt = np.asarray(gt)
+    pred = np.asarray(pred).astype(np.int64)
+    pred = np.where((pred == ignore) | (pred < 0) | (pred >= num_classes), num_classes, pred)
+    try:
+        from evaluation.semantic import confusion_matrix
+    except ImportError:
+        confusion_matrix = None
+    if confusion_matrix is not None:
+        cm = np.asarray(confusion_matrix(gt, pred, num_classes + 1, ignore=ignore), np.int64)
+        return cm[:num_classes, :]
+    g = gt.astype(np.int64).ravel()
+    keep = (g != ignore) & (g >= 0) & (g < num_classes)
+    idx = g[keep] * (num_classes + 1) + pred.ravel()[keep]
+    return np.bincount(idx, minlength=num_classes * (num_classes + 1)).reshape(num_classes, num_classes + 1)
+
+
+def scores_from_confusion(cm_ext: np.ndarray, names: tuple[str, ...]) -> dict:
+    """Scores (percent) from an extended confusion (C, C + 1) of :func:`extended_confusion`.
+
+    ``mIoU``: mean over classes present in GT or prediction of TP / (GT + Pred - TP), void
+    predictions counted as misses; ``per_class_iou`` {name: IoU or None}; ``pixel_accuracy``;
+    ``coverage`` (share of GT-labelled pixels given a class); ``mIoU_labelled`` (same with
+    void-predicted pixels removed, via :func:`evaluation.semantic.miou_from_confusion` when available).
+    """
+    cm = np.asarray(cm_ext, np.float64)
+    c = cm.shape[0]
+    tp = np.diag(cm[:, :c])
+    gt_n = cm.sum(axis=1)
+    pred_n = cm[:, :c].sum(axis=0)
+    union = gt_n + pred_n - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    total = gt_n.sum()
+
+    def _mean(x):
+        return float(np.nanmean(x) * 100) if np.isfinite(x).any() else 0.0
+
+    inner = cm[:, :c]
+    try:
+        from evaluation.semantic import miou_from_confusion
+
+        labelled = float(miou_from_confusion(inner.astype(np.int64))["mIoU"])
+    except ImportError:
+        u2 = inner.sum(1) + inner.sum(0) - np.diag(inner)
+        labelled = _mean(np.where(u2 > 0, np.diag(inner) / np.maximum(u2, 1), np.nan))
+    return {
+        "mIoU": _mean(iou),
+        "mIoU_labelled": labelled,
+        "pixel_accuracy": float(tp.sum() / total * 100) if total else 0.0,
+        "coverage": float(inner.sum() / total * 100) if total else 0.0,
+        "per_class_iou": {n: (None if np.isnan(v) else float(v * 100)) for n, v in zip(names, iou)},
+    }
