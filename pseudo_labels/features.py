@@ -1,0 +1,621 @@
+"""Stage 1: dense self-supervised features per image.
+
+:func:`build_extractor` returns a :class:`FeatureExtractor` whose ``extract`` maps a list
+of RGB images ((H, W, 3) uint8, any size) to a list of (D, h, w) float32 feature maps,
+L2-normalised over D, at the extractor's native output grid:
+
+- ``builtin``: a deterministic, hand-made (not learned) extractor for the demo and the
+  tests: per 14x14 patch colour statistics in three colour spaces, texture / gradient
+  energy and blurred spatial context. Needs no weights. Output: the patch grid.
+- ``dinov2_vits14`` / ``dinov2_vitb14`` / ``dinov2_vitl14``: DINOv2 ViT/14 built with
+  ``timm`` and loaded from a local checkpoint in the official DINOv2 key layout; the patch
+  tokens after the final norm. Output: the patch grid (23 x 46 at 322 x 644).
+  ``dinov2`` (architecture read from the checkpoint's shapes) exists for tests and
+  non-standard sizes.
+- head ``cause``: the CAUSE-TR Segment_TR EMA head (90-d) on DINOv2 tokens of 322 x 322
+  sliding windows (stride 161, last window flush with the border), averaged with the
+  horizontally flipped crop, upsampled bilinearly to the crop and overlaps averaged.
+  Output: dense, one vector per pixel of the resized input (90 x 322 x 644).
+
+Preprocessing (as the reference): resize to ``input_size`` (default 322 x 644; an int
+means "short side to this, both sides floored to a multiple of 14"), bilinear with
+antialiasing as PIL does, rounded to 8 bit; ImageNet mean / std.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import defaults
+from .errors import InputFileError, PseudoLabelsError
+
+#: backbone name -> (embed_dim, depth, num_heads); all DINOv2 ViT/14, mlp ratio 4, layer scale
+DINOV2_ARCHS: dict[str, tuple[int, int, int]] = {
+    "dinov2_vits14": (384, 12, 6),
+    "dinov2_vitb14": (768, 12, 12),
+    "dinov2_vitl14": (1024, 24, 16),
+}
+BACKBONES = ("builtin", *DINOV2_ARCHS)
+HEADS = ("cause",)
+
+
+# --------------------------------------------------------------------------- preprocessing
+def resized_shape(image_hw: tuple[int, int], input_size: int | Sequence[int] = defaults.FEATURE_INPUT_SIZE,
+                  patch: int = defaults.PATCH_SIZE) -> tuple[int, int]:
+    """Network input (H, W) for an image of (H, W) pixels.
+
+    ``input_size`` (h, w): exactly that size. An int s: scale so the short side is s
+    (rounded), then floor both sides to a multiple of ``patch`` (the reference rule:
+    1024 x 2048 with s = 322 -> 322 x 644).
+    """
+    if isinstance(input_size, (int, np.integer)):
+        h, w = image_hw
+        scale = int(input_size) / min(h, w)
+        out = (int(round(h * scale)) // patch * patch, int(round(w * scale)) // patch * patch)
+    else:
+        out = (int(input_size[0]), int(input_size[1]))
+    if out[0] < patch or out[1] < patch:
+        raise PseudoLabelsError(f"input size {out} is smaller than one {patch}x{patch} patch")
+    return out
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (H, W, 3) uint8 to ``size`` (h, w), antialiased like PIL; uint8 out."""
+    import torch
+    import torch.nn.functional as F
+
+    if image.shape[:2] == tuple(size):
+        return np.ascontiguousarray(image)
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return t[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def normalize_image(image: np.ndarray):
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 torch tensor, ImageNet mean/std normalised."""
+    import torch
+
+    mean = torch.tensor(defaults.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(defaults.IMAGENET_STD).view(3, 1, 1)
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return (t - mean) / std
+
+
+def _check_image(image: np.ndarray, i: int) -> None:
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise PseudoLabelsError(f"image {i}: expected (H, W, 3) uint8 RGB, got {desc}")
+
+
+def l2_normalize(feats: np.ndarray, axis: int = 0, eps: float = 1e-8) -> np.ndarray:
+    """L2-normalise ``feats`` along ``axis`` (float32 out; zero vectors stay zero)."""
+    feats = np.asarray(feats, np.float32)
+    norm = np.sqrt((feats * feats).sum(axis=axis, keepdims=True))
+    return feats / np.maximum(norm, eps)
+
+
+# --------------------------------------------------------------------------- device
+def resolve_device(device: str) -> str:
+    """Validate ``device`` ("cpu", "cuda", "cuda:N"); raise if CUDA is asked for but absent."""
+    import torch
+
+    device = str(device or "cpu")
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise PseudoLabelsError(
+                f"--device {device}: CUDA is not available (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu"
+            )
+        return device
+    raise PseudoLabelsError(f"--device {device!r}: choose cpu or cuda")
+
+
+# --------------------------------------------------------------------------- extractor base
+class FeatureExtractor:
+    """Maps RGB images to L2-normalised feature maps.
+
+    Attributes: ``name`` (backbone[+head]), ``dim`` (D), ``uses_weights`` (loads a
+    learned checkpoint), ``input_size``, ``device``, ``batch_size``, ``dense`` (True:
+    one vector per pixel of the resized input; False: one per 14x14 patch).
+    """
+
+    name: str = ""
+    dim: int = 0
+    uses_weights: bool = False
+    dense: bool = False
+
+    def __init__(self, input_size=defaults.FEATURE_INPUT_SIZE, device: str = "cpu",
+                 batch_size: int = defaults.BATCH_SIZE):
+        if not isinstance(input_size, (int, np.integer)):
+            input_size = tuple(int(v) for v in input_size)
+            if len(input_size) != 2 or any(v % defaults.PATCH_SIZE for v in input_size):
+                raise PseudoLabelsError(
+                    f"--input-size {input_size}: need two values, each a multiple of {defaults.PATCH_SIZE}")
+        self.input_size = input_size
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+
+    def output_grid(self, image_hw: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(h, w) of the output for an image of ``image_hw`` (default: a Cityscapes frame)."""
+        h, w = resized_shape(image_hw or defaults.SYNTH_SIZE, self.input_size)
+        return (h, w) if self.dense else (h // defaults.PATCH_SIZE, w // defaults.PATCH_SIZE)
+
+    def describe(self) -> dict:
+        """Parameters for manifests."""
+        return {"backbone": self.name, "dim": self.dim, "dense": self.dense,
+                "input_size": self.input_size, "uses_weights": self.uses_weights}
+
+    def extract(self, images: Sequence[np.ndarray], batch_size: int | None = None) -> list[np.ndarray]:
+        """list of (H, W, 3) uint8 -> list of (D, h, w) float32, L2-normalised over D."""
+        images = list(images)
+        for i, im in enumerate(images):
+            _check_image(im, i)
+        bs = max(1, int(batch_size or self.batch_size))
+        prepared = [resize_image(im, resized_shape(im.shape[:2], self.input_size)) for im in images]
+        out: list[np.ndarray] = []
+        i = 0
+        while i < len(prepared):
+            # a batch holds images of one size only
+            j = i + 1
+            while j < len(prepared) and j - i < bs and prepared[j].shape == prepared[i].shape:
+                j += 1
+            out.extend(self._extract_batch(prepared[i:j]))
+            i = j
+        return out
+
+    def _extract_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- builtin
+def _patch_mean(x: np.ndarray, p: int) -> np.ndarray:
+    """(H, W, C) -> (H//p, W//p, C) mean over p x p patches."""
+    h, w = x.shape[0] // p, x.shape[1] // p
+    x = x[: h * p, : w * p]
+    return x.reshape(h, p, w, p, -1).mean(axis=(1, 3))
+
+
+def builtin_features(image: np.ndarray, patch: int = defaults.PATCH_SIZE) -> np.ndarray:
+    """Hand-made patch features of one resized image.
+
+    ``image`` (H, W, 3) uint8 RGB, H and W multiples of ``patch``. Returns
+    (BUILTIN_DIM, H/patch, W/patch) float32, L2-normalised over D. Deterministic, no
+    learned parameters: Lab / chromaticity / HSV colour means, Lab standard deviations,
+    gradient and Laplacian energy, and the same statistics blurred over neighbouring
+    patches (context), each group scaled by a fixed weight; a constant channel keeps
+    dark, flat patches apart after normalisation.
+    """
+    import cv2
+
+    rgb = image.astype(np.float32) / 255.0
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)  # L 0..100, a/b about -128..127
+    lab_n = np.stack([lab[..., 0] / 100.0 - 0.5, lab[..., 1] / 60.0, lab[..., 2] / 60.0], -1)
+    s = rgb.sum(-1, keepdims=True) + 1e-3
+    chroma = (rgb / s - 1.0 / 3.0) * 3.0
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # H degrees, S, V in 0..1
+    hue = np.deg2rad(hsv[..., 0])
+    sat = hsv[..., 1]
+    hsv_f = np.stack([sat * np.cos(hue), sat * np.sin(hue), sat - 0.3, hsv[..., 2] - 0.5], -1)
+
+    lum = lab[..., 0] / 100.0
+    gx = cv2.Sobel(lum, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(lum, cv2.CV_32F, 0, 1, ksize=3)
+    lap = cv2.Laplacian(cv2.GaussianBlur(lum, (0, 0), 1.0), cv2.CV_32F)
+    tex = np.stack([np.abs(gx), np.abs(gy), np.abs(lap) * 4.0], -1)
+
+    m_lab = _patch_mean(lab_n, patch)
+    m_sq = _patch_mean(lab_n * lab_n, patch)
+    sd_lab = np.sqrt(np.maximum(m_sq - m_lab * m_lab, 0.0))
+    m_chroma = _patch_mean(chroma, patch)
+    m_hsv = _patch_mean(hsv_f, patch)
+    m_tex = np.log1p(_patch_mean(tex, patch) * 8.0)
+    orient = (m_tex[..., 0] - m_tex[..., 1])[..., None]
+
+    local = np.concatenate([m_lab * 1.5, m_chroma * 1.0, m_hsv * 1.0, sd_lab * 4.0, m_tex * 0.8, orient], -1)
+    ctx_in = np.concatenate([m_lab, m_chroma, m_tex], -1)
+    ctx1 = cv2.GaussianBlur(ctx_in, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
+    ctx3 = cv2.GaussianBlur(ctx_in, (0, 0), 3.0, borderType=cv2.BORDER_REFLECT)
+    if ctx1.ndim == 2:  # a 1-patch-wide grid loses its channel axis in OpenCV
+        ctx1, ctx3 = ctx1.reshape(ctx_in.shape), ctx3.reshape(ctx_in.shape)
+    const = np.full(m_lab.shape[:2] + (1,), 0.5, np.float32)
+    feats = np.concatenate([local, ctx1 * 0.7, ctx3 * 0.5, const], -1).astype(np.float32)
+    return l2_normalize(np.ascontiguousarray(feats.transpose(2, 0, 1)), axis=0)
+
+
+#: channels of :func:`builtin_features`: local 3+3+4+3+3+1, context 2 x 9, constant 1
+BUILTIN_DIM = 17 + 18 + 1
+
+
+class BuiltinExtractor(FeatureExtractor):
+    """Deterministic hand-made features (no weights): see :func:`builtin_features`."""
+
+    name = "builtin"
+    dim = BUILTIN_DIM
+    uses_weights = False
+    dense = False
+
+    def _extract_batch(self, images):
+        return [builtin_features(im) for im in images]
+
+
+# --------------------------------------------------------------------------- DINOv2 checkpoints
+def load_checkpoint(path: str | os.PathLike, what: str) -> dict:
+    """torch-load a state dict from a local file (tensors only); unwrap common containers."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, f"{what} checkpoint not found", "give the local path of the .pth file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputFileError(path, f"not a readable PyTorch checkpoint for {what} ({type(exc).__name__}: {exc})") from None
+    for key in ("model", "state_dict", "teacher"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputFileError(path, f"not a state dict of tensors (expected {what})")
+    out = {}
+    for k, v in obj.items():
+        for prefix in ("module.", "backbone."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def infer_dinov2_config(state: Mapping, path: str | os.PathLike = "") -> dict:
+    """Architecture of an official-layout DINOv2 state dict, read from its tensor shapes.
+
+    Returns ``embed_dim, depth, num_heads (embed_dim // 64, as in every DINOv2 model),
+    mlp_ratio, patch_size, pos_grid`` (side of the square position-embedding grid).
+    """
+    need = ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight")
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise InputFileError(path, f"not a DINOv2 ViT checkpoint: missing keys {missing}",
+                             "expected the official facebookresearch/dinov2 key layout")
+    if any(".mlp.w12." in k for k in state):
+        raise InputFileError(path, "SwiGLU (ViT-g/14) DINOv2 checkpoints are not supported",
+                             "use ViT-S/14, B/14 or L/14")
+    embed = int(state["cls_token"].shape[-1])
+    depth = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+    if depth <= 0:
+        raise InputFileError(path, "not a DINOv2 ViT checkpoint: no blocks.N.* keys "
+                             "(chunked 'blocks.C.N.' layouts are not supported)")
+    fc1 = state.get("blocks.0.mlp.fc1.weight")
+    mlp_ratio = float(fc1.shape[0]) / embed if fc1 is not None else 4.0
+    n_pos = int(state["pos_embed"].shape[1]) - 1
+    grid = int(round(math.sqrt(n_pos)))
+    if grid * grid != n_pos:
+        raise InputFileError(path, f"pos_embed has {n_pos} patch positions, not a square grid")
+    return dict(embed_dim=embed, depth=depth, num_heads=max(1, embed // 64), mlp_ratio=mlp_ratio,
+                patch_size=int(state["patch_embed.proj.weight"].shape[-1]), pos_grid=grid)
+
+
+def official_pos_embed(pos_embed, grid_hw: tuple[int, int]):
+    """DINOv2's position-embedding interpolation (bicubic, scale (n + 0.1) / sqrt(N), no antialias).
+
+    ``pos_embed`` (1, 1 + N, D) -> (1, 1 + h*w, D). Same arithmetic as
+    ``interpolate_pos_encoding`` of facebookresearch/dinov2 (and CAUSE's copy of it).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = pos_embed.shape[1] - 1
+    h, w = grid_hw
+    if n == h * w and h == w:
+        return pos_embed
+    side = int(round(math.sqrt(n)))
+    cls_pos, patch_pos = pos_embed[:, :1].float(), pos_embed[:, 1:].float()
+    d = patch_pos.shape[-1]
+    patch_pos = patch_pos.reshape(1, side, side, d).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(patch_pos, scale_factor=((h + 0.1) / side, (w + 0.1) / side), mode="bicubic")
+    assert patch_pos.shape[-2:] == (h, w), patch_pos.shape
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, h * w, d)
+    return torch.cat([cls_pos, patch_pos], 1).to(pos_embed.dtype)
+
+
+def build_dinov2(weights: str | os.PathLike | None, arch: str | None = "dinov2_vitb14",
+                 config: Mapping | None = None):
+    """A timm ViT in the DINOv2 configuration, loaded from an official-layout checkpoint.
+
+    ``arch`` one of :data:`DINOV2_ARCHS` (the checkpoint must match it), or None: the
+    architecture is read from the checkpoint (:func:`infer_dinov2_config`). ``weights``
+    None builds random weights (benchmarks, tests), then ``config`` or ``arch`` gives the
+    size. Returns the timm model in eval mode (CPU, float32).
+    """
+    import timm.models.vision_transformer as tvit
+    import torch
+
+    state = None
+    if weights is not None:
+        state = load_checkpoint(weights, f"DINOv2 {arch or 'ViT'}")
+        cfg = infer_dinov2_config(state, weights)
+        if arch is not None:
+            e, d, h = DINOV2_ARCHS[arch]
+            if (cfg["embed_dim"], cfg["depth"], cfg["patch_size"]) != (e, d, 14):
+                raise InputFileError(
+                    weights,
+                    f"checkpoint is a ViT with embed dim {cfg['embed_dim']}, depth {cfg['depth']}, "
+                    f"patch {cfg['patch_size']}, but {arch} expects embed dim {e}, depth {d}, patch 14",
+                    "pass the matching --backbone or the right --weights file")
+            cfg["num_heads"] = h
+    elif config is not None:
+        cfg = dict(config)
+    else:
+        e, d, h = DINOV2_ARCHS[arch or "dinov2_vitb14"]
+        cfg = dict(embed_dim=e, depth=d, num_heads=h, mlp_ratio=4.0, patch_size=14, pos_grid=37)
+    p = cfg["patch_size"]
+    model = tvit.VisionTransformer(
+        img_size=cfg["pos_grid"] * p, patch_size=p, embed_dim=cfg["embed_dim"], depth=cfg["depth"],
+        num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"], init_values=1e-5, num_classes=0,
+        dynamic_img_size=True, weight_init="skip" if state is not None else "",
+    )
+    if state is not None:
+        state = {k: v for k, v in state.items() if k != "mask_token"}  # used only in DINOv2 training
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+        if missing or unexpected or wrong:
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+            if wrong:
+                parts.append("wrong shapes " + ", ".join(
+                    f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:3]))
+            raise InputFileError(weights, f"does not fit DINOv2 {arch or 'ViT'} "
+                                 f"(embed {cfg['embed_dim']}, depth {cfg['depth']}): " + "; ".join(parts),
+                                 "expected the official facebookresearch/dinov2 key layout")
+        with torch.no_grad():
+            model.load_state_dict(state, strict=True)
+    model.eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    return model
+
+
+def dinov2_patch_tokens(model, x):
+    """Patch tokens after the final norm: (B, 3, H, W) -> (B, h, w, D), h = H / patch.
+
+    Follows DINOv2's forward (cls token + interpolated position embedding, blocks, norm),
+    with the position embedding resampled the official way (:func:`official_pos_embed`).
+    """
+    import torch
+
+    b = x.shape[0]
+    t = model.patch_embed(x)  # (B, h, w, D) with dynamic_img_size
+    h, w, d = t.shape[1], t.shape[2], t.shape[3]
+    cache = model.__dict__.setdefault("_pl_pos_cache", {})
+    key = (h, w, t.device, t.dtype)
+    if key not in cache:
+        cache[key] = official_pos_embed(model.pos_embed, (h, w)).to(device=t.device)
+    pos = cache[key]
+    t = torch.cat([model.cls_token.expand(b, -1, -1).to(t.dtype), t.reshape(b, h * w, d)], 1)
+    t = t + pos.to(t.dtype)
+    t = model.norm_pre(t)
+    t = model.blocks(t)
+    t = model.norm(t)
+    return t[:, 1:].reshape(b, h, w, d)
+
+
+class _TorchExtractor(FeatureExtractor):
+    def _autocast(self):
+        import torch
+
+        if self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def _to_batch(self, images):
+        import torch
+
+        return torch.stack([normalize_image(im) for im in images]).to(self.device)
+
+
+class DinoV2Extractor(_TorchExtractor):
+    """DINOv2 patch tokens (after the final norm) as (D, H/14, W/14) maps."""
+
+    dense = False
+
+    def __init__(self, model, name: str, uses_weights: bool, **kw):
+        super().__init__(**kw)
+        self.model = model.to(self.device)
+        self.name = name
+        self.dim = int(model.embed_dim)
+        self.uses_weights = uses_weights
+
+    def _extract_batch(self, images):
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            tok = dinov2_patch_tokens(self.model, self._to_batch(images))
+        tok = torch.nn.functional.normalize(tok.float(), dim=-1).permute(0, 3, 1, 2)
+        return [np.ascontiguousarray(t) for t in tok.cpu().numpy()]
+
+
+# --------------------------------------------------------------------------- CAUSE sliding windows
+def window_positions(size: int, crop: int = defaults.CAUSE_CROP, stride: int = defaults.CAUSE_STRIDE) -> list[int]:
+    """Start offsets of sliding windows along one axis (reference layout).
+
+    ``range(0, size - crop, stride)`` plus a last window flush with the border; a single
+    window at 0 when ``size <= crop`` (the crop is then reflect-padded).
+    """
+    if size <= crop:
+        return [0]
+    return sorted(set(range(0, size - crop, stride)) | {size - crop})
+
+
+def sliding_window_dense(
+    image,
+    crop_fn: Callable,
+    dim: int,
+    crop: int = defaults.CAUSE_CROP,
+    stride: int = defaults.CAUSE_STRIDE,
+    flip: bool = True,
+    max_crops: int = 16,
+):
+    """Dense features of a batch by sliding windows.
+
+    ``image`` (B, 3, H, W) float tensor; ``crop_fn`` maps (N, 3, crop, crop) to
+    (N, dim, gh, gw). With ``flip`` each crop's output is averaged with that of its
+    horizontally flipped copy (flipped back). Window outputs are upsampled bilinearly
+    (align_corners False) to the crop and overlapping windows averaged.
+    Returns (B, dim, H, W) float32 (not normalised). At most ``max_crops`` crops
+    (flips included) go through ``crop_fn`` at once.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, _, hgt, wid = image.shape
+    ys, xs = window_positions(hgt, crop, stride), window_positions(wid, crop, stride)
+    windows = [(y, x) for y in ys for x in xs]
+    crops = []
+    for y, x in windows:
+        c = image[:, :, y:y + crop, x:x + crop]
+        ch, cw = c.shape[-2:]
+        if ch < crop or cw < crop:
+            c = F.pad(c, (0, crop - cw, 0, crop - ch), mode="reflect")
+        crops.append(c)
+    crops_t = torch.cat(crops, 0)  # (n_win * B, 3, crop, crop), window-major
+    if flip:
+        crops_t = torch.cat([crops_t, crops_t.flip(-1)], 0)
+    outs = [crop_fn(crops_t[i:i + max_crops]).float() for i in range(0, crops_t.shape[0], max(1, max_crops))]
+    out = torch.cat(outs, 0)
+    if flip:
+        half = out.shape[0] // 2
+        out = (out[:half] + out[half:].flip(-1)) / 2
+    out = F.interpolate(out, size=(crop, crop), mode="bilinear", align_corners=False)
+    acc = torch.zeros(b, dim, hgt, wid, dtype=torch.float32, device=out.device)
+    cnt = torch.zeros(1, 1, hgt, wid, dtype=torch.float32, device=out.device)
+    for n, (y, x) in enumerate(windows):
+        ch, cw = min(crop, hgt - y), min(crop, wid - x)
+        acc[:, :, y:y + ch, x:x + cw] += out[n * b:(n + 1) * b, :, :ch, :cw]
+        cnt[:, :, y:y + ch, x:x + cw] += 1
+    return acc / cnt.clamp(min=1)
+
+
+class CauseExtractor(_TorchExtractor):
+    """CAUSE-TR: DINOv2 tokens of 322x322 windows -> Segment_TR EMA head -> dense 90-d map."""
+
+    dense = True
+
+    def __init__(self, backbone_model, head, name: str, uses_weights: bool, **kw):
+        super().__init__(**kw)
+        self.model = backbone_model.to(self.device)
+        self.head = head.to(self.device).eval()
+        self.name = name
+        self.dim = int(head.reduced_dim)
+        self.uses_weights = uses_weights
+        self.crop = head.crop_grid * defaults.PATCH_SIZE
+        if int(backbone_model.embed_dim) != int(head.dim):
+            raise PseudoLabelsError(
+                f"CAUSE head expects {head.dim}-d backbone tokens but the backbone gives {backbone_model.embed_dim} "
+                "(the official head is trained on DINOv2 ViT-B/14: --backbone dinov2_vitb14)")
+
+    def crop_features(self, crops):
+        """(N, 3, crop, crop) normalised images -> (N, 90, g, g) head_ema output."""
+        import torch
+
+        with self._autocast():
+            tok = dinov2_patch_tokens(self.model, crops)
+        n, gh, gw, d = tok.shape
+        return self.head.forward_ema(tok.reshape(n, gh * gw, d).float()).to(torch.float32)
+
+    def _extract_batch(self, images):
+        import torch
+
+        with torch.inference_mode():
+            dense = sliding_window_dense(self._to_batch(images), self.crop_features, self.dim,
+                                         crop=self.crop, stride=self.crop // 2,
+                                         max_crops=max(2, 2 * self.batch_size))
+            dense = torch.nn.functional.normalize(dense, dim=1)
+        return [np.ascontiguousarray(f) for f in dense.cpu().numpy()]
+
+
+# --------------------------------------------------------------------------- factory
+def build_extractor(
+    backbone: str,
+    weights: str | os.PathLike | None = None,
+    head: str | None = None,
+    device: str = "cpu",
+    input_size: int | Sequence[int] = defaults.FEATURE_INPUT_SIZE,
+    head_weights: str | os.PathLike | None = None,
+    *,
+    codebook: str | os.PathLike | None = None,
+    batch_size: int = defaults.BATCH_SIZE,
+    random_weights: bool = False,
+) -> FeatureExtractor:
+    """Build a feature extractor (see the module docstring).
+
+    ``weights``: local DINOv2 checkpoint (official key layout); required for DINOv2
+    unless ``random_weights`` (benchmarks). ``head="cause"`` needs ``head_weights``
+    (CAUSE ``segment_tr.pth``) and the modularity codebook (``codebook``, default: found
+    next to the head file in the CAUSE layout, see :func:`refs.cause.find_codebook`).
+    ``device`` "cpu" or "cuda" (fp16 autocast). Raises :class:`PseudoLabelsError` on
+    unknown names, missing / wrong files, or CUDA requested but absent.
+    """
+    device = resolve_device(device)
+    kw = dict(input_size=input_size, device=device, batch_size=batch_size)
+    if head is not None and head not in HEADS:
+        raise PseudoLabelsError(f"--head {head!r}: unknown head (choose from {', '.join(HEADS)})")
+    if backbone == "builtin":
+        if head is not None:
+            raise PseudoLabelsError("--head cause needs a DINOv2 backbone (--backbone dinov2_vitb14), not builtin")
+        if weights is not None:
+            raise PseudoLabelsError("--backbone builtin takes no --weights (it has no learned parameters)")
+        return BuiltinExtractor(**kw)
+    if backbone not in DINOV2_ARCHS and backbone != "dinov2":
+        raise PseudoLabelsError(f"--backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
+    if weights is None and not random_weights:
+        raise PseudoLabelsError(
+            f"--backbone {backbone} needs --weights PATH: a local DINOv2 checkpoint in the official layout "
+            f"(e.g. {backbone}_pretrain.pth from facebookresearch/dinov2); nothing is downloaded")
+    model = build_dinov2(weights, None if backbone == "dinov2" else backbone)
+    uses = weights is not None
+    if head is None:
+        return DinoV2Extractor(model, backbone, uses, **kw)
+    from refs.cause import build_segment_tr
+
+    if head_weights is None and not random_weights:
+        raise PseudoLabelsError("--head cause needs --head-weights PATH (CAUSE segment_tr.pth)")
+    seg = build_segment_tr(head_weights, codebook=codebook, dim=int(model.embed_dim))
+    return CauseExtractor(model, seg, f"{backbone}+cause", uses or head_weights is not None, **kw)
+
+
+# --------------------------------------------------------------------------- storage
+def save_features(path: str | os.PathLike, feats: np.ndarray) -> None:
+    """Write one image's (D, h, w) features as float16 ``.npy`` (atomically)."""
+    from .io import write_npy
+
+    feats = np.asarray(feats)
+    if feats.ndim != 3:
+        raise ValueError(f"features must be (D, h, w), got shape {feats.shape}")
+    write_npy(path, feats.astype(np.float16))
+
+
+def load_features(path: str | os.PathLike) -> np.ndarray:
+    """Read (D, h, w) features written by :func:`save_features` as float32."""
+    from .io import read_npy
+
+    arr = read_npy(path)
+    if arr.ndim != 3:
+        raise InputFileError(path, f"expected a (D, h, w) feature array, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def feature_path(features_dir: str | os.PathLike, entry) -> Path:
+    """``<features_dir>/<split>/<city>/<stem>.npy`` of an :class:`~pseudo_labels.cityscapes.ImageEntry`."""
+    return Path(features_dir) / entry.relative(".npy")
