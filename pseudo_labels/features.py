@@ -184,6 +184,9 @@ def _patch_mean(x: np.ndarray, p: int) -> np.ndarray:
     return x.reshape(h, p, w, p, -1).mean(axis=(1, 3))
 
 
+POS_WEIGHT = 0.5  # weight of the row-position channel (road low, sky high)
+
+
 def builtin_features(image: np.ndarray, patch: int = defaults.PATCH_SIZE) -> np.ndarray:
     """Hand-made patch features of one resized image.
 
@@ -191,7 +194,7 @@ def builtin_features(image: np.ndarray, patch: int = defaults.PATCH_SIZE) -> np.
     (BUILTIN_DIM, H/patch, W/patch) float32, L2-normalised over D. Deterministic, no
     learned parameters: Lab / chromaticity / HSV colour means, Lab standard deviations,
     gradient and Laplacian energy, and the same statistics blurred over neighbouring
-    patches (context), each group scaled by a fixed weight; a constant channel keeps
+    patches (context) and the row position, each group scaled by a fixed weight; a constant channel keeps
     dark, flat patches apart after normalisation.
     """
     import cv2
@@ -227,12 +230,14 @@ def builtin_features(image: np.ndarray, patch: int = defaults.PATCH_SIZE) -> np.
     if ctx1.ndim == 2:  # a 1-patch-wide grid loses its channel axis in OpenCV
         ctx1, ctx3 = ctx1.reshape(ctx_in.shape), ctx3.reshape(ctx_in.shape)
     const = np.full(m_lab.shape[:2] + (1,), 0.5, np.float32)
-    feats = np.concatenate([local, ctx1 * 0.7, ctx3 * 0.5, const], -1).astype(np.float32)
+    rows = np.linspace(-0.5, 0.5, m_lab.shape[0], dtype=np.float32)
+    ypos = np.broadcast_to(rows[:, None, None], const.shape) * POS_WEIGHT
+    feats = np.concatenate([local, ctx1 * 0.5, ctx3 * 0.3, const, ypos], -1).astype(np.float32)
     return l2_normalize(np.ascontiguousarray(feats.transpose(2, 0, 1)), axis=0)
 
 
-#: channels of :func:`builtin_features`: local 3+3+4+3+3+1, context 2 x 9, constant 1
-BUILTIN_DIM = 17 + 18 + 1
+#: channels of :func:`builtin_features`: local 3+3+4+3+3+1, context 2 x 9, constant 1, row position 1
+BUILTIN_DIM = 17 + 18 + 1 + 1
 
 
 class BuiltinExtractor(FeatureExtractor):
