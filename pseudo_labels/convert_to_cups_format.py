@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "the export checks that CUPS's rule then yields the Cityscapes thing/stuff split")
     add_option(parser, "--no-image-check", action="store_true",
                help="do not check that the images CUPS will read exist under --cityscapes-root")
+    add_option(parser, "--unmatched-things", choices=("void", "keep"), default="void",
+               help="thing pixels outside every instance (crowd regions): void (255, default) or keep their class; "
+                    "kept ones count against the class being a thing in CUPS's thing/stuff rule")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty folder (stale CUPS label/.pt files in it are removed)")
@@ -44,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
     result = export_cups(
         inp, args.out, target=args.target, cityscapes_root=args.cityscapes_root, split=args.split,
         threshold=args.thing_stuff_threshold, check_images=not args.no_image_check,
+        unmatched_things=args.unmatched_things,
         overwrite=args.overwrite, workers=args.workers,
     )
     params = {"target": args.target, "split": result["split"], "thing_stuff_threshold": args.thing_stuff_threshold,
+              "unmatched_things": args.unmatched_things,
               "image_check": not args.no_image_check and args.cityscapes_root is not None,
               "cityscapes_root": args.cityscapes_root}
     io.write_manifest(

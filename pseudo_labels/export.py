@@ -364,6 +364,17 @@ def cups_labels(
     return semantic.astype(np.uint8), inst.astype(t.instance_dtype)
 
 
+def void_unmatched_things(semantic: np.ndarray, instances: np.ndarray, things: Sequence[int] = THING_TRAIN_IDS) -> np.ndarray:
+    """Copy of ``semantic`` with thing-class pixels outside every instance (crowd) set to 255.
+
+    CUPS counts such pixels against a class being a thing; voiding them is what its loader does with
+    ``ignore_unknown_thing_regions=True`` (``PseudoLabelDataset.__getitem__``).
+    """
+    out = semantic.copy()
+    out[(instances == 0) & np.isin(semantic, list(things))] = IGNORE
+    return out
+
+
 @dataclass(frozen=True)
 class CupsJob:
     """Picklable per-image export job."""
@@ -375,12 +386,15 @@ class CupsJob:
     target: str
     cat_to_train: tuple
     cat_isthing: tuple
+    unmatched_things: str = "void"
 
 
 def export_cups_image(job: CupsJob) -> dict:
     """Write the two PNGs (and for cups-fork the per-image .pt); return counts and stats."""
     pan = decode_panoptic(io.read_png(job.png_path), job.segments, job.stem)
     sem, inst = panoptic_to_semantic_instances(pan, job.segments, dict(job.cat_to_train), dict(job.cat_isthing))
+    if job.unmatched_things == "void":
+        sem = void_unmatched_things(sem, inst)
     s, i = cups_labels(sem, inst, job.target, job.stem)
     sem_name, inst_name = cups_file_names(job.stem)
     out = Path(job.out_dir)
@@ -462,16 +476,20 @@ def export_cups(
     split: str | None = None,
     threshold: float = CUPS_DEFAULT_THRESHOLD,
     check_images: bool = True,
+    unmatched_things: str = "void",
     overwrite: bool = False,
     workers: int = 1,
 ) -> dict:
     """Export a panoptic prediction as a CUPS pseudo-label folder; return the manifest counts.
 
-    Refuses a non-empty ``out_dir`` unless ``overwrite`` (then files CUPS would read that are not
+    ``unmatched_things``: ``void`` (thing pixels without an instance, e.g. crowd, become 255) or
+    ``keep``. Refuses a non-empty ``out_dir`` unless ``overwrite`` (then files CUPS would read that are not
     part of this export are removed, since CUPS reads every such file of the folder).
     """
     from .runner import run_per_image
 
+    if unmatched_things not in ("void", "keep"):
+        raise PseudoLabelsError(f"--unmatched-things {unmatched_things!r}: choose void or keep")
     if target not in CUPS_TARGETS:
         raise PseudoLabelsError(f"--target {target!r}: choose one of {', '.join(CUPS_TARGETS)}")
     out = Path(out_dir)
@@ -483,7 +501,8 @@ def export_cups(
             check_cups_images(cityscapes_root, stems, split)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [CupsJob(str(im.png_path), tuple(im.segments), im.stem, str(out), target,
-                    tuple(inp.cat_to_train.items()), tuple(inp.cat_isthing.items())) for im in inp.images]
+                    tuple(inp.cat_to_train.items()), tuple(inp.cat_isthing.items()), unmatched_things)
+            for im in inp.images]
     summary = run_per_image(export_cups_image, jobs, workers=workers, desc="cups export", name_of=lambda j: j.stem)
     summary.raise_if_failed("images")
     results = summary.results
@@ -512,6 +531,8 @@ def export_cups(
     if set(things) != set(THING_TRAIN_IDS):
         where = (f"DATA.THING_STUFF_THRESHOLD in [{interval[0]:.4f}, {interval[1]:.4f}) gives it"
                  if interval else "no threshold gives it (thing classes with few pixels inside instances)")
+        if unmatched_things == "keep":
+            where += "; --unmatched-things void removes thing pixels outside instances from the counts"
         raise PseudoLabelsError(
             f"{out}: with DATA.THING_STUFF_THRESHOLD {threshold} CUPS would take classes {sorted(things)} as things, "
             f"not {list(THING_TRAIN_IDS)}; {where}; set --thing-stuff-threshold to the value your CUPS config uses"
@@ -535,6 +556,7 @@ def export_cups(
         "valid_threshold_interval": list(interval) if interval else None,
         "thing_classes": list(things), "stuff_classes": list(stuff),
         "absent_thing_classes_given_one_pixel": absent,
+        "unmatched_thing_pixels": unmatched_things,
         "note": "semantic ids are Cityscapes trainIds (19 pseudo-classes), 255 void; "
                 "CUPS training skips images without instances (only_use_non_empty_samples)",
     }
@@ -554,10 +576,14 @@ class CupsSample:
 def cups_load_label(path: str | os.PathLike) -> np.ndarray:
     """``load_label(path)[0]``: torchvision ``read_image(mode=RGB)`` channel 0 (upstream); 16-bit PNGs
     that torchvision cannot decode are read with PIL (the fork's fallback). (H, W) int64."""
+    import warnings
+
     try:
         from torchvision.io import ImageReadMode, read_image
 
-        return read_image(str(path), mode=ImageReadMode.RGB)[0].numpy().astype(np.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return read_image(str(path), mode=ImageReadMode.RGB)[0].numpy().astype(np.int64)
     except RuntimeError:
         from PIL import Image
 
