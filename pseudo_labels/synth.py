@@ -576,13 +576,14 @@ def _render_image(cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
         amp_col[lab], amp_low[lab], amp_mid[lab] = a_col, a_low, a_mid
     label = cv.label
     surf_rgb = np.asarray(cv.surf_rgb, np.float32) * np.asarray(cv.surf_gain, np.float32)[:, None]
-    img = surf_rgb[cv.surf]  # (H, W, 3)
+    surf_flat = cv.surf.ravel()
 
     def smooth_noise(step: int) -> np.ndarray:
         small = rng.standard_normal((h // step + 2, w // step + 2), dtype=np.float32)
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
-    lum = amp_low[label] * smooth_noise(max(2, min(h, w) // 24)) * 1.6
+    # luminance texture (H, W): blotchy + medium-frequency noise, class patterns, sky gradient
+    lum = amp_low[label] * smooth_noise(max(2, min(h, w) // 24)) * np.float32(1.6)
     lum += amp_mid[label] * smooth_noise(max(1, min(h, w) // 180))
     # periodic patterns per class, in image coordinates (sizes scale with the image)
     unit = max(2, w // 256)
@@ -597,20 +598,30 @@ def _render_image(cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
                              (WALL, courses, -25.0)):
         m = (label == lab) & field_
         lum[m] += amp
-    # sky: brighter toward the horizon
-    sky = label == SKY
-    grad = (np.clip(vv.astype(np.float32) / max(cv.yh, 1.0), 0, 1.2) * 30.0).astype(np.float32)
-    lum += np.where(sky, grad, 0.0).astype(np.float32)
-    img += lum[:, :, None]
-    img += amp_col[label][:, :, None] * rng.standard_normal((h, w, 3), dtype=np.float32)
-    # distance haze (not on sky), global lighting and colour cast
-    haze = 1.0 - np.exp(-cv.depth / 250.0, dtype=np.float32)
-    haze[sky] = 0.0
-    img += (np.float32(190.0) - img) * (haze[:, :, None] * np.float32(0.6))
-    gain = rng.uniform(0.8, 1.15)
+    sky = label == SKY  # brighter toward the horizon
+    grad = np.clip(vv.astype(np.float32) / max(cv.yh, 1.0), 0, 1.2) * np.float32(30.0)
+    lum += np.where(sky, grad, np.float32(0.0))
+    # distance haze (not on sky), global lighting and colour cast folded into out = x * A + B + cast
+    gain = np.float32(rng.uniform(0.8, 1.15))
     cast = rng.uniform(-10, 10, 3).astype(np.float32)
-    img = img * np.float32(gain) + cast
-    return np.clip(img, 0, 255).astype(np.uint8)
+    haze = np.float32(0.6) - np.float32(0.6) * np.exp(-cv.depth / np.float32(250.0))
+    haze[sky] = 0.0
+    a_mul = (np.float32(1.0) - haze) * gain
+    b_add = haze * (np.float32(190.0) * gain)
+    # per-pixel colour noise: uniform int8 scaled to the class amplitude (std of int8 uniform ~73.9)
+    noise = rng.integers(-128, 128, (3, h, w), dtype=np.int8)
+    n_scale = amp_col[label] * np.float32(1.0 / 73.9)
+    planes = []
+    for c in range(3):
+        x = np.take(surf_rgb[:, c], surf_flat).reshape(h, w)
+        x += lum
+        x += n_scale * noise[c]
+        x *= a_mul
+        x += b_add
+        x += cast[c]
+        np.clip(x, 0, 255, out=x)
+        planes.append(x.astype(np.uint8))
+    return cv2.merge(planes)
 
 
 # --------------------------------------------------------------------------- public API
@@ -688,13 +699,28 @@ def stem_for(index: int, split: str = SYNTH_SPLIT) -> str:
 
 
 def _color_lut() -> np.ndarray:
+    """(256, 1, 3) uint8 labelId -> Cityscapes colour (RGB), for ``cv2.LUT``."""
     from cityscapesscripts.helpers.labels import labels
 
-    lut = np.zeros((256, 3), np.uint8)
+    lut = np.zeros((256, 1, 3), np.uint8)
     for lab in labels:
         if 0 <= lab.id < 256:
-            lut[lab.id] = lab.color
+            lut[lab.id, 0] = lab.color
     return lut
+
+
+def color_image(label_ids: np.ndarray) -> np.ndarray:
+    """labelIds (H, W) uint8 -> the ``_gtFine_color`` image (H, W, 3) uint8 RGB."""
+    return cv2.LUT(cv2.merge([label_ids] * 3), _color_lut())
+
+
+def _write_rgb_png_fast(path: Path, image: np.ndarray) -> None:
+    """RGB PNG with zlib's RLE strategy: ~2x faster than the default on noisy images."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+    if not ok:  # pragma: no cover
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    plio.write_bytes(path, buf.tobytes())
 
 
 def write_scene(root: str | Path, split: str, stem: str, scene: SyntheticScene) -> None:
@@ -702,12 +728,12 @@ def write_scene(root: str | Path, split: str, stem: str, scene: SyntheticScene) 
     root = Path(root)
     city = stem.rsplit("_", 2)[0]
     rel = Path(split) / city
-    plio.write_png(root / "leftImg8bit" / rel / f"{stem}_leftImg8bit.png", scene.image)
+    _write_rgb_png_fast(root / "leftImg8bit" / rel / f"{stem}_leftImg8bit.png", scene.image)
     gt = root / "gtFine" / rel
     plio.write_png(gt / f"{stem}_gtFine_labelIds.png", scene.label_ids)
     plio.write_png(gt / f"{stem}_gtFine_instanceIds.png", scene.instance_ids.astype(np.uint16))
     plio.write_png(gt / f"{stem}_gtFine_labelTrainIds.png", scene.train_ids)
-    plio.write_png(gt / f"{stem}_gtFine_color.png", _color_lut()[scene.label_ids])
+    plio.write_png(gt / f"{stem}_gtFine_color.png", color_image(scene.label_ids))
     plio.write_png(root / "disparity" / rel / f"{stem}_disparity.png", scene.disparity)
     plio.write_json(root / "camera" / rel / f"{stem}_camera.json", scene.camera)
 
