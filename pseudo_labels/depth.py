@@ -211,3 +211,175 @@ def read_depth_npy(path: str | os.PathLike) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         raise InputFileError(path, f"expected a real-valued depth map, got dtype {a.dtype}")
     return a.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- monocular networks
+def crop_rows_kept(height: int, crop_fraction: float) -> int:
+    """Rows kept from the top when the bottom ``crop_fraction`` is cut (SPIdepth: ``h * 3 // 4``)."""
+    if not 0.0 <= crop_fraction < 1.0:
+        raise ValueError(f"crop_fraction must be in [0, 1), got {crop_fraction}")
+    return max(1, int(np.floor(height * (1.0 - crop_fraction) + 1e-9)))
+
+
+def spidepth_input(image: np.ndarray, input_size: tuple[int, int], crop_fraction: float) -> tuple[np.ndarray, int]:
+    """Network input for SPIdepth: (3, h, w) float32 RGB in [0, 1] and the rows kept.
+
+    ``image`` (H, W, 3) uint8 RGB. The bottom ``crop_fraction`` of the rows is cut
+    (0 for the full frame), the rest resized to ``input_size`` (h, w) with Lanczos
+    (PIL), as SPIdepth's data loader does; no mean/std normalisation.
+    """
+    from PIL import Image
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    kept = crop_rows_kept(image.shape[0], crop_fraction)
+    pil = Image.fromarray(np.ascontiguousarray(image[:kept]))
+    h, w = int(input_size[0]), int(input_size[1])
+    resized = np.asarray(pil.resize((w, h), Image.LANCZOS), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)), kept
+
+
+def paste_prediction(pred: np.ndarray, image_size: tuple[int, int], rows_kept: int) -> np.ndarray:
+    """Prediction (h', w') of the top ``rows_kept`` rows -> (H, W) float32 full frame.
+
+    Resized bilinearly to (rows_kept, W); rows below (the cropped ego-car region) repeat
+    the last predicted row, so every pixel is finite.
+    """
+    H, W = int(image_size[0]), int(image_size[1])
+    top = resize_depth(np.asarray(pred, np.float32), (rows_kept, W))
+    if rows_kept >= H:
+        return top
+    out = np.empty((H, W), np.float32)
+    out[:rows_kept] = top
+    out[rows_kept:] = top[-1]
+    return out
+
+
+def _torch_device(device: str):
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PseudoLabelsError("--device cuda: no CUDA device is available (use --device cpu)")
+    return torch.device(device)
+
+
+class SPIdepthPredictor:
+    """SPIdepth on one image at a time: (H, W, 3) uint8 -> (H, W) float32 depth.
+
+    ``preprocess``:
+    - ``"spidepth"`` (default): what the network was trained and evaluated on for
+      Cityscapes: bottom ``crop_fraction`` (25 %) of the rows removed (ego car), the rest
+      resized to the network's input size (320x1024 for the released model);
+      the prediction is pasted back, cropped rows repeat the last predicted row.
+    - ``"full-frame"``: the whole frame resized to the input size (no crop).
+    ``flip``: average with the prediction of the mirrored image (as SPIdepth's
+    ``test_simple_SQL_config.py``). Output units: the network's depth (bin centres in
+    [min_depth, max_depth]); self-supervised, so correct only up to a global scale.
+    """
+
+    def __init__(self, model, input_size: tuple[int, int] | None = None, preprocess: str = "spidepth",
+                 flip: bool | None = None, device: str = "cpu", crop_fraction: float | None = None):
+        from . import defaults
+
+        if preprocess not in ("spidepth", "full-frame"):
+            raise ValueError(f"preprocess must be 'spidepth' or 'full-frame', got {preprocess!r}")
+        self.device = _torch_device(device)
+        self.model = model.to(self.device).eval()
+        self.input_size = tuple(input_size or model.config.input_size)
+        self.preprocess = preprocess
+        self.flip = defaults.SPIDEPTH_FLIP if flip is None else bool(flip)
+        if crop_fraction is None:
+            crop_fraction = defaults.SPIDEPTH_CITYSCAPES_CROP_FRACTION
+        self.crop_fraction = crop_fraction if preprocess == "spidepth" else 0.0
+
+    @classmethod
+    def from_weights(cls, weights: str | os.PathLike, device: str = "cpu", preprocess: str = "spidepth",
+                     **kwargs) -> "SPIdepthPredictor":
+        from refs.spidepth import load_spidepth
+
+        path = Path(weights)
+        if not path.exists():
+            raise InputFileError(path, "SPIdepth weights not found", "give the folder with encoder.pth and depth.pth")
+        try:
+            model = load_spidepth(path)
+        except Exception as exc:  # corrupt pickles raise many kinds of errors
+            raise InputFileError(path, f"cannot load SPIdepth weights ({type(exc).__name__}: {exc})") from None
+        return cls(model, device=device, preprocess=preprocess, **kwargs)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        import torch
+
+        x, kept = spidepth_input(image, self.input_size, self.crop_fraction)
+        t = torch.from_numpy(x)[None].to(self.device)
+        with torch.no_grad():
+            y = self.model(t)
+            if self.flip:
+                y = 0.5 * (y + torch.flip(self.model(torch.flip(t, dims=[-1])), dims=[-1]))
+        pred = y[0, 0].float().cpu().numpy()
+        return paste_prediction(pred, image.shape[:2], kept)
+
+
+def depth_from_relative_disparity(disparity: np.ndarray, max_ratio: float = 100.0) -> np.ndarray:
+    """Relative inverse depth (e.g. Depth Anything) -> relative depth, (H, W) float32.
+
+    ``depth = max(disp) / max(disp, max(disp) / max_ratio)``: the nearest pixel gets 1,
+    everything is in [1, max_ratio] (far / sky pixels, whose disparity is ~0 or below,
+    are clipped at ``max_ratio``). The network's disparity is defined only up to scale
+    and shift, so this is relative depth, not metres. A map with no positive value
+    raises :class:`PseudoLabelsError`.
+    """
+    d = np.asarray(disparity, np.float64)
+    if not np.isfinite(d).all():
+        raise PseudoLabelsError("relative disparity has non-finite values")
+    top = float(d.max()) if d.size else 0.0
+    if top <= 0:
+        raise PseudoLabelsError("relative disparity has no positive value; cannot invert it")
+    return (top / np.maximum(d, top / float(max_ratio))).astype(np.float32)
+
+
+class DepthAnythingPredictor:
+    """Depth Anything (V2) via ``transformers`` from a local folder: (H, W, 3) uint8 -> (H, W) float32.
+
+    The processor resizes/normalises as configured in the folder; the prediction is
+    resized bilinearly to the image size. Relative models predict inverse depth,
+    converted with :func:`depth_from_relative_disparity`; metric models
+    (``depth_estimation_type == "metric"``) predict metres and are used as they are.
+    """
+
+    def __init__(self, model, processor, device: str = "cpu", max_ratio: float | None = None):
+        from . import defaults
+
+        self.device = _torch_device(device)
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+        self.max_ratio = defaults.DEPTH_ANYTHING_MAX_RATIO if max_ratio is None else float(max_ratio)
+        self.metric = getattr(model.config, "depth_estimation_type", "relative") == "metric"
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike, device: str = "cpu", **kwargs) -> "DepthAnythingPredictor":
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        path = Path(model_dir)
+        if not (path / "config.json").is_file():
+            raise InputFileError(path, "no config.json: not a transformers model folder",
+                                 "save one with save_pretrained, e.g. depth-anything/Depth-Anything-V2-Small-hf")
+        try:
+            processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+            model = AutoModelForDepthEstimation.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise InputFileError(path, f"cannot load the depth model ({exc})") from None
+        return cls(model, processor, device=device, **kwargs)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        inputs = self.processor(images=image, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with torch.no_grad():
+            pred = self.model(**inputs).predicted_depth  # (B, h, w)
+            pred = F.interpolate(pred[:, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False)
+        out = pred[0, 0].cpu().numpy()
+        if self.metric:
+            return out.astype(np.float32)
+        return depth_from_relative_disparity(out, self.max_ratio)

@@ -50,11 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", choices=("minmax", "none"), default=defaults.DEPTH_NORMALIZE,
                         help="per-image min-max to [0, 1] (default, as the reference) or none (metres / network units)")
     add_option(parser, "--spidepth-preprocess", choices=("spidepth", "full-frame"), default=defaults.SPIDEPTH_PREPROCESS,
-               help="spidepth: 'spidepth' (default, what the network was trained on: crop away the bottom "
-                    f"{round(defaults.SPIDEPTH_CITYSCAPES_CROP_FRACTION * 100)}%% ego-car rows, resize to "
-                    f"{defaults.SPIDEPTH_INPUT_SIZE[0]}x{defaults.SPIDEPTH_INPUT_SIZE[1]}, predict, paste back, "
-                    "fill the cropped rows from the last predicted row); 'full-frame' (the reference's way: "
-                    "whole image resized to the input size, no crop)")
+               help="spidepth: 'spidepth' (default, what the network was trained and evaluated on for Cityscapes: "
+                    f"cut the bottom {round(defaults.SPIDEPTH_CITYSCAPES_CROP_FRACTION * 100)}%% rows (ego car), "
+                    "resize the rest to the network input (encoder.pth height/width, else "
+                    f"{defaults.SPIDEPTH_INPUT_SIZE[0]}x{defaults.SPIDEPTH_INPUT_SIZE[1]}), predict, paste back; the cut "
+                    "rows repeat the last predicted row); 'full-frame' (the reference's way: the whole image "
+                    "resized to the network input, no crop)")
+    add_option(parser, "--no-flip", action="store_true",
+               help="spidepth: do not average with the prediction of the mirrored image")
     add_option(parser, "--output-size", help="HxW of the written maps (default: the image/disparity size)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="network sources: cpu or cuda")
     parser.add_argument("--workers", type=int, default=1, help="processes for disparity/npy (networks run in one process)")
@@ -86,6 +89,7 @@ class DepthConfig:
     weights: str | None = None
     model_dir: str | None = None
     spidepth_preprocess: str = "spidepth"
+    flip: bool = True
     device: str = "cpu"
 
 
@@ -94,13 +98,13 @@ _PREDICTORS: dict = {}
 
 def _predictor(cfg: DepthConfig):
     """One network per process, loaded on first use."""
-    key = (cfg.source, cfg.weights, cfg.model_dir, cfg.device, cfg.spidepth_preprocess)
+    key = (cfg.source, cfg.weights, cfg.model_dir, cfg.device, cfg.spidepth_preprocess, cfg.flip)
     if key not in _PREDICTORS:
         from . import depth
 
         if cfg.source == "spidepth":
             _PREDICTORS[key] = depth.SPIdepthPredictor.from_weights(
-                cfg.weights, device=cfg.device, preprocess=cfg.spidepth_preprocess)
+                cfg.weights, device=cfg.device, preprocess=cfg.spidepth_preprocess, flip=cfg.flip)
         else:
             _PREDICTORS[key] = depth.DepthAnythingPredictor.from_pretrained(cfg.model_dir, device=cfg.device)
     return _PREDICTORS[key]
@@ -226,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         weights=str(Path(args.weights).resolve()) if args.weights else None,
         model_dir=str(Path(args.model_dir).resolve()) if args.model_dir else None,
         spidepth_preprocess=args.spidepth_preprocess,
+        flip=not args.no_flip,
         device=args.device,
     )
     parameters = {
@@ -237,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         "weights": cfg.weights if source == "spidepth" else None,
         "model_dir": cfg.model_dir if source == "depth-anything" else None,
         "spidepth_preprocess": cfg.spidepth_preprocess if source == "spidepth" else None,
+        "flip": cfg.flip if source == "spidepth" else None,
+        "depth_anything_max_ratio": defaults.DEPTH_ANYTHING_MAX_RATIO if source == "depth-anything" else None,
         "disparity_fill": "nearest" if source == "disparity" else None,
     }
     jobs = plan_jobs(args.cityscapes_root, args.split, source, out_dir, args.input_dir, shard)

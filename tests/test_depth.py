@@ -104,3 +104,124 @@ def test_npy_bad_shape_names_file(tmp_path):
     np.save(tmp_path / "a_000000_000000.npy", np.zeros((2, 3, 4)))
     with pytest.raises(InputFileError, match="a_000000_000000.npy"):
         depth.read_depth_npy(tmp_path / "a_000000_000000.npy")
+
+
+# --------------------------------------------------------------------------- SPIdepth
+torch = pytest.importorskip("torch")
+
+TINY = dict(backbone="convnextv2_atto", decoder_channels=(32, 16, 16, 8), model_dim=8, patch_size=8,
+            query_nums=4, dim_out=8, dim_feedforward=32, input_size=(64, 128))
+
+
+@pytest.fixture(scope="module")
+def tiny_spidepth(tmp_path_factory):
+    from refs.spidepth import SPIdepth, SPIdepthConfig
+
+    torch.manual_seed(0)
+    model = SPIdepth(SPIdepthConfig(**TINY)).eval()
+    folder = tmp_path_factory.mktemp("spidepth")
+    model.save_official(folder)
+    return model, folder
+
+
+def test_spidepth_official_key_layout_and_round_trip(tiny_spidepth):
+    from refs.spidepth import load_spidepth, read_checkpoints
+
+    model, folder = tiny_spidepth
+    enc, dec = read_checkpoints(folder)
+    # encoder.pth: timm features_only backbone under "encoder.", U-Net decoder under "decoder."; plus height/width
+    assert enc["height"] == 64 and enc["width"] == 128
+    for k in ("encoder.stem_0.weight", "encoder.stages_0.blocks.0.mlp.grn.weight", "decoder.blocks.0.conv1.conv.weight",
+              "decoder.blocks.3.conv2.bn.running_mean", "decoder.final_conv.weight"):
+        assert k in enc, k
+    # depth.pth: the query head, no prefix
+    for k in ("positional_encodings", "embedding_convPxP.weight", "transformer_encoder.layers.3.linear1.weight",
+              "conv3x3.weight", "bins_regressor.4.weight", "convert_to_prob.0.weight"):
+        assert k in dec, k
+    assert dec["positional_encodings"].shape == (500, 8)
+    loaded = load_spidepth(folder)
+    assert loaded.config.backbone == "convnextv2_atto" and loaded.config.decoder_channels == (32, 16, 16, 8)
+    assert (loaded.config.patch_size, loaded.config.query_nums, loaded.config.dim_out) == (8, 4, 8)
+    x = torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        y = model(x)
+        assert torch.equal(y, loaded(x))
+    assert y.shape == (2, 1, 32, 64)
+    assert float(y.min()) >= 0.01 and float(y.max()) <= 80.0
+
+
+def test_spidepth_single_file_with_prefixes_and_mismatch(tiny_spidepth, tmp_path):
+    from refs.spidepth import SPIdepth, SPIdepthConfig, load_spidepth
+
+    model, folder = tiny_spidepth
+    torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, tmp_path / "all.pth")
+    assert load_spidepth(tmp_path / "all.pth").config.model_dim == 8
+    other = SPIdepth(SPIdepthConfig(**{**TINY, "model_dim": 16}))
+    enc, dec = other.official_state_dicts()
+    with pytest.raises((KeyError, RuntimeError)):
+        model.load_official(enc, dec)
+
+
+def test_spidepth_cityscapes_architecture_shapes():
+    """The released Cityscapes config: ConvNeXtV2-Huge U-Net, decoder 1024/512/256/128, 32-d, 5x16 patches."""
+    from refs.spidepth import SPIdepth, SPIdepthConfig
+
+    with torch.device("meta"):
+        m = SPIdepth(SPIdepthConfig())
+    assert [b.conv1.conv.in_channels for b in m.encoder.decoder.blocks] == [2816 + 1408, 1024 + 704, 512 + 352, 256]
+    assert m.depth_decoder.bins_regressor[0].in_features == 32 * 64
+    assert m.config.input_size == (320, 1024)
+
+
+def test_spidepth_preprocessing_crop_and_paste(tiny_spidepth):
+    model, _ = tiny_spidepth
+    img = np.random.default_rng(1).integers(0, 255, (40, 96, 3), dtype=np.uint8)
+    x, kept = depth.spidepth_input(img, (64, 128), 0.25)
+    assert kept == 30 and x.shape == (3, 64, 128) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert depth.crop_rows_kept(1024, 0.25) == 1024 * 3 // 4
+    pred = depth.SPIdepthPredictor(model, preprocess="spidepth").predict(img)
+    assert pred.shape == (40, 96) and pred.dtype == np.float32 and np.isfinite(pred).all()
+    np.testing.assert_array_equal(pred[30:], np.broadcast_to(pred[29], (10, 96)))
+    full = depth.SPIdepthPredictor(model, preprocess="full-frame", flip=False).predict(img)
+    assert full.shape == (40, 96) and not np.array_equal(full[35], full[29])
+
+
+def test_spidepth_predictor_missing_weights(tmp_path):
+    with pytest.raises(InputFileError, match="not found"):
+        depth.SPIdepthPredictor.from_weights(tmp_path / "nope")
+    (tmp_path / "encoder.pth").write_bytes(b"junk")
+    with pytest.raises(PseudoLabelsError):
+        depth.SPIdepthPredictor.from_weights(tmp_path)
+
+
+# --------------------------------------------------------------------------- Depth Anything
+def save_tiny_depth_anything(folder):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    torch.manual_seed(0)
+    bb = Dinov2Config(image_size=56, patch_size=14, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                      intermediate_size=32, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=bb, patch_size=14, reassemble_hidden_size=16,
+                              neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8, head_hidden_size=8)
+    DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
+def test_depth_anything_tiny_local_folder(tmp_path):
+    folder = save_tiny_depth_anything(tmp_path / "da")
+    pred = depth.DepthAnythingPredictor.from_pretrained(folder)
+    img = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    out = pred.predict(img)
+    assert out.shape == (30, 50) and out.dtype == np.float32
+    assert out.min() >= 1.0 - 1e-6 and out.max() <= 100.0 + 1e-4
+    with pytest.raises(InputFileError, match="config.json"):
+        depth.DepthAnythingPredictor.from_pretrained(tmp_path / "empty")
+
+
+def test_depth_from_relative_disparity():
+    d = depth.depth_from_relative_disparity(np.array([[4.0, 2.0], [0.0, -1.0]]), max_ratio=10)
+    np.testing.assert_allclose(d, [[1.0, 2.0], [10.0, 10.0]])
+    with pytest.raises(PseudoLabelsError):
+        depth.depth_from_relative_disparity(np.zeros((2, 2)))

@@ -99,3 +99,34 @@ def test_module_help_mentions_default_preprocessing(capsys):
         cli.main(["generate-depth", "--help"])
     out = capsys.readouterr().out
     assert "--spidepth-preprocess" in out and "full-frame" in out and "--output_dir" in out
+
+
+def test_cli_spidepth_tiny_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    from refs.spidepth import SPIdepth, SPIdepthConfig
+
+    torch.manual_seed(0)
+    SPIdepth(SPIdepthConfig(backbone="convnextv2_atto", decoder_channels=(16, 16, 8, 8), model_dim=8, patch_size=8,
+                            query_nums=4, dim_out=8, dim_feedforward=16, input_size=(64, 128))).save_official(tmp_path / "w")
+    make_city(tmp_path, stems=STEMS[:2])
+    for mode in ("spidepth", "full-frame"):
+        out = tmp_path / f"depth_{mode}"
+        assert cli.main(["generate-depth", "--cityscapes-root", str(tmp_path), "--source", "spidepth",
+                         "--weights", str(tmp_path / "w"), "--output-dir", str(out),
+                         "--spidepth_preprocess", mode]) == 0
+        d = np.load(out / "val" / "aachen" / f"{STEMS[0]}.npy")
+        assert d.shape == (16, 24) and d.dtype == np.float32 and 0 <= d.min() and d.max() <= 1
+        m = read_manifest(out)
+        assert m["parameters"]["spidepth_preprocess"] == mode and m["parameters"]["flip"] is True
+
+
+def test_cli_depth_anything_tiny_model(tmp_path):
+    from tests.test_depth import save_tiny_depth_anything
+
+    folder = save_tiny_depth_anything(tmp_path / "da")
+    make_city(tmp_path, stems=STEMS[:1])
+    out = tmp_path / "depth_da"
+    assert cli.main(["generate-depth", "--cityscapes-root", str(tmp_path), "--source", "depth-anything",
+                     "--model_dir", str(folder), "--output-dir", str(out), "--normalize", "none"]) == 0
+    d = np.load(out / "val" / "aachen" / f"{STEMS[0]}.npy")
+    assert d.shape == (16, 24) and d.min() >= 1.0 - 1e-6
