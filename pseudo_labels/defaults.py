@@ -49,10 +49,12 @@ DEAL_MU = 2.5
 # --- depth (stage 4) [depth helper]
 DEPTH_NORMALIZE = "minmax"  # per-image min-max to [0, 1], as the reference stores its maps
 DISPARITY_FILL = "nearest"  # invalid disparity (p <= 1) takes the nearest valid pixel's depth
-SPIDEPTH_PREPROCESS = "spidepth"  # "spidepth" (crop ego car, 192x512) or "full-frame" (reference)
-SPIDEPTH_INPUT_SIZE = (192, 512)  # (H, W) of the SPIdepth Cityscapes model
-SPIDEPTH_CITYSCAPES_CROP_FRACTION = 0.25  # bottom rows removed (ego car) before resizing
-SPIDEPTH_MIN_DEPTH = 0.001  # metres, SPIdepth Cityscapes options
+SPIDEPTH_PREPROCESS = "spidepth"  # "spidepth" (crop ego car, as SPIdepth evaluates) or "full-frame" (reference)
+SPIDEPTH_INPUT_SIZE = (320, 1024)  # (H, W) of the released Cityscapes model (args_cvnXt_H_cityscapes_finetune_eval.txt)
+SPIDEPTH_CITYSCAPES_CROP_FRACTION = 0.25  # bottom rows removed (ego car): SPIdepth keeps h * 3 // 4
+SPIDEPTH_FLIP = True  # average with the mirrored prediction (test_simple_SQL_config.py)
+DEPTH_ANYTHING_MAX_RATIO = 100.0  # relative disparity -> depth: far clip at 100x the nearest depth
+SPIDEPTH_MIN_DEPTH = 0.01  # SPIdepth Cityscapes eval options (not stored in the checkpoint)
 SPIDEPTH_MAX_DEPTH = 80.0
 
 # --- weakly supervised CAM pseudo-labels (issue 8: pseudo_labels.weak, train-cam, generate-cam-pseudolabels)
