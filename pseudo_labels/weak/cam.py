@@ -18,6 +18,7 @@ Checkpoint ``RUN_DIR/checkpoint.pt``: head state, optimiser state, epoch (last f
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class CamTrainConfig:
     hidden: int = defaults.CAM_HIDDEN
     deal_weight: float = 0.0
     deal_mu: float = defaults.DEAL_MU
+    pooling: str = defaults.CAM_POOLING
     seed: int = defaults.SEED
 
     def to_dict(self) -> dict:
@@ -67,17 +69,28 @@ class CamHead(nn.Module):
         super().__init__()
         if hidden > 0:
             self.net = nn.Sequential(nn.Conv2d(in_dim, hidden, 1), nn.ReLU(inplace=True),
-                                     nn.Conv2d(hidden, num_classes, 1))
+                                     nn.Conv2d(hidden, num_classes, 1, bias=False))
         else:
-            self.net = nn.Conv2d(in_dim, num_classes, 1)
+            # no bias: a class score must come from the patch features, not a constant offset
+            self.net = nn.Conv2d(in_dim, num_classes, 1, bias=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
 
 
-def pool_logits(cams: torch.Tensor) -> torch.Tensor:
-    """Global average pooling: (B, C, h, w) -> (B, C) logits."""
-    return cams.mean(dim=(-2, -1))
+POOLINGS = ("gap", "lse")
+LSE_R = 5.0
+
+
+def pool_logits(cams: torch.Tensor, pooling: str = "gap") -> torch.Tensor:
+    """(B, C, h, w) -> (B, C) logits: global average (``gap``) or log-mean-exp with r = 5 (``lse``,
+    a smooth maximum: ``log(mean exp(r S)) / r``)."""
+    if pooling == "gap":
+        return cams.mean(dim=(-2, -1))
+    if pooling == "lse":
+        flat = cams.flatten(2) * LSE_R
+        return (torch.logsumexp(flat, dim=2) - math.log(flat.shape[2])) / LSE_R
+    raise PseudoLabelsError(f"unknown pooling {pooling!r} (choose {', '.join(POOLINGS)})")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -131,6 +144,7 @@ def head_from_checkpoint(state: Mapping[str, Any]) -> tuple[CamHead, CamTrainCon
     config = CamTrainConfig(**state["config"])
     head = CamHead(config.in_dim, config.num_classes, config.hidden)
     head.load_state_dict(state["head"])
+    head.pooling = config.pooling
     head.eval()
     return head, config
 
@@ -204,7 +218,7 @@ def train_cam_head(
             x = feats_t[idx].to(dev, torch.float32)
             y = tags_t[idx].to(dev)
             cams = head(x)
-            cls = F.multilabel_soft_margin_loss(pool_logits(cams), y)
+            cls = F.multilabel_soft_margin_loss(pool_logits(cams, config.pooling), y)
             loss = cls
             dl = torch.zeros((), device=dev)
             if config.deal_weight > 0:
@@ -213,9 +227,9 @@ def train_cam_head(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sums["loss"] += float(loss)
-            sums["cls_loss"] += float(cls)
-            sums["deal_loss"] += float(dl)
+            sums["loss"] += float(loss.detach())
+            sums["cls_loss"] += float(cls.detach())
+            sums["deal_loss"] += float(dl.detach())
             batches += 1
         rec = {"epoch": epoch + 1, **{k: v / max(batches, 1) for k, v in sums.items()}}
         history.append(rec)
@@ -225,20 +239,23 @@ def train_cam_head(
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, head, opt, epoch + 1, config, history, meta)
     head = head.cpu().eval()
+    head.pooling = config.pooling
     return head, history
 
 
 # --------------------------------------------------------------------------- inference
 @torch.no_grad()
-def compute_cams(head: CamHead, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def compute_cams(head: CamHead, features: np.ndarray, pooling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw class maps and logits of one image.
 
     ``features``: (D, h, w) float. Returns (cams (C, h, w) float32, logits (C,) float32).
+    ``pooling``: default the head's training pooling (``head.pooling``).
     """
+    pooling = pooling or getattr(head, "pooling", "gap")
     p = next(head.parameters())
     x = torch.from_numpy(np.asarray(features, np.float32))[None].to(p.device)
     s = head(x)
-    return s[0].cpu().numpy(), pool_logits(s)[0].cpu().numpy()
+    return s[0].cpu().numpy(), pool_logits(s, pooling)[0].cpu().numpy()
 
 
 def normalize_cams(cams: np.ndarray, tags: np.ndarray | None = None) -> np.ndarray:

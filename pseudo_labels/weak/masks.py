@@ -120,22 +120,12 @@ def extended_confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignor
     """(C, C + 1) int64 confusion: rows GT class, columns predicted class; the last column counts
     GT-labelled pixels predicted as ``ignore`` (void). GT ``ignore`` pixels are skipped.
 
-    Uses :func:`evaluation.semantic.confusion_matrix` when available (pred void mapped to C).
+    Uses :func:`evaluation.semantic.confusion_matrix_with_misses` (misses = the last column).
     """
-    gt = np.asarray(gt)
-    pred = np.asarray(pred).astype(np.int64)
-    pred = np.where((pred == ignore) | (pred < 0) | (pred >= num_classes), num_classes, pred)
-    try:
-        from evaluation.semantic import confusion_matrix
-    except ImportError:
-        confusion_matrix = None
-    if confusion_matrix is not None:
-        cm = np.asarray(confusion_matrix(gt, pred, num_classes + 1, ignore=ignore), np.int64)
-        return cm[:num_classes, :]
-    g = gt.astype(np.int64).ravel()
-    keep = (g != ignore) & (g >= 0) & (g < num_classes)
-    idx = g[keep] * (num_classes + 1) + pred.ravel()[keep]
-    return np.bincount(idx, minlength=num_classes * (num_classes + 1)).reshape(num_classes, num_classes + 1)
+    from evaluation.semantic import confusion_matrix_with_misses
+
+    cm, misses = confusion_matrix_with_misses(np.asarray(gt), np.asarray(pred), num_classes, ignore=ignore)
+    return np.concatenate([cm, misses[:, None]], axis=1).astype(np.int64)
 
 
 def scores_from_confusion(cm_ext: np.ndarray, names: tuple[str, ...]) -> dict:
@@ -144,32 +134,21 @@ def scores_from_confusion(cm_ext: np.ndarray, names: tuple[str, ...]) -> dict:
     ``mIoU``: mean over classes present in GT or prediction of TP / (GT + Pred - TP), void
     predictions counted as misses; ``per_class_iou`` {name: IoU or None}; ``pixel_accuracy``;
     ``coverage`` (share of GT-labelled pixels given a class); ``mIoU_labelled`` (same with
-    void-predicted pixels removed, via :func:`evaluation.semantic.miou_from_confusion` when available).
+    void-predicted pixels removed). Both via :func:`evaluation.semantic.miou_from_confusion`.
     """
-    cm = np.asarray(cm_ext, np.float64)
+    from evaluation.semantic import miou_from_confusion
+
+    cm = np.asarray(cm_ext, np.int64)
     c = cm.shape[0]
-    tp = np.diag(cm[:, :c])
-    gt_n = cm.sum(axis=1)
-    pred_n = cm[:, :c].sum(axis=0)
-    union = gt_n + pred_n - tp
-    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    total = gt_n.sum()
-
-    def _mean(x):
-        return float(np.nanmean(x) * 100) if np.isfinite(x).any() else 0.0
-
-    inner = cm[:, :c]
-    try:
-        from evaluation.semantic import miou_from_confusion
-
-        labelled = float(miou_from_confusion(inner.astype(np.int64))["mIoU"])
-    except ImportError:
-        u2 = inner.sum(1) + inner.sum(0) - np.diag(inner)
-        labelled = _mean(np.where(u2 > 0, np.diag(inner) / np.maximum(u2, 1), np.nan))
+    inner, misses = cm[:, :c], cm[:, c]
+    full = miou_from_confusion(inner, misses)
+    labelled = miou_from_confusion(inner)
+    total = cm.sum()
     return {
-        "mIoU": _mean(iou),
-        "mIoU_labelled": labelled,
-        "pixel_accuracy": float(tp.sum() / total * 100) if total else 0.0,
+        "mIoU": full["mIoU"],
+        "mIoU_labelled": labelled["mIoU"],
+        "pixel_accuracy": full["pixel_accuracy"],
         "coverage": float(inner.sum() / total * 100) if total else 0.0,
-        "per_class_iou": {n: (None if np.isnan(v) else float(v * 100)) for n, v in zip(names, iou)},
+        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, full["per_class_iou"])},
+        "n_classes": full["n_classes"],
     }
