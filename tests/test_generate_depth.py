@@ -130,3 +130,21 @@ def test_cli_depth_anything_tiny_model(tmp_path):
                      "--model_dir", str(folder), "--output-dir", str(out), "--normalize", "none"]) == 0
     d = np.load(out / "val" / "aachen" / f"{STEMS[0]}.npy")
     assert d.shape == (16, 24) and d.min() >= 1.0 - 1e-6
+
+
+def test_disparity_recovers_synth_depth_within_quantisation(synth_city, tmp_path):
+    from pseudo_labels.synth import generate_scene, image_seed, stem_for
+
+    out = tmp_path / "depth"
+    assert cli.main(["generate-depth", "--cityscapes-root", str(synth_city), "--source", "disparity",
+                     "--output-dir", str(out), "--normalize", "none"]) == 0
+    for i in range(3):
+        stem = stem_for(i, "val")
+        scene = generate_scene(image_seed(0, i, "val"), (256, 512))
+        d = np.load(out / "val" / stem.split("_")[0] / f"{stem}.npy")
+        assert d.shape == (256, 512) and np.isfinite(d).all()
+        valid = scene.disparity > 1
+        assert valid.mean() > 0.5
+        disp_px = (scene.disparity[valid].astype(np.float64) - 1) / 256
+        rel = np.abs(d[valid] - scene.depth[valid]) / scene.depth[valid]
+        assert np.all(rel <= 0.5 / 256 / disp_px + 1e-5)
