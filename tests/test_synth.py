@@ -231,3 +231,25 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert (out / "gtFine" / "cityscapes_panoptic_val.json").exists()
     assert main(["synth", "--out", str(out), "--n", "0"]) == 2
     assert main(["synth", "--out", str(out), "--size", "10", "20"]) == 2
+
+
+def _patch_features(scene, p: int = 14):
+    """Mean and std of RGB over p x p patches -> (N, 6) float, majority trainId (N,)."""
+    h, w = (scene.image.shape[0] // p) * p, (scene.image.shape[1] // p) * p
+    img = scene.image[:h, :w].astype(np.float32).reshape(h // p, p, w // p, p, 3)
+    feats = np.concatenate([img.mean((1, 3)), img.std((1, 3))], -1).reshape(-1, 6)
+    tr = scene.train_ids[:h, :w].reshape(h // p, p, w // p, p).transpose(0, 2, 1, 3).reshape(-1, p * p)
+    maj = np.array([np.bincount(r, minlength=256).argmax() for r in tr])
+    return feats, maj
+
+
+def test_patch_colour_texture_features_are_learnable(scenes):
+    """Nearest class centroid on 14x14 patch colour statistics, fit on 2 scenes, tested on a third."""
+    (xa, ya), (xb, yb), (xt, yt) = (_patch_features(s) for s in scenes)
+    x, y = np.concatenate([xa, xb]), np.concatenate([ya, yb])
+    keep = y < 19
+    classes = np.unique(y[keep])
+    cent = np.stack([x[keep][y[keep] == c].mean(0) for c in classes])
+    kt = yt < 19
+    pred = classes[np.argmin(((xt[kt, None, :] - cent[None]) ** 2).sum(-1), axis=1)]
+    assert (pred == yt[kt]).mean() > 0.6
