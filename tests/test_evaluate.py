@@ -1,0 +1,121 @@
+"""`pseudo-labels evaluate` end to end (synthetic city + perturbed prediction), bad input, mIoU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pseudo_labels.cityscapes import panoptic_gt
+from pseudo_labels.cli import main
+from tests.test_evaluation_panoptic import (
+    assert_equal_to_cityscapes,
+    cityscapes_reference,
+    make_dataset,
+    perturb,
+    write_set,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(gj, gf, pj, pf, out, *more):
+    return ["evaluate", "--gt-json", str(gj), "--gt-folder", str(gf), "--pred-json", str(pj),
+            "--pred-folder", str(pf), "--out", str(out), *more]
+
+
+def test_cli_end_to_end_equals_cityscapesscripts(tmp_path, capsys):
+    gj, gf, pj, pf = make_dataset(tmp_path, n=3, seed=11)
+    out = tmp_path / "res" / "result.json"
+    assert main(_args(gj, gf, pj, pf, out)) == 0
+    res = json.loads(out.read_text())
+    for k in ("PQ", "SQ", "RQ", "PQ_stuff", "PQ_things", "per_class", "protocol", "n_images"):
+        assert k in res
+    assert res["protocol"] == "standard" and res["n_images"] == 3
+    assert_equal_to_cityscapes(res, cityscapes_reference(gj, gf, pj, pf, tmp_path))
+    text = capsys.readouterr().out
+    assert "Things" in text and "Stuff" in text and "car" in text and "protocol: standard" in text
+
+
+def test_cli_reference_protocol_and_underscore_flags(tmp_path):
+    gj, gf, pj, pf = make_dataset(tmp_path, n=2, seed=12)
+    out = tmp_path / "ref.json"
+    argv = ["evaluate", "--gt_json", str(gj), "--gt_folder", str(gf), "--pred_json", str(pj), "--pred_folder", str(pf),
+            "--out", str(out), "--protocol", "reference", "--workers", "2", "--quiet"]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["protocol"] == "reference"
+
+
+def test_cli_bad_input_exit_2(tmp_path, capsys):
+    gj, gf, pj, pf = make_dataset(tmp_path, n=2, seed=13)
+    pred = json.loads(pj.read_text())
+    stem = pred["annotations"][0]["image_id"]
+    pred["annotations"] = pred["annotations"][1:]
+    q = tmp_path / "partial.json"
+    q.write_text(json.dumps(pred))
+    out = tmp_path / "r.json"
+    assert main(_args(gj, gf, q, pf, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0] and stem in err[0]
+    assert not out.exists()
+    assert main(_args(gj, gf, q, pf, out, "--allow-missing", "--quiet")) == 0
+    assert json.loads(out.read_text())["n_missing"] == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2")
+    assert main(_args(gj, gf, bad, pf, out)) == 2
+    assert "malformed" in capsys.readouterr().err
+
+
+def test_module_entry_point(tmp_path):
+    gj, gf, pj, pf = make_dataset(tmp_path, n=1, seed=14)
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, "-m", "pseudo_labels.evaluate", *_args(gj, gf, pj, pf, out)[1:], "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["n_images"] == 1
+
+
+def test_synth_city_gt_vs_gt_and_perturbed(synth_city, tmp_path):
+    gj, gf = panoptic_gt(synth_city, "val")
+    out = tmp_path / "gt.json"
+    assert main(["evaluate", "--gt-json", str(gj), "--gt-folder", str(gf), "--pred-json", str(gj),
+                 "--pred-folder", str(gf), "--out", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert res["PQ"] == pytest.approx(100.0, abs=1e-9) and res["n_images"] == 3
+    from evaluation.panoptic import read_panoptic_png
+
+    rng = np.random.default_rng(0)
+    gt = json.loads(Path(gj).read_text())
+    preds = []
+    for a in gt["annotations"]:
+        g = read_panoptic_png(Path(gf) / a["file_name"]).astype(np.int64)
+        preds.append((a["image_id"],) + perturb(rng, g, a["segments_info"]))
+    pj, pf = write_set(tmp_path, preds, "pred")
+    assert main(["evaluate", "--gt-json", str(gj), "--gt-folder", str(gf), "--pred-json", str(pj),
+                 "--pred-folder", str(pf), "--out", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert 0 < res["PQ"] < 100
+    assert_equal_to_cityscapes(res, cityscapes_reference(gj, gf, pj, pf, tmp_path))
+
+
+def test_semantic_miou_option(synth_city, tmp_path):
+    from pseudo_labels.io import read_png, write_png
+
+    gt_dir = synth_city / "gtFine" / "val"
+    pred_dir = tmp_path / "sem"
+    files = sorted(gt_dir.rglob("*_gtFine_labelTrainIds.png"))
+    assert files
+    for f in files:
+        lab = read_png(f)
+        write_png(pred_dir / f.name.replace("_gtFine_labelTrainIds", "_leftImg8bit"), lab)
+    gj, gf = panoptic_gt(synth_city, "val")
+    out = tmp_path / "sem.json"
+    assert main(["evaluate", "--gt-json", str(gj), "--gt-folder", str(gf), "--pred-json", str(gj),
+                 "--pred-folder", str(gf), "--out", str(out), "--quiet",
+                 "--gt-semantic-dir", str(gt_dir), "--pred-semantic-dir", str(pred_dir)]) == 0
+    sem = json.loads(out.read_text())["semantic"]
+    assert sem["mIoU"] == pytest.approx(100.0) and sem["n_images"] == len(files)
