@@ -62,6 +62,7 @@ CAM_EPOCHS = 30
 CAM_LR = 1e-2
 CAM_WEIGHT_DECAY = 1e-4
 CAM_BATCH_SIZE = 8
+CAM_POOLING = "gap"  # image logit from the class maps: gap (global average) or lse (smooth max)
 CAM_HIDDEN = 0  # 0: linear 1x1 conv head; > 0: 1x1 conv - ReLU - 1x1 conv with this width
 CAM_TAGS_MIN_PIXELS = 64  # --tags-from-gt: a class is a tag when it has >= this many GT pixels
 CAM_BG_THRESHOLD = 0.25  # normalised CAM score below which a pixel is background
@@ -73,10 +74,20 @@ SWEEP_DEAL_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
 
 # --- clustering / generate-overclustered-semantics (stage 2-3), added by the clustering module
 KMEANS_BACKEND = "auto"  # faiss when installed, else torch
-KMEANS_N_ITER = 25  # Lloyd iterations of the faiss / torch backends
+KMEANS_N_ITER = 20  # Lloyd iterations of the faiss / torch backends
+KMEANS_MAX_POINTS_PER_CENTROID = 1000  # faiss / torch fit on a random subsample of at most k * this
 KMEANS_INIT_SAMPLE = 20000  # k-means++ seeding runs on a random sample of at least this many points
 KMEANS_INIT_PER_CLUSTER = 40  # ... or this many per cluster, whichever is larger
 MAX_FIT_SAMPLES = 1_000_000  # cap on the fit sample over all images (memory bound)
 SAMPLE_FILTER = "uniform"  # label-free; "gt-nonvoid" is the reference's GT-filtered sampling
 UPSAMPLE = "similarity"  # bilinear similarities then argmax; "labels" = reference nearest path
 MAPPING = "majority"
+
+# --- export / visualize / report (exports helper)
+CUPS_SCALE = 0.625  # visinf/cups cups/config.py DATA.SCALE: labels stored at 0.625 of the image (640x1280)
+CUPS_THING_STUFF_THRESHOLD = 0.08  # visinf/cups cups/config.py DATA.THING_STUFF_THRESHOLD
+VIS_TILE_WIDTH = 512  # width of one panel tile (pixels)
+VIS_SHEET_COLUMNS = 4
+VIS_SHEET_MAX_IMAGES = 48
+VIS_OVERLAY_ALPHA = 0.6
+VIS_N_PANELS = 8

@@ -46,6 +46,7 @@ import numpy as np
 
 from . import io
 from .cityscapes import CLASS_NAMES, IGNORE, NUM_CLASSES, THING_TRAIN_IDS, city_of, index_by_stem, stem_of
+from .defaults import CUPS_SCALE, CUPS_THING_STUFF_THRESHOLD
 from .errors import InputFileError, PseudoLabelsError
 
 # --------------------------------------------------------------------------- CUPS constants
@@ -55,8 +56,8 @@ CUPS_SEQUENCE_FOLDER = "leftImg8bit_sequence"
 CUPS_DIST_ALL = "distribution all pixels"
 CUPS_DIST_INSIDE = "distribution inside object proposals"
 CUPS_DIST_PER_OBJECT = "distribution per object proposal"
-CUPS_DEFAULT_SCALE = 0.625  # cups/config.py DATA.SCALE
-CUPS_DEFAULT_THRESHOLD = 0.08  # cups/config.py DATA.THING_STUFF_THRESHOLD
+CUPS_DEFAULT_SCALE = CUPS_SCALE  # cups/config.py DATA.SCALE
+CUPS_DEFAULT_THRESHOLD = CUPS_THING_STUFF_THRESHOLD  # cups/config.py DATA.THING_STUFF_THRESHOLD
 CUPS_SPLIT_FILE = "pseudo_classes_split_1.pt"  # gen_pseudo_labels.py, PREPROCESSING_SUBSPLIT 1
 CUPS_PRIOR_FILE = "pseudo_classes_absent_things.pt"
 CUPS_DATASET_OF_SPLIT = {"train": "cityscapes", "val": "cityscapes_val"}  # PseudoLabelDataset

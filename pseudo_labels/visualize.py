@@ -16,14 +16,12 @@ import numpy as np
 from . import io
 from .cityscapes import IGNORE, NUM_CLASSES, TRAIN_ID_COLORS, gt_path, index_by_stem, label_id_to_train_id_lut, list_images
 from .cli import add_option, module_main
-from .defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD
+from .defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD, VIS_N_PANELS
+from .defaults import VIS_OVERLAY_ALPHA as OVERLAY_ALPHA
+from .defaults import VIS_SHEET_COLUMNS as SHEET_COLUMNS
+from .defaults import VIS_SHEET_MAX_IMAGES as SHEET_MAX_IMAGES
+from .defaults import VIS_TILE_WIDTH as TILE_WIDTH
 from .errors import PseudoLabelsError
-
-# --- visualize (appendable to defaults later)
-TILE_WIDTH = 512
-SHEET_COLUMNS = 4
-SHEET_MAX_IMAGES = 48
-OVERLAY_ALPHA = 0.6
 
 
 def colorize_semantic(train_ids: np.ndarray) -> np.ndarray:
@@ -218,7 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--panoptic-json", default=None, help="panoptic JSON (default: <panoptic-dir>.json)")
     add_option(parser, "--depth-dir", default=None, help="folder of depth .npy maps (searched recursively by stem)")
     parser.add_argument("--out", default="overlays", help="output folder (default %(default)s)")
-    parser.add_argument("--n", type=int, default=8, help="number of per-image panels (default %(default)s)")
+    parser.add_argument("--n", type=int, default=VIS_N_PANELS, help="number of per-image panels (default %(default)s)")
     add_option(parser, "--sheet-n", type=int, default=SHEET_MAX_IMAGES,
                help="images in the contact sheet (default %(default)s)")
     add_option(parser, "--tile-width", type=int, default=TILE_WIDTH, help="width of one tile in pixels")

@@ -171,3 +171,41 @@ def test_coco_refuses_non_empty_folder(tmp_path):
 
 def test_thing_train_ids_are_cityscapes_things():
     assert THING_TRAIN_IDS == tuple(range(11, 19))
+
+
+def test_synth_city_ground_truth_exports(synth_city, tmp_path):
+    """The synthetic city's panoptic GT (as a prediction) goes through both exports."""
+    from panopticapi.evaluation import pq_compute
+
+    from pseudo_labels.cityscapes import panoptic_gt
+
+    gt_json, gt_dir = panoptic_gt(synth_city, "val")
+    inp = export.load_panoptic_input(gt_dir, gt_json)
+    assert inp.json_path == gt_json
+    export.export_coco(inp, tmp_path / "coco")
+    c = tmp_path / "coco"
+    res = pq_compute(str(c / "panoptic.json"), str(c / "panoptic.json"), str(c / "panoptic"), str(c / "panoptic"))
+    assert res["All"]["pq"] == pytest.approx(1.0)
+    # CUPS: synth has no leftImg8bit_sequence, so the image check must say so
+    with pytest.raises(PseudoLabelsError, match="leftImg8bit_sequence"):
+        export.export_cups(inp, tmp_path / "cups", cityscapes_root=synth_city)
+    res = export.export_cups(inp, tmp_path / "cups2", cityscapes_root=synth_city, check_images=False)
+    assert res["split"] == "val" and res["cups_config"]["DATA.DATASET"] == "cityscapes_val"
+    for im in inp.images:
+        _, sem, inst = export.read_panoptic_image(inp, im)
+        sem = export.void_unmatched_things(sem, inst)
+        s = export.read_cups_pair(tmp_path / "cups2" / f"{im.stem}_leftImg8bit_semantic.png",
+                                  tmp_path / "cups2" / f"{im.stem}_leftImg8bit_instance.png")
+        assert np.array_equal(s.semantic, export.resize_nearest(sem, s.semantic.shape))
+
+
+def test_export_coco_subcommand_with_underscore_flags(tmp_path):
+    from pseudo_labels.cli import main
+
+    folder, js = write_panoptic(tmp_path)
+    out = tmp_path / "c"
+    assert main(["export-coco", "--panoptic_dir", str(folder), "--panoptic_json", str(js), "--out", str(out)]) == 0
+    man = io.read_manifest(out)
+    assert man["stage"] == "export-coco" and man["counts"]["images"] == 2 and man["uses_ground_truth"] is False
+    # a second run refuses the now non-empty folder with one line
+    assert main(["export-coco", "--panoptic-dir", str(folder), "--out", str(out)]) == 2
