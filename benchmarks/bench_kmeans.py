@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -49,11 +48,13 @@ def cosine_objective(x: np.ndarray, centroids: np.ndarray, chunk: int = 200_000)
     return kmeans_inertia(x, c, chunk)
 
 
-def run_method(name: str, fn, x: np.ndarray) -> dict:
-    t0 = time.perf_counter()
-    raw = fn()
-    wall = time.perf_counter() - t0
-    res = {"method": name, "wall_s": round(wall, 3),
+def run_method(name: str, fn, x: np.ndarray, repeats: int = 1) -> dict:
+    walls = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        raw = fn()
+        walls.append(round(time.perf_counter() - t0, 3))
+    res = {"method": name, "wall_s": float(np.median(walls)), "wall_s_all": walls,
            "inertia_raw_centers": kmeans_inertia(x, raw),
            "inertia_normalised_centroids": cosine_objective(x, raw)}
     print(json.dumps(res), flush=True)
@@ -72,7 +73,7 @@ def fit_stage_rss(n_images: int, grid=(23, 46), d: int = 90, k: int = 80) -> dic
     """Child process: stream n_images synthetic (D, h, w) float16 feature maps through
     sampling (2000 per image cap, MAX_FIT_SAMPLES total) and fit; report peak RSS."""
     code = f"""
-import resource, time, numpy as np, sys
+import time, numpy as np, sys
 sys.path.insert(0, {os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')!r})
 from pseudo_labels import defaults
 from pseudo_labels.clustering import fit_kmeans, sample_patch_features
@@ -88,7 +89,8 @@ for i in range({n_images}):
     parts.append(sample_patch_features(f, per_image, rng))
 x = np.concatenate(parts); del parts
 c = fit_kmeans(x, {k})
-print(x.shape[0], time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]  # kB, this process only
+print(x.shape[0], time.perf_counter() - t0, hwm)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     res = {"n_images": n_images, "feature_grid": list(grid), "dim": d, "k": k, "n_samples": int(out[0]),
@@ -107,6 +109,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=80)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each fast method (median reported)")
+    p.add_argument("--sklearn-repeats", type=int, default=1)
     p.add_argument("--rss-images", type=int, nargs="*", default=[100, 500])
     args = p.parse_args()
 
@@ -123,7 +127,8 @@ def main() -> None:
         methods.append(("sklearn MiniBatchKMeans (reference: batch 10000, max_iter 300, n_init 3, rs 42)",
                         lambda: MiniBatchKMeans(n_clusters=args.k, **defaults.SKLEARN_KMEANS)
                         .fit(x).cluster_centers_.astype(np.float32)))
-    results = [run_method(name, fn, x) for name, fn in methods]
+    results = [run_method(name, fn, x, args.sklearn_repeats if name.startswith("sklearn") else args.repeats)
+               for name, fn in methods]
     summary = {}
     if not args.skip_sklearn:
         ours, sk = results[0], results[-1]

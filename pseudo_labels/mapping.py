@@ -1,0 +1,104 @@
+"""Stage 3: cluster -> class mapping of over-clustered semantics.
+
+Ids: clusters 0..k-1 (anything outside is void); trainIds 0..18, 255 void / unmapped.
+
+Methods of :func:`map_clusters`:
+
+- ``majority`` — each cluster takes the ground-truth trainId it overlaps most (the
+  reference). **Uses ground-truth labels.**
+- ``hungarian`` — one-to-one matching on the confusion (meant for k = 19); clusters
+  left without a class stay 255. **Uses ground-truth labels.**
+- ``none`` — label-free: no cluster gets a class (all 255); the cluster ids stay
+  pseudo-classes.
+
+The matching itself is :mod:`evaluation.matching` (one implementation for the
+pipeline and the evaluator).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cityscapes import IGNORE, NUM_CLASSES
+from .errors import PseudoLabelsError
+
+METHODS = ("majority", "hungarian", "none")
+USES_GROUND_TRUTH = {"majority": True, "hungarian": True, "none": False}
+
+
+def cluster_confusion(clusters: np.ndarray, gt_train_ids: np.ndarray, k: int,
+                      num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Pixel confusion of one image: (k, num_classes) int64, rows clusters, columns trainIds.
+
+    clusters: (H, W) int cluster ids (values outside 0..k-1 are void, ignored).
+    gt_train_ids: (H, W) trainIds (values outside 0..num_classes-1, e.g. 255, ignored).
+    Sum the result over images to accumulate.
+    """
+    clusters = np.asarray(clusters).ravel().astype(np.int64)
+    gt = np.asarray(gt_train_ids).ravel().astype(np.int64)
+    if clusters.shape != gt.shape:
+        raise ValueError(f"cluster map and ground truth differ in size: {np.shape(clusters)} vs {np.shape(gt)}")
+    valid = (clusters >= 0) & (clusters < k) & (gt >= 0) & (gt < num_classes)
+    idx = clusters[valid] * num_classes + gt[valid]
+    return np.bincount(idx, minlength=k * num_classes).reshape(k, num_classes).astype(np.int64)
+
+
+def map_clusters(confusion: np.ndarray, method: str = "majority") -> np.ndarray:
+    """Cluster -> trainId from a (k, C) confusion; returns (k,) int64, 255 = unmapped.
+
+    ``majority`` and ``hungarian`` read the confusion with ground truth (they use labels);
+    ``none`` returns all 255. Clusters that never overlap a labelled pixel stay 255.
+    """
+    confusion = np.asarray(confusion)
+    if confusion.ndim != 2:
+        raise ValueError(f"confusion must be (k, C), got {confusion.shape}")
+    k = confusion.shape[0]
+    if method == "none":
+        return np.full(k, IGNORE, np.int64)
+    from evaluation import matching
+
+    if method == "majority":
+        mapping = np.asarray(matching.majority_match(confusion), np.int64)
+    elif method == "hungarian":
+        mapping = np.asarray(matching.hungarian_match(confusion), np.int64)
+    else:
+        raise PseudoLabelsError(f"unknown mapping {method!r} (choose {', '.join(METHODS)})")
+    mapping = mapping.copy()
+    mapping[confusion.sum(axis=1) == 0] = IGNORE
+    return mapping
+
+
+def apply_mapping(clusters: np.ndarray, cluster_to_class: np.ndarray) -> np.ndarray:
+    """(H, W) cluster ids -> (H, W) uint8 trainIds via ``cluster_to_class`` (k,);
+    void / out-of-range cluster ids -> 255."""
+    lut = np.asarray(cluster_to_class, np.int64)
+    k = lut.shape[0]
+    clusters = np.asarray(clusters)
+    out = np.full(clusters.shape, IGNORE, np.uint8)
+    valid = (clusters >= 0) & (clusters < k)
+    out[valid] = np.where(lut <= 255, lut, IGNORE).astype(np.uint8)[clusters[valid].astype(np.int64)]
+    return out
+
+
+def class_confusion(cluster_conf: np.ndarray, cluster_to_class: np.ndarray,
+                    num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Semantic confusion (num_classes x num_classes, rows GT, columns prediction) of the
+    mapped output, from the (k, C) cluster confusion: no need to re-read any image.
+    Pixels of unmapped clusters (predicted void) appear in no column; count them with
+    :func:`void_predicted_pixels`."""
+    cluster_conf = np.asarray(cluster_conf, np.int64)
+    lut = np.asarray(cluster_to_class, np.int64)
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for c in range(num_classes):
+        rows = lut == c
+        if rows.any():
+            cm[:, c] = cluster_conf[rows].sum(axis=0)
+    return cm
+
+
+
+def void_predicted_pixels(cluster_conf: np.ndarray, cluster_to_class: np.ndarray) -> int:
+    """Labelled GT pixels that fall in unmapped clusters (predicted void)."""
+    lut = np.asarray(cluster_to_class, np.int64)
+    unmapped = (lut < 0) | (lut >= np.asarray(cluster_conf).shape[1])
+    return int(np.asarray(cluster_conf, np.int64)[unmapped].sum())
