@@ -45,6 +45,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+try:  # optional accelerator for the joint histogram and RGB -> id; numpy fallbacks otherwise
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover
+    _cv2 = None
+
 PROTOCOLS = ("standard", "reference")
 #: reference protocol constants (qbit-glitch/monocular_ups sweep_k50_spidepth.py)
 REFERENCE_SIZE = (512, 1024)
@@ -215,7 +220,7 @@ def _compact_index(pan: np.ndarray, ids: np.ndarray) -> np.ndarray:
         lut[0] = 0
         keep = ids <= hi
         lut[ids[keep]] = (np.arange(len(ids)) + 1)[keep]
-        return lut[pan]
+        return np.take(lut, pan)
     ext = np.concatenate([[0], ids]).astype(np.int64)
     for bits in (12, 14, 16, 18, 20):
         mask = (1 << bits) - 1
@@ -225,7 +230,7 @@ def _compact_index(pan: np.ndarray, ids: np.ndarray) -> np.ndarray:
         lut = np.full(mask + 1, unknown, dtype)
         lut[low] = np.arange(len(ext))
         key = pan & pan.dtype.type(mask) if pan.dtype.kind == "u" else (pan & mask)
-        idx = lut[key]
+        idx = np.take(lut, key)
         ext_full = np.concatenate([ext, [-1]]).astype(pan.dtype if pan.dtype.kind == "i" else np.int64)
         wrong = ext_full[idx] != pan
         idx[wrong] = unknown
@@ -383,7 +388,16 @@ def _list_positions(segments: Sequence[Mapping], sorted_ids: np.ndarray) -> np.n
 
 
 def _joint_table(g_idx: np.ndarray, p_idx: np.ndarray, n_g: int, n_p: int) -> np.ndarray:
-    """(n_g, n_p) int64 pixel counts of every (GT index, prediction index) pair."""
+    """(n_g, n_p) int64 pixel counts of every (GT index, prediction index) pair.
+
+    Uses OpenCV's 2-D histogram of two uint8 maps when available (exact below 2^24
+    pixels, several times faster than ``np.bincount``), else one ``np.bincount``.
+    """
+    if (_cv2 is not None and g_idx.dtype == np.uint8 and p_idx.dtype == np.uint8 and g_idx.size < (1 << 24)
+            and g_idx.ndim == 2):
+        hist = _cv2.calcHist([np.ascontiguousarray(g_idx), np.ascontiguousarray(p_idx)], [0, 1], None,
+                             [n_g, n_p], [0, n_g, 0, n_p])
+        return hist.astype(np.int64)
     small = n_g * n_p <= 65536  # uint16 arithmetic is several times faster than intp
     joint = g_idx.reshape(-1).astype(np.uint16 if small else np.intp)
     joint *= n_p
@@ -540,11 +554,9 @@ def rgb_to_ids(arr: np.ndarray, path: Any = "array") -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
         raise EvaluationError(f"{path}: expected an 8-bit RGB panoptic PNG, got shape {arr.shape} {arr.dtype}")
     h, w = arr.shape[:2]
-    try:
-        import cv2
-
-        buf = cv2.cvtColor(np.ascontiguousarray(arr[:, :, :3]), cv2.COLOR_RGB2RGBA)  # alpha 255, masked below
-    except ImportError:  # pragma: no cover
+    if _cv2 is not None:
+        buf = _cv2.cvtColor(np.ascontiguousarray(arr[:, :, :3]), _cv2.COLOR_RGB2RGBA)  # alpha 255, masked below
+    else:  # pragma: no cover
         buf = np.zeros((h, w, 4), np.uint8)
         buf[:, :, :3] = arr[:, :, :3]
     ids = buf.view("<u4").reshape(h, w)

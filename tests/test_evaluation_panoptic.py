@@ -410,3 +410,18 @@ def test_read_panoptic_png_roundtrip(tmp_path):
     ids = np.random.default_rng(0).integers(0, 1 << 24, size=(5, 7))
     write_png(tmp_path / "a.png", id_to_rgb(ids))
     np.testing.assert_array_equal(read_panoptic_png(tmp_path / "a.png"), ids)
+
+
+def test_numpy_fallback_equals_opencv_path(monkeypatch):
+    import evaluation.panoptic as ep
+
+    rng = np.random.default_rng(21)
+    g, gs = make_gt(rng, (64, 128), n_things=9, n_crowd=2)
+    p, ps = perturb(rng, g, gs, big_ids=True)
+    fast = pq_stats_image(g, gs, p, ps, CATS)
+    monkeypatch.setattr(ep, "_cv2", None)
+    slow = pq_stats_image(g, gs, p, ps, CATS)
+    for name in ("iou", "tp", "fp", "fn"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
+    rgb = id_to_rgb(p)
+    np.testing.assert_array_equal(ep.rgb_to_ids(rgb), p)
