@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
     add_option(parser, "--ray-address", default=None, help="existing Ray cluster (with --executor ray)")
     parser.add_argument("--shard", default=None, help="process shard i/n of the split (0-based)")
-    parser.add_argument("--overwrite", action="store_true", help="recompute outputs made with other parameters")
+    parser.add_argument("--overwrite", action="store_true", help="recompute every map (also those made with other parameters)")
     add_option(parser, "--fail-fast", action="store_true", help="stop at the first failed image")
 
 
@@ -205,62 +205,85 @@ def plan_jobs(root: str | os.PathLike, split: str, source: str, out_dir: str | o
     return jobs
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-
+def generate_depth(
+    cityscapes_root: str | os.PathLike,
+    split: str,
+    source: str,
+    out_dir: str | os.PathLike,
+    *,
+    input_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
+    normalize: str = defaults.DEPTH_NORMALIZE,
+    output_size: tuple[int, int] | None = None,
+    spidepth_preprocess: str = defaults.SPIDEPTH_PREPROCESS,
+    flip: bool = defaults.SPIDEPTH_FLIP,
+    device: str = "cpu",
+    workers: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    shard: tuple[int, int] | None = None,
+    overwrite: bool = False,
+    fail_fast: bool = False,
+    progress: bool = True,
+):
+    """Write one float32 depth map per image of ``split`` to ``out_dir/<split>/<city>/<stem>.npy``
+    plus a manifest; finished maps are kept (resume). Returns the runner's ``RunSummary``
+    (raises :class:`PseudoLabelsError` if any image failed). The library entry point of
+    ``pseudo-labels generate-depth``; the demo and sweep call this."""
     from .io import fingerprint_files, prepare_output_dir, write_manifest
     from .runner import run_per_image
 
-    source = args.source
-    if source == "spidepth" and not args.weights:
+    if source not in SOURCES:
+        raise PseudoLabelsError(f"unknown depth source {source!r} (choose from {', '.join(SOURCES)})")
+    if source == "spidepth" and not weights:
         raise PseudoLabelsError("--source spidepth needs --weights (folder with encoder.pth and depth.pth)")
-    if source == "depth-anything" and not args.model_dir:
+    if source == "depth-anything" and not model_dir:
         raise PseudoLabelsError("--source depth-anything needs --model-dir (local transformers folder)")
-    if args.device == "cuda" and source in NETWORK_SOURCES:
+    if device == "cuda" and source in NETWORK_SOURCES:
         import torch
 
         if not torch.cuda.is_available():
             raise PseudoLabelsError("--device cuda: no CUDA device is available (use --device cpu)")
-    out_dir = output_dir_of(args)
-    shard = parse_shard(args.shard)
+    out_dir = Path(out_dir)
     cfg = DepthConfig(
         source=source,
-        normalize=args.normalize,
-        output_size=parse_size(args.output_size),
-        weights=str(Path(args.weights).resolve()) if args.weights else None,
-        model_dir=str(Path(args.model_dir).resolve()) if args.model_dir else None,
-        spidepth_preprocess=args.spidepth_preprocess,
-        flip=not args.no_flip,
-        device=args.device,
+        normalize=normalize,
+        output_size=tuple(output_size) if output_size else None,
+        weights=str(Path(weights).resolve()) if weights else None,
+        model_dir=str(Path(model_dir).resolve()) if model_dir else None,
+        spidepth_preprocess=spidepth_preprocess,
+        flip=bool(flip),
+        device=device,
     )
     parameters = {
-        "split": args.split,
+        "split": split,
         "source": source,
         "normalize": cfg.normalize,
         "output_size": list(cfg.output_size) if cfg.output_size else None,
-        "input_dir": str(Path(args.input_dir).resolve()) if args.input_dir and source == "npy" else None,
+        "input_dir": str(Path(input_dir).resolve()) if input_dir and source == "npy" else None,
         "weights": cfg.weights if source == "spidepth" else None,
         "model_dir": cfg.model_dir if source == "depth-anything" else None,
         "spidepth_preprocess": cfg.spidepth_preprocess if source == "spidepth" else None,
         "flip": cfg.flip if source == "spidepth" else None,
         "depth_anything_max_ratio": defaults.DEPTH_ANYTHING_MAX_RATIO if source == "depth-anything" else None,
-        "disparity_fill": "nearest" if source == "disparity" else None,
+        "disparity_fill": defaults.DISPARITY_FILL if source == "disparity" else None,
     }
-    jobs = plan_jobs(args.cityscapes_root, args.split, source, out_dir, args.input_dir, shard)
-    resume = prepare_output_dir(out_dir, STAGE, parameters, overwrite=args.overwrite)
-    workers = 1 if source in NETWORK_SOURCES else max(1, int(args.workers))
+    jobs = plan_jobs(cityscapes_root, split, source, out_dir, str(input_dir) if input_dir else None, shard)
+    resume = prepare_output_dir(out_dir, STAGE, parameters, overwrite=overwrite)
     summary = run_per_image(
         functools.partial(process_job, cfg=cfg),
         jobs,
-        workers=workers,
-        executor=args.executor,
-        ray_address=args.ray_address,
+        workers=1 if source in NETWORK_SOURCES else max(1, int(workers)),
+        executor=executor,
+        ray_address=ray_address,
         desc=f"depth ({source})",
         name_of=_name,
         is_done=_is_done if resume else None,
-        fail_fast=args.fail_fast,
+        fail_fast=fail_fast,
+        progress=progress,
     )
-    inputs = {"cityscapes_root": str(Path(args.cityscapes_root).resolve()),
+    inputs = {"cityscapes_root": str(Path(cityscapes_root).resolve()),
               "images": fingerprint_files(j.image_path for j in jobs)}
     if source == "disparity":
         inputs["disparity"] = fingerprint_files(j.disparity_path for j in jobs)
@@ -273,10 +296,25 @@ def run(args: argparse.Namespace) -> int:
         inputs=inputs,
         counts={"images": len(jobs), "done": summary.done, "skipped": summary.skipped,
                 "failed": len(summary.failed)},
-        extra={"shard": args.shard},
+        extra={"shard": list(shard) if shard else None},
+    )
+    summary.raise_if_failed("depth maps")
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    out_dir = output_dir_of(args)
+    summary = generate_depth(
+        args.cityscapes_root, args.split, args.source, out_dir,
+        input_dir=args.input_dir, weights=args.weights, model_dir=args.model_dir,
+        normalize=args.normalize, output_size=parse_size(args.output_size),
+        spidepth_preprocess=args.spidepth_preprocess, flip=not args.no_flip, device=args.device,
+        workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+        shard=parse_shard(args.shard), overwrite=args.overwrite, fail_fast=args.fail_fast,
     )
     print(f"generate-depth: {out_dir}: {summary.line()}", file=sys.stderr)
-    summary.raise_if_failed("depth maps")
     return 0
 
 

@@ -148,3 +148,16 @@ def test_disparity_recovers_synth_depth_within_quantisation(synth_city, tmp_path
         disp_px = (scene.disparity[valid].astype(np.float64) - 1) / 256
         rel = np.abs(d[valid] - scene.depth[valid]) / scene.depth[valid]
         assert np.all(rel <= 0.5 / 256 / disp_px + 1e-5)
+
+
+def test_library_entry_point_and_overwrite(tmp_path):
+    from pseudo_labels.generate_depth import generate_depth
+
+    make_city(tmp_path, stems=STEMS[:2])
+    out = tmp_path / "o"
+    s = generate_depth(tmp_path, "val", "disparity", out, progress=False)
+    assert s.done == 2
+    assert generate_depth(tmp_path, "val", "disparity", out, progress=False).skipped == 2
+    s = generate_depth(tmp_path, "val", "disparity", out, normalize="none", overwrite=True, progress=False)
+    assert s.done == 2 and np.load(out / "val" / "aachen" / f"{STEMS[0]}.npy").max() > 1
+    assert generate_depth(tmp_path, "val", "disparity", out, shard=(1, 2), normalize="none", progress=False).skipped == 1
