@@ -1,0 +1,89 @@
+"""Sweep: every cell equals the single-configuration pipeline; splitting vs baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pseudo_labels.cli import main
+
+from .test_generate_depth_guided_instances import WORK, prepare_city
+
+TAUS = ["0.05", "0.2"]
+AREAS = ["30", "200"]
+
+
+@pytest.fixture(scope="module")
+def city(synth_city, tmp_path_factory):
+    return prepare_city(synth_city, tmp_path_factory.mktemp("sweep") / "city")
+
+
+def _pipeline(city, tmp, tau, amin, dil, protocol):
+    from evaluation.panoptic import evaluate_panoptic_folders
+
+    inst, pan = tmp / f"i_{tau}_{amin}_{dil}", tmp / f"p_{tau}_{amin}_{dil}"
+    assert main(["generate-depth-guided-instances", "--semantic-dir", str(city / "sem_gt"), "--depth-dir",
+                 str(city / "depth_disp"), "--output-dir", str(inst), "--grad-threshold", tau, "--min-area", amin,
+                 "--dilation-iters", dil, "--workers", "1", *WORK]) == 0
+    assert main(["generate-panoptic", "--semantic-dir", str(city / "sem_gt"), "--instance-dir", str(inst),
+                 "--out-json", str(pan / "pan.json"), "--out-folder", str(pan), "--workers", "1"]) == 0
+    gt = city / "gtFine"
+    return evaluate_panoptic_folders(gt / "cityscapes_panoptic_val.json", gt / "cityscapes_panoptic_val",
+                                     pan / "pan.json", pan, protocol=protocol)
+
+
+@pytest.mark.parametrize("protocol", ["standard", "reference"])
+def test_every_cell_equals_pipeline(city, tmp_path, protocol):
+    out = tmp_path / "sweep.json"
+    assert main(["sweep", "--cityscapes-root", str(city), "--semantic-subdir", "sem_gt", "--depth-subdir",
+                 "depth_disp", "--grad-thresholds", *TAUS, "--min-areas", *AREAS, "--dilation-iters", "0", "3",
+                 "--protocol", protocol, "--workers", "1", "--out", str(out), *WORK]) == 0
+    res = json.loads(out.read_text())
+    assert res["protocol"] == protocol and res["n_images"] == 3 and res["k"] is None
+    assert out.with_suffix(".csv").exists() and out.with_name("sweep_heatmap.png").exists()
+    rows = [r for r in res["results"] if r["mode"] == "depth-guided"]
+    assert len(rows) == len(TAUS) * len(AREAS) * 2
+    assert {"grad_threshold", "min_area", "PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "avg_instances",
+            "n_images"} <= set(rows[0])
+    check = rows if protocol == "standard" else rows[::3]
+    for r in check:
+        want = _pipeline(city, tmp_path, str(r["grad_threshold"]), str(r["min_area"]), str(r["dilation_iters"]),
+                         protocol)
+        for key in ("PQ", "SQ", "RQ", "PQ_stuff", "PQ_things", "SQ_things", "RQ_things"):
+            assert r[key] == pytest.approx(want[key], abs=1e-9), (r["grad_threshold"], r["min_area"], key)
+        for name, pc in want["per_class"].items():
+            assert (r["per_class"][name]["TP"], r["per_class"][name]["FP"], r["per_class"][name]["FN"]) == \
+                (pc["TP"], pc["FP"], pc["FN"])
+    assert res["best"]["PQ"] == max(r["PQ"] for r in rows)
+
+
+def test_splitting_beats_one_instance_per_class(city):
+    """Depth splitting (defaults scaled to the 128x256 working size) vs one instance per thing class."""
+    from evaluation.panoptic import pq_stats_image, read_panoptic_png, summarize_pq
+    from pseudo_labels.cityscapes import list_images, panoptic_categories
+    from pseudo_labels.depth import read_depth_npy
+    from pseudo_labels.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges
+    from pseudo_labels.io import read_json, read_png
+    from pseudo_labels.generate_panoptic import panoptic_for_image
+
+    gt = read_json(city / "gtFine" / "cityscapes_panoptic_val.json")
+    anns = {a["image_id"]: a for a in gt["annotations"]}
+    cats = panoptic_categories()
+    tot = {"split": 0, "per_class": 0}
+    for e in list_images(city, "val"):
+        sem = read_png(next((city / "sem_gt").rglob(f"{e.stem}.png")))
+        depth = resize_depth_bilinear(read_depth_npy(next((city / "depth_disp").rglob(f"{e.stem}.npy"))), (128, 256))
+        sw = resize_semantic(sem, (128, 256))
+        split = split_instances_by_depth_edges(sw, depth, 0.2, 60)
+        one = np.zeros_like(split)
+        for k, c in enumerate(c for c in range(11, 19) if (sw == c).sum() >= 10):
+            one[sw == c] = k + 1
+        g = read_panoptic_png(city / "gtFine" / "cityscapes_panoptic_val" / anns[e.stem]["file_name"])
+        for name, inst in (("split", split), ("per_class", one)):
+            pan, segs = panoptic_for_image(sem, inst, 64, None)
+            s = pq_stats_image(g, anns[e.stem]["segments_info"], pan, segs, cats)
+            tot[name] = s if isinstance(tot[name], int) else tot[name] + s
+    pq = {k: summarize_pq(v, cats)["PQ_things"] for k, v in tot.items()}
+    assert pq["split"] > pq["per_class"] + 2, pq
