@@ -219,12 +219,18 @@ class SPIdepth(nn.Module):
         torch.save(dec, folder / "depth.pth")
 
     def load_official(self, encoder_sd: Mapping, depth_sd: Mapping) -> None:
-        """Load ``encoder.pth`` / ``depth.pth`` dicts strictly (non-tensor entries ignored)."""
+        """Load ``encoder.pth`` / ``depth.pth`` dicts.
+
+        As SPIdepth's evaluation does, extra encoder entries are ignored (``height``,
+        ``width``, ``use_stereo`` and any tensor the U-Net does not have); every parameter
+        of the network must be present, and ``depth.pth`` must match exactly.
+        """
         missing, unexpected = [], []
-        for module, sd in ((self.encoder, encoder_sd), (self.depth_decoder, depth_sd)):
-            sd = _clean(sd)
+        for module, sd, strict in ((self.encoder, encoder_sd, False), (self.depth_decoder, depth_sd, True)):
             own = module.state_dict()
-            sd = _match_grn_shapes(sd, own)
+            sd = _match_grn_shapes(_clean(sd), own)
+            if not strict:
+                sd = {k: v for k, v in sd.items() if k in own}
             r = module.load_state_dict(sd, strict=False)
             missing += list(r.missing_keys)
             unexpected += list(r.unexpected_keys)
