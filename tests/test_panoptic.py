@@ -88,7 +88,7 @@ def test_cityscapesscripts_reads_output_and_agrees(pipeline, tmp_path):
     assert 0 < ours["PQ_things"] < 100
 
 
-def test_evaluate_cli_reads_output(pipeline, capsys):
+def test_evaluate_cli_reads_output(pipeline, tmp_path):
     from pseudo_labels.cli import COMMANDS
 
     try:
@@ -101,5 +101,6 @@ def test_evaluate_cli_reads_output(pipeline, capsys):
 
     gj, gf = pipeline / "gtFine" / "cityscapes_panoptic_val.json", pipeline / "gtFine" / "cityscapes_panoptic_val"
     rc = main(["evaluate", "--gt-json", str(gj), "--gt-folder", str(gf), "--pred-json", str(pipeline / "pan.json"),
-               "--pred-folder", str(pipeline / "pan")])
+               "--pred-folder", str(pipeline / "pan"), "--out", str(tmp_path / "e.json")])
     assert rc == 0
+    assert json.loads((tmp_path / "e.json").read_text())["PQ"] > 0
