@@ -43,10 +43,12 @@ from .instances import (
     check_semantic_ids,
     connected_component_instances,
     depth_gradient_magnitude,
+    gradient_margin,
     normalize_depth_map,
     place_instances,
     resize_depth_bilinear,
     resize_semantic,
+    thing_box,
     thing_components,
 )
 from .panoptic import INSTANCE_OFFSET, category_of
@@ -100,9 +102,14 @@ def cell_instances(sem_work: np.ndarray, depth_work: np.ndarray | None, grid: Gr
     if depth_work is not None:
         depth = normalize_depth_map(depth_work, settings.normalize)
         for sigma in grid.sigmas:
-            g = depth_gradient_magnitude(depth, sigma, dtype=np.float64)
+            # gradient once per sigma, only where thing classes lie (bit-identical there)
+            box = thing_box(sem_work, things, gradient_margin(sigma))
+            g = None if box is None else depth_gradient_magnitude(depth[box], sigma, dtype=np.float64)
             for tau in grid.grad_thresholds:
-                cc = thing_components(sem_work, g > tau, things, min_size, settings.connectivity, pad)
+                edges = np.zeros(sem_work.shape, bool)
+                if box is not None:
+                    edges[box] = g > tau
+                cc = thing_components(sem_work, edges, things, min_size, settings.connectivity, pad)
                 for dil in grid.dilation_iters:
                     for amin in grid.min_areas:
                         inst = candidate_instances(cc, amin, dil)

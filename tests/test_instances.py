@@ -170,3 +170,21 @@ def test_resize_semantic_matches_pil_nearest():
     for size in ((50, 75), (37, 101), (200, 300)):
         want = np.asarray(Image.fromarray(a).resize(size[::-1], Image.NEAREST))
         np.testing.assert_array_equal(resize_semantic(a, size), want)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1.0, 2.5])
+def test_cropped_gradient_is_bit_identical_where_things_are(sigma):
+    from pseudo_labels.instances import depth_edges, thing_box
+
+    rng = np.random.default_rng(int(sigma * 10))
+    depth = rng.random((120, 200)).astype(np.float32)
+    sem = np.zeros((120, 200), np.uint8)
+    sem[40:70, 60:130] = 13
+    sem[50:52, 140:150] = 11
+    g = depth_gradient_magnitude(depth, sigma, dtype=np.float64)
+    for tau in (0.5, 1.0, 2.0):
+        e = depth_edges(depth, sem, tau, sigma)
+        box = thing_box(sem, THINGS)
+        np.testing.assert_array_equal(e[box], (g > tau)[box])
+        np.testing.assert_array_equal(split_instances_by_depth_edges(sem, depth, tau, 20, sigma),
+                                      reference_split(sem, depth, tau, 20, sigma))
