@@ -185,6 +185,21 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+def auto_threads() -> int:
+    """CPU threads for the faiss / torch fit: the cores this process may use minus the
+    current 1-minute load (at least 1). OpenMP threads on an oversubscribed machine
+    spin-wait: on 2 busy cores, 1 thread fits 1M x 90 points 5-8x faster than 2."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        free = cores - os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        free = cores
+    return max(1, min(cores, int(round(free))))
+
+
 def fit_kmeans_raw(
     samples: np.ndarray,
     k: int,
@@ -193,9 +208,11 @@ def fit_kmeans_raw(
     *,
     n_iter: int = defaults.KMEANS_N_ITER,
     device: str = "cpu",
+    threads: int | None = None,
 ) -> np.ndarray:
     """Euclidean k-means on ``samples`` (N, D); returns the (k, D) float32 cluster means
-    (not normalised). See :func:`fit_kmeans` for the public, normalised result."""
+    (not normalised). See :func:`fit_kmeans` for the public, normalised result.
+    ``threads``: CPU threads of the faiss / torch backends (None: :func:`auto_threads`)."""
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     if samples.ndim != 2:
         raise PseudoLabelsError(f"k-means samples must be (N, D), got shape {samples.shape}")
@@ -216,16 +233,25 @@ def fit_kmeans_raw(
     m = min(n, defaults.KMEANS_MAX_POINTS_PER_CENTROID * k)
     train = samples if m >= n else samples[np.sort(rng.choice(n, m, replace=False))]
     init = kmeans_plus_plus(_init_sample(train, k, rng), k, rng)
+    threads = auto_threads() if threads is None else max(1, int(threads))
     if backend == "faiss":
         import faiss
 
+        faiss.omp_set_num_threads(threads)
         km = faiss.Kmeans(
             samples.shape[1], k, niter=n_iter, seed=seed, verbose=False,
             max_points_per_centroid=int(math.ceil(m / k)) + 1, min_points_per_centroid=1,
         )
         km.train(np.ascontiguousarray(train), init_centroids=init)
         return np.asarray(km.centroids, np.float32).reshape(k, -1)
-    return _lloyd_torch(train, init, n_iter, device)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _lloyd_torch(train, init, n_iter, device)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _lloyd_torch(x: np.ndarray, init: np.ndarray, n_iter: int, device: str,
@@ -263,15 +289,18 @@ def fit_kmeans(
     *,
     n_iter: int = defaults.KMEANS_N_ITER,
     device: str = "cpu",
+    threads: int | None = None,
 ) -> np.ndarray:
     """Fit k-means on (N, D) L2-normalised float samples; return (k, D) float32 centroids,
     L2-normalised (for cosine assignment).
 
     backend: ``auto`` (faiss if installed, else torch), ``faiss``, ``torch`` (``device``
     cpu or cuda) or ``sklearn`` (MiniBatchKMeans, reference settings). Deterministic
-    for a given seed and backend. k < 2 or k > N -> :class:`PseudoLabelsError`.
+    for a given seed and backend (and, to the last bit, thread count: ``threads``, default
+    :func:`auto_threads`). k < 2 or k > N -> :class:`PseudoLabelsError`.
     """
-    return l2_normalize(fit_kmeans_raw(samples, k, backend, seed, n_iter=n_iter, device=device), axis=1)
+    raw = fit_kmeans_raw(samples, k, backend, seed, n_iter=n_iter, device=device, threads=threads)
+    return l2_normalize(raw, axis=1)
 
 
 def kmeans_inertia(x: np.ndarray, centroids: np.ndarray, chunk: int = 200_000) -> float:

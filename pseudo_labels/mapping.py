@@ -7,7 +7,7 @@ Methods of :func:`map_clusters`:
 - ``majority`` — each cluster takes the ground-truth trainId it overlaps most (the
   reference). **Uses ground-truth labels.**
 - ``hungarian`` — one-to-one matching on the confusion (meant for k = 19); clusters
-  left without a class stay 255. **Uses ground-truth labels.**
+  left without a class, or matched to a class they never overlap, stay 255. **Uses ground-truth labels.**
 - ``none`` — label-free: no cluster gets a class (all 255); the cluster ids stay
   pseudo-classes.
 
@@ -65,6 +65,9 @@ def map_clusters(confusion: np.ndarray, method: str = "majority") -> np.ndarray:
         raise PseudoLabelsError(f"unknown mapping {method!r} (choose {', '.join(METHODS)})")
     mapping = mapping.copy()
     mapping[confusion.sum(axis=1) == 0] = IGNORE
+    # a cluster matched to a class it never overlaps (hungarian with k < C) stays unmapped
+    rows = np.flatnonzero(mapping != IGNORE)
+    mapping[rows[confusion[rows, mapping[rows]] == 0]] = IGNORE
     return mapping
 
 
