@@ -146,3 +146,11 @@ def test_quality_floor_beats_shuffled(synth_city):
     real = miou(cls)
     shuffled = miou([rng.permutation(cl.ravel()).reshape(cl.shape) for cl in cls])
     assert real >= 25.0 and real >= shuffled + 15.0, (real, shuffled)
+
+
+def test_gt_nonvoid_sampling_is_recorded(feats_city, capsys):
+    assert cli(feats_city, "--k", "10", "--output-subdir", "gtn", "--features-dir", str(feats_city / "features"),
+               "--mapping", "none", "--sample-filter", "gt-nonvoid", "--kmeans-backend", "torch") == 0
+    assert "uses ground truth: fit sample" in capsys.readouterr().out
+    m = manifest(feats_city / "gtn" / "val" / "manifest.json")
+    assert m["uses_ground_truth"] is True and "not void" in m["ground_truth_use"]["sampling"]
