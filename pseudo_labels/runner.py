@@ -8,6 +8,7 @@ Items for which ``is_done(item)`` is true are skipped (resume after a kill).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import traceback
@@ -108,7 +109,10 @@ def run_per_image(
             for i in todo:
                 record(i, *_call(func, items[i]))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # forkserver, not fork: forking a parent whose OpenMP / torch / faiss thread pools
+            # are already running deadlocks the children.
+            ctx = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futures = {pool.submit(_call, func, items[i]): i for i in todo}
                 for fut in as_completed(futures):
                     record(futures[fut], *fut.result())
