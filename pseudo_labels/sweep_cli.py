@@ -23,7 +23,7 @@ from . import defaults
 from .cityscapes import index_by_stem, panoptic_gt
 from .cli import add_option, module_main
 from .errors import PseudoLabelsError
-from .io import read_json, write_bytes, write_json
+from .io import read_json, read_manifest, write_bytes, write_json
 from .runner import default_workers, run_per_image
 from .sweep import CC_CELL, Grid, ImageJob, SweepSettings, best_row, result_row, summarize_cells, sweep_image
 
@@ -53,12 +53,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output JSON (CSV and heatmaps are written next to it)")
 
 
-def load_cluster_lut(folder: Path) -> tuple[np.ndarray | None, int | None]:
-    """(cluster -> trainId LUT, k) from ``folder/kmeans_centroids.npz`` or (None, None)."""
+def load_cluster_lut(folder: Path, split: str) -> tuple[np.ndarray | None, int | None]:
+    """(cluster -> trainId LUT, k) from ``folder/kmeans_centroids.npz`` or (None, None).
+
+    The LUT is None when the per-image maps already hold trainIds, as the manifest of
+    ``generate-overclustered-semantics`` (``outputs.content``) says; without a manifest
+    (the reference layout) maps next to a mapped centroids file are raw cluster ids.
+    """
     f = folder / "kmeans_centroids.npz"
     if not f.exists():
         return None, None
+    manifest = read_manifest(folder / split) or {}
+    already_mapped = manifest.get("outputs", {}).get("content") == "trainIds"
     with np.load(f) as z:
+        if already_mapped:
+            return None, int(len(z["centroids"]))
         if "cluster_to_class" not in z:
             raise PseudoLabelsError(f"{f}: no cluster_to_class array (map the clusters first)")
         c2c = np.asarray(z["cluster_to_class"]).astype(np.int64)
@@ -88,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     stems = sorted(anns)
     sources = list(dict.fromkeys(args.semantic_subdir))
     sem_idx = [semantic_index(root, s, args.split) for s in sources]
-    luts, ks = zip(*[load_cluster_lut(root / s) for s in sources])
+    luts, ks = zip(*[load_cluster_lut(root / s, args.split) for s in sources])
     depth_idx = index_by_stem(root / args.depth_subdir / args.split, ".npy")
     missing = [s for s in stems if s not in depth_idx or any(s not in ix for ix in sem_idx)]
     if missing and not args.skip_missing:

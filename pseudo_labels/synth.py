@@ -770,14 +770,17 @@ def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size
     root = Path(out_dir)
     size = (int(size[0]), int(size[1]))
     stems = [stem_for(i, split) for i in range(n_images)]
+    entry = {"n_images": n_images, "seed": int(seed), "size": list(size), "stems": stems}
+    old = plio.read_manifest(root, manifest_name) if (root / manifest_name).exists() else None
+    splits = dict((old or {}).get("parameters", {}).get("splits", {})) if old and old.get("stage") == "synth" else {}
+    if splits.get(split) == entry and (root / "gtFine" / f"cityscapes_panoptic_{split}.json").exists():
+        return stems  # already written with the same parameters: keep the files (and their mtimes)
     jobs = [(str(root), split, stems[i], image_seed(seed, i, split), size) for i in range(n_images)]
     summary = run_per_image(_write_one, jobs, workers=workers, desc=f"synth {split}",
                             name_of=lambda j: j[2], progress=False)
     summary.raise_if_failed()
     write_panoptic_gt(root, split)
-    old = plio.read_manifest(root, manifest_name) if (root / manifest_name).exists() else None
-    splits = dict((old or {}).get("parameters", {}).get("splits", {})) if old and old.get("stage") == "synth" else {}
-    splits[split] = {"n_images": n_images, "seed": int(seed), "size": list(size), "stems": stems}
+    splits[split] = entry
     plio.write_manifest(root, "synth", {"splits": splits}, uses_ground_truth=False,
                         counts={s: v["n_images"] for s, v in splits.items()}, name=manifest_name)
     return stems
