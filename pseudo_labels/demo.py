@@ -18,12 +18,12 @@ from . import cli
 from .errors import PseudoLabelsError
 from .io import read_json
 
-DEMO_N_IMAGES = 8
-DEMO_SIZE = (256, 512)  # (H, W): a quarter of the reference working resolution's area
-DEMO_K = 40
-DEMO_MIN_AREA = 250  # the reference's A_min 1000 at 512x1024, scaled to 256x512
+DEMO_N_IMAGES = 12
+DEMO_SIZE = (512, 1024)  # (H, W): the reference's working resolution, so its A_min applies unscaled
+DEMO_K = 80
+DEMO_MIN_AREA = 1000  # the reference's A_min at 512x1024
 DEMO_SWEEP_TAUS = ("0.1", "0.2", "0.3")
-DEMO_SWEEP_MIN_AREAS = ("125", "250", "500")
+DEMO_SWEEP_MIN_AREAS = ("500", "1000", "2000")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

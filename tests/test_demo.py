@@ -14,10 +14,10 @@ def test_demo_runs_every_stage_and_prints_results(tmp_path, capsys):
     ev = json.loads((out / "evaluation.json").read_text())
     sweep = json.loads((out / "sweep.json").read_text())
     # the sweep cell of the pipeline's configuration equals the pipeline's evaluation
-    cell = next(r for r in sweep["results"] if r.get("grad_threshold") == 0.2 and r.get("min_area") == 250)
+    cell = next(r for r in sweep["results"] if r.get("grad_threshold") == 0.2 and r.get("min_area") == 1000)
     assert abs(cell["PQ"] - ev["PQ"]) < 1e-9 and abs(cell["PQ_things"] - ev["PQ_things"]) < 1e-9
     assert 0 < ev["PQ"] < 100
-    manifest = json.loads((out / "city" / "pseudo_semantic_k40" / "val" / "manifest.json").read_text())
+    manifest = json.loads((out / "city" / "pseudo_semantic_k80" / "val" / "manifest.json").read_text())
     assert manifest["uses_ground_truth"] is True  # majority mapping reads labels, and says so
     # a rerun resumes: every stage finds its outputs and the numbers do not change
     assert cli.main(["demo", "--out", str(out), "--n", "4", "--workers", "1"]) == 0
