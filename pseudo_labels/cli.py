@@ -71,6 +71,51 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def add_runner_arguments(parser: argparse.ArgumentParser, *, workers: int = 1, shard: bool = True,
+                         overwrite: bool = True) -> None:
+    """The flags every per-image stage shares (see :class:`pseudo_labels.runner.RunOptions`).
+
+    ``workers`` is the stage's default worker count; ``shard``/``overwrite`` False leave those
+    flags out for stages where they mean nothing (a whole-split score has no shards).
+    """
+    g = parser.add_argument_group("running (local pool, Ray, shards, resume)")
+    add_option(g, "--workers", type=int, default=workers,
+               help=f"worker processes (local pool) or Ray tasks in flight per CPU (default {workers})")
+    add_option(g, "--executor", choices=("local", "ray"), default="local",
+               help="local process pool (default) or Ray")
+    add_option(g, "--ray-address", default=None,
+               help="address of a running Ray cluster (with --executor ray; default: start a local instance)")
+    if shard:
+        add_option(g, "--shard", default=None, metavar="I/N",
+                   help="process only shard I of N (0-based) of the sorted image list; shards write into "
+                        "the same output folder and together equal an unsharded run")
+    add_option(g, "--fail-fast", action="store_true",
+               help="stop at the first failed image (default: go on, name failures in the summary, exit 2)")
+    if overwrite:
+        add_option(g, "--overwrite", action="store_true",
+                   help="recompute finished outputs and replace outputs made with other parameters")
+
+
+def runner_options(args: argparse.Namespace):
+    """:class:`~pseudo_labels.runner.RunOptions` from the flags of :func:`add_runner_arguments`."""
+    from .runner import RunOptions
+
+    workers = int(getattr(args, "workers", 1))
+    if workers < 1:
+        raise PseudoLabelsError(f"--workers {workers}: need at least 1")
+    executor = getattr(args, "executor", "local")
+    if getattr(args, "ray_address", None) and executor != "ray":
+        raise PseudoLabelsError("--ray-address needs --executor ray")
+    return RunOptions(
+        workers=workers,
+        executor=executor,
+        ray_address=getattr(args, "ray_address", None),
+        shard=parse_shard(getattr(args, "shard", None)),
+        fail_fast=bool(getattr(args, "fail_fast", False)),
+        overwrite=bool(getattr(args, "overwrite", False)),
+    )
+
+
 def _run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     show_tb = getattr(args, "traceback", False) or os.environ.get("PSEUDO_LABELS_TRACEBACK") == "1"
     try:

@@ -21,6 +21,32 @@ from tqdm import tqdm
 from .errors import PseudoLabelsError
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a per-image stage runs; filled from the shared CLI flags by :func:`pseudo_labels.cli.runner_options`.
+
+    ``shard = (i, n)`` keeps every n-th image starting at i (0-based), a deterministic split
+    of the sorted image list; ``overwrite`` recomputes finished outputs.
+    """
+
+    workers: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    shard: tuple[int, int] | None = None
+    fail_fast: bool = False
+    overwrite: bool = False
+
+    def select(self, items: Sequence[Any]) -> list[Any]:
+        """This shard's part of ``items`` (all of them without ``--shard``)."""
+        from .cityscapes import select_shard
+
+        return select_shard(items, self.shard)
+
+    def describe(self) -> dict:
+        """For manifests: what does not change outputs is left out except the shard."""
+        return {"shard": list(self.shard) if self.shard else None}
+
+
 @dataclass
 class RunSummary:
     """Outcome of a per-image run. ``results[i]`` is None for skipped or failed items."""
@@ -71,13 +97,19 @@ def run_per_image(
     is_done: Callable[[Any], bool] | None = None,
     fail_fast: bool = False,
     progress: bool = True,
+    options: RunOptions | None = None,
 ) -> RunSummary:
     """Run ``func`` over ``items``; see the module docstring.
 
     ``workers`` <= 1 runs in this process (no pickling). ``executor="ray"`` uses Ray
     (``ray_address`` of an existing cluster, or a local instance when None).
     With ``fail_fast`` the first failure raises :class:`PseudoLabelsError`.
+    ``options`` (from the CLI) overrides ``workers``, ``executor``, ``ray_address`` and
+    ``fail_fast``; sharding is the caller's job (:meth:`RunOptions.select`).
     """
+    if options is not None:
+        workers, executor = options.workers, options.executor
+        ray_address, fail_fast = options.ray_address, options.fail_fast or fail_fast
     items = list(items)
     summary = RunSummary(results=[None] * len(items))
     todo = []
@@ -102,7 +134,7 @@ def run_per_image(
 
     try:
         if executor == "ray":
-            _run_ray(func, items, todo, record, ray_address)
+            _run_ray(func, items, todo, record, ray_address, workers)
         elif executor != "local":
             raise PseudoLabelsError(f"unknown executor {executor!r} (choose local or ray)")
         elif workers <= 1 or len(todo) <= 1:
@@ -121,14 +153,21 @@ def run_per_image(
     return summary
 
 
-def _run_ray(func, items, todo, record, ray_address) -> None:
+def _run_ray(func, items, todo, record, ray_address, workers) -> None:
     try:
         import ray
     except ImportError:
         raise PseudoLabelsError("--executor ray needs the 'ray' package (pip install ray)") from None
     if not ray.is_initialized():
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True)
+        kwargs = {}
+        if ray_address is None and workers > 1:
+            kwargs["num_cpus"] = workers  # local instance sized like the local pool
+        try:
+            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True, **kwargs)
+        except ConnectionError as exc:
+            raise PseudoLabelsError(f"--ray-address {ray_address}: cannot connect to a Ray cluster ({exc}); "
+                                    "start one with 'ray start --head' or leave out --ray-address") from None
     remote = ray.remote(_call)
     pending = {remote.remote(func, items[i]): i for i in todo}
     while pending:
