@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from . import io
-from .cli import add_option, module_main
+from .cli import add_option, add_runner_arguments, runner_options, module_main
 from .export import CUPS_DEFAULT_THRESHOLD, CUPS_TARGETS, export_cups, load_panoptic_input
 
 
@@ -37,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--unmatched-things", choices=("void", "keep"), default="void",
                help="thing pixels outside every instance (crowd regions): void (255, default) or keep their class; "
                     "kept ones count against the class being a thing in CUPS's thing/stuff rule")
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
-    parser.add_argument("--overwrite", action="store_true",
+    add_option(parser, "--overwrite", action="store_true",
                         help="write into a non-empty folder (stale CUPS label/.pt files in it are removed)")
 
+    add_runner_arguments(parser, workers=1, shard=False, overwrite=False)
 
 def run(args: argparse.Namespace) -> int:
     inp = load_panoptic_input(args.panoptic_dir, args.panoptic_json)
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         inp, args.out, target=args.target, cityscapes_root=args.cityscapes_root, split=args.split,
         threshold=args.thing_stuff_threshold, check_images=not args.no_image_check,
         unmatched_things=args.unmatched_things,
-        overwrite=args.overwrite, workers=args.workers,
+        overwrite=args.overwrite, options=runner_options(args),
     )
     params = {"target": args.target, "split": result["split"], "thing_stuff_threshold": args.thing_stuff_threshold,
               "unmatched_things": args.unmatched_things,

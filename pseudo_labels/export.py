@@ -480,6 +480,7 @@ def export_cups(
     unmatched_things: str = "void",
     overwrite: bool = False,
     workers: int = 1,
+    options=None,
 ) -> dict:
     """Export a panoptic prediction as a CUPS pseudo-label folder; return the manifest counts.
 
@@ -504,7 +505,8 @@ def export_cups(
     jobs = [CupsJob(str(im.png_path), tuple(im.segments), im.stem, str(out), target,
                     tuple(inp.cat_to_train.items()), tuple(inp.cat_isthing.items()), unmatched_things)
             for im in inp.images]
-    summary = run_per_image(export_cups_image, jobs, workers=workers, desc="cups export", name_of=lambda j: j.stem)
+    summary = run_per_image(export_cups_image, jobs, workers=workers, options=options, desc="cups export",
+                            name_of=lambda j: j.stem)
     summary.raise_if_failed("images")
     results = summary.results
     inside = np.sum([r["inside"] for r in results], axis=0).astype(np.int64)
@@ -704,7 +706,7 @@ def export_coco_image(job: CocoJob) -> dict:
 
 
 def export_coco(inp: PanopticInput, out_dir: str | os.PathLike, *, name: str = "panoptic",
-                overwrite: bool = False, workers: int = 1) -> dict:
+                overwrite: bool = False, workers: int = 1, options=None) -> dict:
     """Write ``<out>/<name>.json`` + ``<out>/<name>/<stem>.png`` (COCO panoptic, integer image ids
     1..N in stem order, the stem kept in ``file_name`` and ``stem``); return counts."""
     from .runner import run_per_image
@@ -714,7 +716,8 @@ def export_coco(inp: PanopticInput, out_dir: str | os.PathLike, *, name: str = "
     png_dir = out / name
     jobs = [CocoJob(str(im.png_path), tuple(im.segments), im.stem, k + 1, str(png_dir / f"{im.stem}.png"))
             for k, im in enumerate(inp.images)]
-    summary = run_per_image(export_coco_image, jobs, workers=workers, desc="coco export", name_of=lambda j: j.stem)
+    summary = run_per_image(export_coco_image, jobs, workers=workers, options=options, desc="coco export",
+                            name_of=lambda j: j.stem)
     summary.raise_if_failed("images")
     data = {
         "info": {"description": "panoptic pseudo-labels exported by pseudo_labels", "source_json": str(inp.json_path)},

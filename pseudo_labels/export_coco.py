@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from . import io
-from .cli import add_option, module_main
+from .cli import add_option, add_runner_arguments, runner_options, module_main
 from .export import export_coco, load_panoptic_input
 
 
@@ -20,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="panoptic JSON (default: <panoptic-dir>.json, else the only JSON inside the folder)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--name", default="panoptic", help="base name of the JSON and PNG folder (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    add_option(parser, "--overwrite", action="store_true", help="write into a non-empty folder")
 
+    add_runner_arguments(parser, workers=1, shard=False, overwrite=False)
 
 def run(args: argparse.Namespace) -> int:
     inp = load_panoptic_input(args.panoptic_dir, args.panoptic_json)
-    counts = export_coco(inp, args.out, name=args.name, overwrite=args.overwrite, workers=args.workers)
+    counts = export_coco(inp, args.out, name=args.name, overwrite=args.overwrite, options=runner_options(args))
     io.write_manifest(
         args.out, "export-coco", {"name": args.name}, uses_ground_truth=False,
         inputs={"panoptic_json": str(inp.json_path), "panoptic_dir": str(inp.png_dir),

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import defaults
-from .cli import add_option, parse_shard
+from .cli import add_option, add_runner_arguments, runner_options
 from .errors import PseudoLabelsError
 
 STAGE = "generate-depth"
@@ -60,13 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="spidepth: do not average with the prediction of the mirrored image")
     add_option(parser, "--output-size", help="HxW of the written maps (default: the image/disparity size)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="network sources: cpu or cuda")
-    parser.add_argument("--workers", type=int, default=1, help="processes for disparity/npy (networks run in one process)")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local")
-    add_option(parser, "--ray-address", default=None, help="existing Ray cluster (with --executor ray)")
-    parser.add_argument("--shard", default=None, help="process shard i/n of the split (0-based)")
-    parser.add_argument("--overwrite", action="store_true", help="recompute every map (also those made with other parameters)")
-    add_option(parser, "--fail-fast", action="store_true", help="stop at the first failed image")
-
+    add_runner_arguments(parser, workers=1)  # network sources always run in one process
 
 # --------------------------------------------------------------------------- per-image work
 @dataclass(frozen=True)
@@ -306,13 +300,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     out_dir = output_dir_of(args)
+    opts = runner_options(args)
     summary = generate_depth(
         args.cityscapes_root, args.split, args.source, out_dir,
         input_dir=args.input_dir, weights=args.weights, model_dir=args.model_dir,
         normalize=args.normalize, output_size=parse_size(args.output_size),
         spidepth_preprocess=args.spidepth_preprocess, flip=not args.no_flip, device=args.device,
-        workers=args.workers, executor=args.executor, ray_address=args.ray_address,
-        shard=parse_shard(args.shard), overwrite=args.overwrite, fail_fast=args.fail_fast,
+        workers=opts.workers, executor=opts.executor, ray_address=opts.ray_address,
+        shard=opts.shard, overwrite=opts.overwrite, fail_fast=opts.fail_fast,
     )
     print(f"generate-depth: {out_dir}: {summary.line()}", file=sys.stderr)
     return 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import defaults
 from .cityscapes import CLASS_NAMES, NUM_CLASSES, THING_TRAIN_IDS, index_by_stem
-from .cli import add_option, module_main
+from .cli import add_option, add_runner_arguments, module_main, runner_options
 from .errors import InputFileError, PseudoLabelsError
 from .instances import (
     check_semantic_ids,
@@ -29,7 +29,7 @@ from .instances import (
     resize_semantic,
     split_instances_by_depth_edges,
 )
-from .io import config_hash, read_manifest, read_npy, read_png, write_json, write_manifest, write_png
+from .io import is_up_to_date, prepare_output_dir, read_npy, read_png, write_json, write_manifest, write_png
 from .runner import default_workers, run_per_image
 
 INSTANCE_SUFFIX = "_instance.png"
@@ -56,9 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--thing-classes", default="cityscapes",
                help="'cityscapes' (trainIds 11..18), 'auto' (decided from depth statistics, for pseudo-classes) "
                     "or a comma-separated list of class ids")
-    add_option(parser, "--workers", type=int, default=default_workers())
     add_option(parser, "--skip-missing", action="store_true", help="skip images without a depth map (counted)")
-    add_option(parser, "--overwrite", action="store_true", help="recompute images whose output exists")
+    add_runner_arguments(parser, workers=default_workers())
 
 
 def parse_thing_classes(text: str) -> list[int] | str:
@@ -127,7 +126,14 @@ def _instance_stats(sem: np.ndarray, inst: np.ndarray) -> dict:
 
 
 def _is_done(item) -> bool:
-    return Path(item[3]).exists()
+    return is_up_to_date(item[3], item[1], item[2])
+
+
+def _stats_of_finished(item, params: dict) -> dict:
+    """Statistics of an instance PNG written by an earlier (resumed) run."""
+    _, sem_path, depth_path, out_path = item
+    sem, _ = load_pair(sem_path, depth_path, params["resolution"], False, params["normalize"])
+    return _instance_stats(sem, read_png(out_path).astype(np.int64))
 
 
 def class_name(c: int) -> str:
@@ -169,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
         "normalize": args.normalize, "resolution": list(args.resolution), "thing_classes": things,
         "min_new_pixels": defaults.MIN_NEW_PIXELS,
     }
-    old = read_manifest(out_dir)
-    resume = not args.overwrite and old is not None and old.get("config_hash") == config_hash(params)
+    opts = runner_options(args)
+    resume = prepare_output_dir(out_dir, STAGE, params, overwrite=opts.overwrite)
 
     items = []
     for s in stems:
@@ -178,11 +184,12 @@ def run(args: argparse.Namespace) -> int:
         out = out_dir / rel.parent / (sems[s].name[: -len(".png")] + INSTANCE_SUFFIX)
         items.append((s, str(sems[s]), str(depths[s]), str(out)))
     worker = functools.partial(_process, params=params, thing_classes=things, check_ids=check_ids)
-    summary = run_per_image(worker, items, workers=args.workers, desc="instances", name_of=lambda it: it[0],
+    items = opts.select(items)
+    summary = run_per_image(worker, items, options=opts, desc="instances", name_of=lambda it: it[0],
                             is_done=_is_done if resume else None)
     summary.raise_if_failed()
 
-    done = [r for r in summary.results if r is not None]
+    done = [r if r is not None else _stats_of_finished(it, params) for r, it in zip(summary.results, items)]
     counts = [r["n"] for r in done]
     per_class: dict[int, int] = {c: 0 for c in things}
     for r in done:
@@ -205,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         inputs={"semantic_dir": str(sem_dir), "depth_dir": str(depth_dir)},
         counts={"images": len(items), "done": summary.done, "skipped_existing": summary.skipped,
                 "missing_depth": len(missing), "instances": int(sum(counts))},
-        extra={"thing_classes_decision": thing_decision} if thing_decision else None,
+        extra={"thing_classes_decision": thing_decision, **opts.describe()},
     )
     msg = f"{summary.line()}; {sum(counts)} instances"
     if missing:

@@ -20,10 +20,10 @@ import numpy as np
 
 from . import defaults
 from .cityscapes import index_by_stem
-from .cli import add_option, module_main
+from .cli import add_option, add_runner_arguments, module_main, runner_options
 from .errors import InputFileError, PseudoLabelsError
 from .instances import check_semantic_ids, resize_semantic
-from .io import read_png, write_manifest
+from .io import is_up_to_date, prepare_output_dir, read_png, rgb_to_id, write_manifest
 from .panoptic import (
     annotation_entry,
     assemble_panoptic,
@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="pixels a stuff class needs (at the instance-map resolution) to become a segment")
     add_option(parser, "--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
                help="output size (default: the semantic map's size)")
-    add_option(parser, "--workers", type=int, default=default_workers())
     add_option(parser, "--skip-missing", action="store_true", help="skip images without an instance map (counted)")
+    add_runner_arguments(parser, workers=default_workers())
 
 
 def panoptic_for_image(sem: np.ndarray, inst: np.ndarray, stuff_min_area: int,
@@ -80,6 +80,16 @@ def _process(item, stuff_min_area: int, resolution, out_folder: str) -> dict:
     return {"image": image_entry(stem, pan.shape), "annotation": annotation_entry(stem, segs)}
 
 
+def _png_of(item, out_folder: str) -> Path:
+    return Path(out_folder) / panoptic_file_name(item[0])
+
+
+def _entries_of_finished(item, out_folder: str) -> dict:
+    """JSON entries of a panoptic PNG written by an earlier run or another shard."""
+    pan = rgb_to_id(read_png(_png_of(item, out_folder)))
+    return {"image": image_entry(item[0], pan.shape), "annotation": annotation_entry(item[0], panoptic_segments(pan))}
+
+
 def run(args: argparse.Namespace) -> int:
     sem_dir, inst_dir = Path(args.semantic_dir), Path(args.instance_dir)
     sems = index_by_stem(sem_dir, ".png")
@@ -96,17 +106,30 @@ def run(args: argparse.Namespace) -> int:
     worker = functools.partial(_process, stuff_min_area=args.stuff_min_area,
                                resolution=tuple(args.resolution) if args.resolution else None,
                                out_folder=str(args.out_folder))
-    summary = run_per_image(worker, items, workers=args.workers, desc="panoptic", name_of=lambda it: it[0])
-    summary.raise_if_failed()
-    images = [r["image"] for r in summary.results]
-    anns = [r["annotation"] for r in summary.results]
-    write_panoptic_json(args.out_json, images, anns)
+    opts = runner_options(args)
     params = {"stuff_min_area": args.stuff_min_area, "resolution": args.resolution}
+    resume = prepare_output_dir(args.out_folder, STAGE, params, overwrite=opts.overwrite)
+    mine = opts.select(items)
+    out_folder = str(args.out_folder)
+    summary = run_per_image(worker, mine, options=opts, desc="panoptic", name_of=lambda it: it[0],
+                            is_done=(lambda it: is_up_to_date(_png_of(it, out_folder), it[1], it[2])) if resume else None)
+    summary.raise_if_failed()
+    # The JSON covers every image; with --shard it is written by whichever shard finds all PNGs done.
+    if not all(_png_of(it, out_folder).exists() for it in items):
+        print(f"{summary.line()}; shard {args.shard} finished, the JSON is written once every shard is done "
+              "(or rerun without --shard)", file=sys.stderr)
+        return 0
+    fresh = {it[0]: r for it, r in zip(mine, summary.results) if r is not None}
+    entries = [fresh.get(it[0]) or _entries_of_finished(it, out_folder) for it in items]
+    images = [e["image"] for e in entries]
+    anns = [e["annotation"] for e in entries]
+    write_panoptic_json(args.out_json, images, anns)
     write_manifest(args.out_folder, STAGE, params, uses_ground_truth=False,
                    inputs={"semantic_dir": str(sem_dir), "instance_dir": str(inst_dir)},
-                   counts={"images": len(items), "missing_instances": len(missing),
+                   counts={"images": len(items), "done": summary.done, "skipped_existing": summary.skipped,
+                           "missing_instances": len(missing),
                            "segments": sum(len(a["segments_info"]) for a in anns)},
-                   extra={"json": str(args.out_json)})
+                   extra={"json": str(args.out_json), **opts.describe()})
     msg = f"{summary.line()}; wrote {args.out_json}"
     if missing:
         msg += f"; {len(missing)} image(s) without instances skipped"

@@ -205,6 +205,19 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- manifests
+def is_up_to_date(output: str | os.PathLike, *inputs: str | os.PathLike) -> bool:
+    """True when ``output`` exists and is not older than any of ``inputs`` (make's rule).
+
+    Outputs are written atomically, so an existing file is complete; an input edited after
+    the output was made forces a recompute on resume.
+    """
+    try:
+        made = os.stat(output).st_mtime_ns
+    except FileNotFoundError:
+        return False
+    return all(os.stat(p).st_mtime_ns <= made for p in inputs)
+
+
 def config_hash(parameters: Mapping[str, Any]) -> str:
     """Stable short hash of a parameter dict (JSON with sorted keys)."""
     text = json.dumps(parameters, sort_keys=True, default=_json_default)

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import defaults
 from .cityscapes import index_by_stem, panoptic_gt
-from .cli import add_option, module_main
+from .cli import add_option, module_main, add_runner_arguments, runner_options
 from .errors import PseudoLabelsError
 from .io import read_json, read_manifest, write_bytes, write_json
 from .runner import default_workers, run_per_image
@@ -48,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=("standard", "reference"), default=defaults.PROTOCOL)
     add_option(parser, "--no-cc-baseline", action="store_true", help="skip the connected-components-only row")
     add_option(parser, "--max-images", type=int, default=None, help="first N images only (quick checks)")
-    add_option(parser, "--workers", type=int, default=default_workers())
     add_option(parser, "--skip-missing", action="store_true", help="skip images without semantics or depth (counted)")
     parser.add_argument("--out", required=True, help="output JSON (CSV and heatmaps are written next to it)")
+    add_runner_arguments(parser, workers=default_workers(), shard=False, overwrite=False)
 
 
 def load_cluster_lut(folder: Path, split: str) -> tuple[np.ndarray | None, int | None]:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = [ImageJob(s, [str(ix[s]) for ix in sem_idx], str(depth_idx[s]), str(gt_folder / anns[s]["file_name"]),
                      anns[s]["segments_info"]) for s in stems]
     worker = functools.partial(sweep_image, grid=grid, settings=settings)
-    summary = run_per_image(worker, jobs, workers=args.workers, desc="sweep", name_of=lambda j: j.stem)
+    summary = run_per_image(worker, jobs, options=runner_options(args), desc="sweep", name_of=lambda j: j.stem)
     summary.raise_if_failed()
     per_source = summarize_cells(summary.results, len(sources))
 
