@@ -146,7 +146,11 @@ def run(args: argparse.Namespace) -> int:
     if not sems:
         raise PseudoLabelsError(f"{sem_dir}: no semantic PNGs with a Cityscapes stem (<city>_<seq>_<frame>...)")
     depths = index_by_stem(depth_dir, ".npy")
-    missing = [s for s in sems if s not in depths]
+    opts = runner_options(args)
+    auto = args.thing_classes.strip().lower() == "auto"
+    mine = set(opts.select(sorted(sems)))  # --shard: this shard's images (by sorted stem)
+    # 'auto' decides thing classes from every image, so it needs all depth maps even in a shard
+    missing = [s for s in sems if s not in depths and (auto or s in mine)]
     if missing and not args.skip_missing:
         raise PseudoLabelsError(
             f"{depth_dir}: no depth map for {len(missing)} image(s), e.g. {missing[0]} "
@@ -175,16 +179,14 @@ def run(args: argparse.Namespace) -> int:
         "normalize": args.normalize, "resolution": list(args.resolution), "thing_classes": things,
         "min_new_pixels": defaults.MIN_NEW_PIXELS,
     }
-    opts = runner_options(args)
     resume = prepare_output_dir(out_dir, STAGE, params, overwrite=opts.overwrite)
 
     items = []
-    for s in stems:
+    for s in (s for s in stems if s in mine):
         rel = sems[s].relative_to(sem_dir)
         out = out_dir / rel.parent / (sems[s].name[: -len(".png")] + INSTANCE_SUFFIX)
         items.append((s, str(sems[s]), str(depths[s]), str(out)))
     worker = functools.partial(_process, params=params, thing_classes=things, check_ids=check_ids)
-    items = opts.select(items)
     summary = run_per_image(worker, items, options=opts, desc="instances", name_of=lambda it: it[0],
                             is_done=_is_done if resume else None)
     summary.raise_if_failed()

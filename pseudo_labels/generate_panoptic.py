@@ -96,25 +96,28 @@ def run(args: argparse.Namespace) -> int:
     insts = index_by_stem(inst_dir, "_instance.png")
     if not sems:
         raise PseudoLabelsError(f"{sem_dir}: no semantic PNGs with a Cityscapes stem")
-    missing = [s for s in sems if s not in insts]
+    opts = runner_options(args)
+    mine_stems = set(opts.select(sorted(sems)))  # --shard: this shard's images (by sorted stem)
+    missing = [s for s in sems if s not in insts and s in mine_stems]
     if missing and not args.skip_missing:
         raise PseudoLabelsError(
             f"{inst_dir}: no instance map for {len(missing)} image(s), e.g. {missing[0]} "
             f"(expected {missing[0]}*_instance.png; pass --skip-missing to skip them)"
         )
-    items = [(s, str(sems[s]), str(insts[s])) for s in sems if s in insts]
+    items = [(s, str(sems[s]), str(insts[s]) if s in insts else "") for s in sems]
     worker = functools.partial(_process, stuff_min_area=args.stuff_min_area,
                                resolution=tuple(args.resolution) if args.resolution else None,
                                out_folder=str(args.out_folder))
-    opts = runner_options(args)
     params = {"stuff_min_area": args.stuff_min_area, "resolution": args.resolution}
     resume = prepare_output_dir(args.out_folder, STAGE, params, overwrite=opts.overwrite)
-    mine = opts.select(items)
+    mine = [it for it in items if it[0] in mine_stems and it[2]]
     out_folder = str(args.out_folder)
     summary = run_per_image(worker, mine, options=opts, desc="panoptic", name_of=lambda it: it[0],
                             is_done=(lambda it: is_up_to_date(_png_of(it, out_folder), it[1], it[2])) if resume else None)
     summary.raise_if_failed()
     # The JSON covers every image; with --shard it is written by whichever shard finds all PNGs done.
+    if opts.shard is None:
+        items = [it for it in items if it[2]]  # --skip-missing drops images without instances
     if not all(_png_of(it, out_folder).exists() for it in items):
         print(f"{summary.line()}; shard {args.shard} finished, the JSON is written once every shard is done "
               "(or rerun without --shard)", file=sys.stderr)

@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +28,42 @@ MANIFEST_NAME = "manifest.json"
 
 
 # --------------------------------------------------------------------------- atomic writes
+#: temporary files are named ``.<name>.~<host hash>-<pid>~<random>.tmp<suffix>`` so that a
+#: resumed run can tell the leftovers of killed writers from files being written right now
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_RE = re.compile(r"^\..+\.~([0-9a-f]{8})-(\d+)~[^/]*\.tmp[^/]*$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> int:
+    """Delete temporary files left in ``folder`` (recursively) by writers that were killed.
+
+    Only files made on this host by processes that no longer run are removed (shards on
+    other machines may be writing into a shared folder). Returns how many were removed.
+    """
+    removed = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            m = _TEMP_RE.match(name)
+            if m and m.group(1) == _HOST and not _pid_alive(int(m.group(2))):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -38,7 +76,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PseudoLabelsError(f"{path.parent}: cannot create output folder ({exc.strerror})") from exc
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.~{_HOST}-{os.getpid()}~", suffix=".tmp" + path.suffix,
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -298,6 +337,7 @@ def prepare_output_dir(
     - a different stage or configuration: :class:`PseudoLabelsError` naming the changed
       parameters, unless ``overwrite`` (then False: recompute everything).
     """
+    remove_stale_temp_files(out_dir)
     previous = read_manifest(out_dir, name)
     if previous is None:
         return not overwrite
