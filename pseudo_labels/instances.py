@@ -206,19 +206,42 @@ def _structure(connectivity: int) -> np.ndarray:
 
 def class_boxes(semantic: np.ndarray, classes: Iterable[int]) -> dict:
     """Bounding box (row slice, col slice) of each of ``classes`` present in ``semantic``."""
-    classes = [int(c) for c in classes]
     out = {}
-    if not classes:
-        return out
-    lo, hi = min(classes), max(classes)
-    # one pass: shift the wanted id range to 1..n, everything else to 0
-    s = semantic.astype(np.int64, copy=False)
-    lab = np.where((s >= lo) & (s <= hi), s - lo + 1, 0)
-    objs = ndimage.find_objects(lab, max_label=hi - lo + 1)
-    for c in classes:
-        if objs[c - lo] is not None:
-            out[c] = objs[c - lo]
+    for c in sorted({int(c) for c in classes}):
+        x, y, w, h = cv2.boundingRect((semantic == c).view(np.uint8))
+        if w > 0:
+            out[c] = (slice(y, y + h), slice(x, x + w))
     return out
+
+
+@dataclass
+class ClassMasks:
+    """Per class of one semantic map: bounding box, box-sized bool mask and pixel count.
+
+    Computed once per image by :func:`class_masks` and reused by every edge map
+    (:func:`thing_components`) and every dilation (the class mask limits the reach).
+    """
+
+    shape: tuple[int, int]
+    boxes: dict
+    masks: dict
+    area: dict
+
+
+def class_masks(semantic: np.ndarray, classes: Iterable[int]) -> ClassMasks:
+    """:class:`ClassMasks` of ``classes`` in ``semantic`` (absent classes: area 0, no box)."""
+    classes = sorted({int(c) for c in classes})
+    boxes = class_boxes(semantic, classes)
+    masks, area = {}, {}
+    for c in classes:
+        box = boxes.get(c)
+        if box is None:
+            area[c] = 0
+            continue
+        m = semantic[box] == c
+        masks[c] = m
+        area[c] = int(np.count_nonzero(m))
+    return ClassMasks(tuple(semantic.shape), boxes, masks, area)
 
 
 def thing_components(
@@ -228,53 +251,59 @@ def thing_components(
     min_size: int = MIN_AREA,
     connectivity: int = CONNECTIVITY,
     pad: int = DILATION_ITERS,
+    masks: ClassMasks | None = None,
 ) -> ClassComponents:
     """Step 3's components: per thing class, components of ``(S == c) & ~edges`` >= ``min_size``.
 
     ``semantic`` (H, W) int class map, ``edges`` (H, W) bool. Classes with fewer than
     ``min_size`` pixels are left out (the split skips them for every ``A_min >= min_size``).
     ``pad``: margin kept around each component box, >= the largest dilation to be used.
+    ``masks``: :func:`class_masks` of ``semantic`` for these classes, when already computed.
     """
     if semantic.shape != edges.shape:
         raise ValueError(f"semantic {semantic.shape} and edges {edges.shape} differ in size")
     H, W = semantic.shape
-    structure = _structure(connectivity)
+    _structure(connectivity)  # validates it
     classes = sorted({int(c) for c in thing_classes})
+    if masks is None:
+        masks = class_masks(semantic, classes)
     counts = {}
-    boxes = class_boxes(semantic, classes)
     comps: dict[int, list[Component]] = {}
     for c in classes:
-        box = boxes.get(c)
-        if box is None:
-            counts[c] = 0
-            continue
-        mc = semantic[box] == c
-        area_c = int(np.count_nonzero(mc))
+        box = masks.boxes.get(c)
+        area_c = masks.area.get(c, 0)
         counts[c] = area_c
-        if area_c < min_size:
+        if box is None or area_c < min_size:
             continue
-        lab, n = ndimage.label(mc & ~edges[box], structure=structure)
-        if n == 0:
-            comps[c] = []
-            continue
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        mc = masks.masks[c]
+        free = mc & ~edges[box]
+        # OpenCV labels the same components as scipy.ndimage.label (same connectivity), in
+        # another order: scipy's is the raster order of each component's first pixel.
+        n, lab, st, _ = cv2.connectedComponentsWithStats(free.view(np.uint8), connectivity=connectivity,
+                                                         ltype=cv2.CV_32S)
+        sizes = st[:, cv2.CC_STAT_AREA]
         keep = np.flatnonzero(sizes[1:] >= min_size) + 1
         if keep.size == 0:
             comps[c] = []
             continue
-        # largest first, ties in label order (stable sort on -size)
-        keep = keep[np.argsort(-sizes[keep], kind="stable")]
-        objs = ndimage.find_objects(lab)
+        tops, lefts = st[keep, cv2.CC_STAT_TOP], st[keep, cv2.CC_STAT_LEFT]
+        widths, heights = st[keep, cv2.CC_STAT_WIDTH], st[keep, cv2.CC_STAT_HEIGHT]
+        first = np.array([t * lab.shape[1] + l + int(np.argmax(lab[t, l:l + w] == k))
+                          for k, t, l, w in zip(keep.tolist(), tops.tolist(), lefts.tolist(), widths.tolist())],
+                         np.int64)
+        # largest first, ties in scipy's label order
+        order = np.lexsort((first, -sizes[keep]))
         r0, c0 = box[0].start, box[1].start
         lst = []
-        for k in keep:
-            rs, cs = objs[k - 1]
+        for j in order.tolist():
+            k = int(keep[j])
+            t, l, h, w = int(tops[j]), int(lefts[j]), int(heights[j]), int(widths[j])
             # padded box in image coordinates
-            pr0, pr1 = max(rs.start + r0 - pad, 0), min(rs.stop + r0 + pad, H)
-            pc0, pc1 = max(cs.start + c0 - pad, 0), min(cs.stop + c0 + pad, W)
+            pr0, pr1 = max(t + r0 - pad, 0), min(t + h + r0 + pad, H)
+            pc0, pc1 = max(l + c0 - pad, 0), min(l + w + c0 + pad, W)
             mask = np.zeros((pr1 - pr0, pc1 - pc0), bool)
-            ir0, ic0 = rs.start + r0 - pr0, cs.start + c0 - pc0
-            mask[ir0:ir0 + (rs.stop - rs.start), ic0:ic0 + (cs.stop - cs.start)] = lab[rs, cs] == k
+            ir0, ic0 = t + r0 - pr0, l + c0 - pc0
+            mask[ir0:ir0 + h, ic0:ic0 + w] = lab[t:t + h, l:l + w] == k
             lst.append(Component(c, (slice(pr0, pr1), slice(pc0, pc1)), mask, int(sizes[k])))
         comps[c] = lst
     return ClassComponents((H, W), semantic, counts, comps, pad, min_size)
@@ -332,13 +361,18 @@ def place_instances(
     instances: Sequence[Instance],
     shape: tuple[int, int],
     min_new_pixels: int = MIN_NEW_PIXELS,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """Step 4: (H, W) int32 map (0 none, 1..N in placement order) and the class of each id.
 
     Largest first (stable on creation order); each takes only untaken pixels and is
-    skipped if fewer than ``min_new_pixels`` are new.
+    skipped if fewer than ``min_new_pixels`` are new. ``out``: an all-zero (H, W) int32
+    array to fill (a reused buffer) instead of a new one.
     """
-    out = np.zeros(shape, np.int32)
+    if out is None:
+        out = np.zeros(shape, np.int32)
+    elif out.shape != tuple(shape) or out.dtype != np.int32:
+        raise ValueError(f"out must be int32 {tuple(shape)}, got {out.dtype} {out.shape}")
     classes: list[int] = []
     order = sorted(range(len(instances)), key=lambda i: -instances[i].area)
     for i in order:
@@ -423,5 +457,11 @@ def connected_component_instances(
 
 def check_semantic_ids(semantic: np.ndarray, num_classes: int = NUM_CLASSES, ignore: int = IGNORE) -> list[int]:
     """Class ids of ``semantic`` that are neither 0..num_classes-1 nor ``ignore`` (sorted)."""
-    vals = np.unique(semantic)
+    if semantic.dtype == np.uint8 and semantic.ndim == 2 and 0 < semantic.size < (1 << 24):  # exact counts
+        hist = cv2.calcHist([np.ascontiguousarray(semantic)], [0], None, [256], [0, 256]).ravel()
+        vals = np.flatnonzero(hist)
+    elif semantic.dtype in (np.uint8, np.uint16):
+        vals = np.flatnonzero(np.bincount(semantic.ravel(), minlength=1))
+    else:
+        vals = np.unique(semantic)
     return [int(v) for v in vals if not (0 <= v < num_classes or v == ignore)]

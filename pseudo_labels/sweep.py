@@ -1,10 +1,13 @@
 """Parameter sweep of the depth-guided splitting (tau x A_min x sigma x dilation), sharing work.
 
 Per image (one worker call): the semantic map(s), the depth map and the panoptic ground
-truth are read once; the depth gradient is computed once per sigma, the components once
-per tau (:func:`pseudo_labels.instances.thing_components`), each component's dilation
-once per dilation count, and every A_min is a filter on component sizes
-(:func:`~pseudo_labels.instances.candidate_instances`). Every cell is scored with
+truth are read once; the class masks are computed once, the depth gradient once per
+sigma, the components once per tau (:func:`pseudo_labels.instances.thing_components`),
+each component's dilation once per dilation count, and every A_min is a filter on
+component sizes (:func:`~pseudo_labels.instances.candidate_instances`); each cell's
+instance map is placed into one reused buffer and scored at once
+(:func:`iter_cell_instances`). The ground truth is turned once per image into compact
+segment indices in the evaluation frame (:func:`gt_frame`). Every cell is scored with
 ``evaluation.panoptic.pq_stats_image`` on in-memory arrays, split exactly (no
 approximation) into
 
@@ -17,7 +20,9 @@ approximation) into
 Both give per-category statistics identical to scoring the whole panoptic map (matching
 is per category; a thing segment's union, void overlap and crowd overlap only involve
 pixels of that subset; GT areas come from the JSON (standard) or from full segment
-pixel counts (reference)). Cells whose instance maps coincide share one evaluation.
+pixel counts (reference); segment ids are renumbered in increasing order, which changes
+no statistic and no summation order). Cells whose instance maps coincide share one
+evaluation.
 
 The prediction of a cell is what the single-configuration pipeline writes:
 instances at the working resolution -> panoptic assembled there
@@ -33,6 +38,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from . import defaults
@@ -41,6 +47,7 @@ from .errors import InputFileError, PseudoLabelsError
 from .instances import (
     candidate_instances,
     check_semantic_ids,
+    class_masks,
     connected_component_instances,
     depth_gradient_magnitude,
     gradient_margin,
@@ -48,10 +55,8 @@ from .instances import (
     place_instances,
     resize_depth_bilinear,
     resize_semantic,
-    thing_box,
     thing_components,
 )
-from .panoptic import INSTANCE_OFFSET, category_of
 
 METRIC_KEYS = ("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "SQ_stuff", "RQ_stuff", "SQ_things", "RQ_things")
 
@@ -89,36 +94,61 @@ class SweepSettings:
 
 
 # --------------------------------------------------------------------------- per-image pieces
-def cell_instances(sem_work: np.ndarray, depth_work: np.ndarray | None, grid: Grid, settings: SweepSettings
-                   ) -> dict[tuple, tuple[np.ndarray, list[int], int]]:
-    """Instance map of every cell: cell -> (map (H, W) int32, class of each id, #candidates).
+def _union_box(boxes, margin: int, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    """Smallest box holding all ``boxes``, grown by ``margin`` (clipped); None if there are none."""
+    if not boxes:
+        return None
+    H, W = shape
+    r0 = min(b[0].start for b in boxes)
+    r1 = max(b[0].stop for b in boxes)
+    c0 = min(b[1].start for b in boxes)
+    c1 = max(b[1].stop for b in boxes)
+    return slice(max(r0 - margin, 0), min(r1 + margin, H)), slice(max(c0 - margin, 0), min(c1 + margin, W))
 
-    Gradients per sigma, components per (sigma, tau), dilations per component: shared.
+
+def iter_cell_instances(sem_work: np.ndarray, depth_work: np.ndarray | None, grid: Grid, settings: SweepSettings):
+    """Yield (cell, instance map (H, W) int32, class of each id, #candidates) for every cell.
+
+    Class masks once per image, gradients per sigma, components per (sigma, tau),
+    dilations per component: shared. The depth-guided maps are one reused buffer, valid
+    until the next item (copy it to keep it).
     """
-    out: dict[tuple, tuple[np.ndarray, list[int], int]] = {}
-    things = list(settings.thing_classes)
+    things = sorted({int(c) for c in settings.thing_classes})
     min_size = min(grid.min_areas)
     pad = max(grid.dilation_iters)
+    masks = class_masks(sem_work, things)
     if depth_work is not None:
         depth = normalize_depth_map(depth_work, settings.normalize)
+        buf = np.zeros(sem_work.shape, np.int32)
+        written: list = []
+        # classes too small for every A_min never need edges; the gradient is only needed around the others
+        needed = [masks.boxes[c] for c in things if masks.area[c] >= min_size]
         for sigma in grid.sigmas:
             # gradient once per sigma, only where thing classes lie (bit-identical there)
-            box = thing_box(sem_work, things, gradient_margin(sigma))
+            box = _union_box(needed, gradient_margin(sigma), sem_work.shape)
             g = None if box is None else depth_gradient_magnitude(depth[box], sigma, dtype=np.float64)
             for tau in grid.grad_thresholds:
                 edges = np.zeros(sem_work.shape, bool)
                 if box is not None:
-                    edges[box] = g > tau
-                cc = thing_components(sem_work, edges, things, min_size, settings.connectivity, pad)
+                    np.greater(g, tau, out=edges[box])
+                cc = thing_components(sem_work, edges, things, min_size, settings.connectivity, pad, masks=masks)
                 for dil in grid.dilation_iters:
                     for amin in grid.min_areas:
                         inst = candidate_instances(cc, amin, dil)
-                        m, cls = place_instances(inst, sem_work.shape, defaults.MIN_NEW_PIXELS)
-                        out[(tau, amin, sigma, dil)] = (m, cls, len(inst))
+                        for b in written:  # back to all zeros
+                            buf[b] = 0
+                        m, cls = place_instances(inst, sem_work.shape, defaults.MIN_NEW_PIXELS, out=buf)
+                        written = [i.box for i in inst]
+                        yield (tau, amin, sigma, dil), m, cls, len(inst)
     if grid.cc_baseline:
         m = connected_component_instances(sem_work, things, defaults.MIN_NEW_PIXELS, settings.connectivity)
-        out[CC_CELL] = (m, _classes_of(m, sem_work), int(m.max()))
-    return out
+        yield CC_CELL, m, _classes_of(m, sem_work), int(m.max())
+
+
+def cell_instances(sem_work: np.ndarray, depth_work: np.ndarray | None, grid: Grid, settings: SweepSettings
+                   ) -> dict[tuple, tuple[np.ndarray, list[int], int]]:
+    """Instance map of every cell: cell -> (map (H, W) int32, class of each id, #candidates)."""
+    return {cell: (m.copy(), cls, n) for cell, m, cls, n in iter_cell_instances(sem_work, depth_work, grid, settings)}
 
 
 def _classes_of(inst: np.ndarray, sem: np.ndarray) -> list[int]:
@@ -143,16 +173,32 @@ def _compose(shapes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]
     return rows, cols
 
 
+def _resample(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``a[rows[:, None], cols[None, :]]`` (two takes: several times faster than the 2-D gather)."""
+    if len(rows) == a.shape[0] and len(cols) == a.shape[1] and (rows == np.arange(len(rows))).all() \
+            and (cols == np.arange(len(cols))).all():
+        return a
+    return a.take(rows, axis=0).take(cols, axis=1)
+
+
+def _histogram(a: np.ndarray, n: int) -> np.ndarray:
+    """Counts of the values 0..n-1 of a non-negative integer array (values >= n are not counted)."""
+    if a.dtype == np.uint8 and a.ndim == 2 and 0 < a.size < (1 << 24):  # float32 counts are exact below 2^24
+        return cv2.calcHist([np.ascontiguousarray(a)], [0], None, [n], [0, n]).ravel().astype(np.int64)
+    return np.bincount(a.ravel(), minlength=n)[:n]
+
+
+def _small_uint(n: int):
+    """Smallest unsigned dtype holding 0..n."""
+    return np.uint8 if n < 256 else (np.uint16 if n < 65536 else np.uint32)
+
+
 def _stuff_lut(sem_counts: np.ndarray, things: set[int], stuff_min_area: int) -> np.ndarray:
     lut = np.zeros(NUM_CLASSES + 1, np.int64)
     for c in range(NUM_CLASSES):
         if c not in things and sem_counts[c] >= stuff_min_area:
             lut[c] = TRAIN_ID_TO_LABEL_ID[c]
     return lut
-
-
-def _segments(ids: np.ndarray) -> list[dict]:
-    return [{"id": int(i), "category_id": category_of(int(i)), "iscrowd": 0} for i in ids if i != 0]
 
 
 def _keep_categories(stats, keep: set[int]):
@@ -163,97 +209,151 @@ def _keep_categories(stats, keep: set[int]):
     return s
 
 
+@dataclass
+class GTFrame:
+    """The panoptic ground truth of one image in the evaluation frame, as compact indices.
+
+    ``index`` (H, W): 0 void, k for the k-th GT segment id in increasing order (so every
+    per-category sum of ``pq_stats_image`` runs in the same order as on the original
+    ids); ``segments[k]`` its JSON entry with ``id`` = k (``area`` dropped for the
+    reference protocol); ``counts[k]`` its pixels; ``json_pos[k]`` its JSON position.
+    """
+
+    shape: tuple[int, int]
+    index: np.ndarray
+    segments: dict
+    counts: np.ndarray
+    json_pos: dict
+
+
+def gt_frame(gt_pan: np.ndarray, gt_segments: list[dict], protocol: str, image_id: Any = None) -> GTFrame:
+    """:class:`GTFrame` of a GT panoptic id map (H, W) and its JSON segments."""
+    from evaluation.panoptic import resize_nearest
+
+    gt = resize_nearest(gt_pan, tuple(defaults.REFERENCE_EVAL_RESOLUTION)) if protocol == "reference" else gt_pan
+    seg_by_id: dict[int, dict] = {}
+    json_pos: dict[int, int] = {}
+    for k, s in enumerate(gt_segments):  # as a dict: a repeated id keeps its last entry
+        seg_by_id[int(s["id"])] = s
+        json_pos[int(s["id"])] = k
+    ids = np.array(sorted(i for i in seg_by_id if i > 0), np.int64)
+    G = len(ids)
+    unknown = G + 1
+    dtype = _small_uint(unknown)
+    if gt.size == 0:
+        index = np.zeros(gt.shape, dtype)
+    elif gt.dtype.kind in "ui" and int(gt.min()) >= 0 and int(gt.max()) < (1 << 22):
+        lut = np.full(int(gt.max()) + 1, unknown, dtype)
+        lut[0] = 0
+        keep = ids < len(lut)
+        lut[ids[keep]] = (np.arange(G) + 1)[keep]
+        index = lut.take(gt)
+    else:
+        flat = gt.ravel().astype(np.int64)
+        pos = np.minimum(np.searchsorted(ids, flat), max(G - 1, 0))
+        hit = (ids[pos] == flat) if G else np.zeros(flat.shape, bool)
+        index = np.where(hit, pos + 1, np.where(flat == 0, 0, unknown)).astype(dtype).reshape(gt.shape)
+    counts = _histogram(index, G + 2)
+    if counts[unknown]:
+        bad = int(gt.ravel()[np.flatnonzero(index.ravel() == unknown)[0]])
+        raise PseudoLabelsError(f"image {image_id}: GT PNG has segment id {bad} not in the GT JSON")
+    segments = {}
+    pos = {}
+    for k, i in enumerate(ids.tolist(), start=1):
+        s = dict(seg_by_id[i])
+        s["id"] = k
+        if protocol == "reference":
+            s.pop("area", None)
+        segments[k] = s
+        pos[k] = json_pos[i]
+    return GTFrame(tuple(gt.shape), index, segments, counts[:G + 1], pos)
+
+
+def _gt_list(frame: GTFrame, present: np.ndarray) -> list[dict]:
+    """Segments of the compact indices ``present`` (nonzero), in JSON order (crowd lookup)."""
+    ks = sorted((int(k) for k in present if k != 0), key=lambda k: frame.json_pos[k])
+    return [frame.segments[k] for k in ks]
+
+
 def evaluate_cells(
     sem_native_shape: tuple[int, int],
     sem_work: np.ndarray,
-    cells: dict[tuple, tuple[np.ndarray, list[int], int]],
-    gt_pan: np.ndarray,
-    gt_segments: list[dict],
+    cells,
+    gt_pan: np.ndarray | None,
+    gt_segments: list[dict] | None,
     settings: SweepSettings,
     image_id: Any = None,
+    gt: GTFrame | None = None,
 ) -> dict[tuple, tuple[Any, int, int]]:
     """cell -> (PQStats, #candidate instances, #placed instances) for one image.
 
-    ``gt_pan`` (H, W) ids at the GT resolution, ``gt_segments`` its JSON segments.
+    ``cells``: :func:`cell_instances` (a dict) or :func:`iter_cell_instances` (an iterator).
+    ``gt_pan`` (H, W) ids at the GT resolution, ``gt_segments`` its JSON segments (or the
+    :func:`gt_frame` of them as ``gt``, shared by several semantic sources).
     """
-    from evaluation.panoptic import pq_stats_image, resize_nearest
+    from evaluation.panoptic import pq_stats_image
 
     protocol = settings.protocol
     cats = {c["id"]: c for c in panoptic_categories()}
     thing_cats = {cid for cid, c in cats.items() if c["isthing"]}
     stuff_cats = set(cats) - thing_cats
     things = set(settings.thing_classes)
+    if gt is None:
+        gt = gt_frame(gt_pan, gt_segments, protocol, image_id)
 
-    # evaluation frame
-    if protocol == "reference":
-        eval_shape = tuple(defaults.REFERENCE_EVAL_RESOLUTION)
-        gt_eval = resize_nearest(gt_pan, eval_shape)
-        chain = [sem_work.shape, sem_native_shape, eval_shape]
-    else:
-        eval_shape = gt_pan.shape
-        gt_eval = gt_pan
-        chain = [sem_work.shape, sem_native_shape, eval_shape]
-    rows, cols = _compose(chain)
-    seg_by_id = {int(s["id"]): s for s in gt_segments}
-    gt_ids_present = np.unique(gt_eval)
+    # evaluation frame: the pipeline's chain of nearest resizes, composed
+    eval_shape = gt.shape
+    rows, cols = _compose([sem_work.shape, sem_native_shape, eval_shape])
+    G = len(gt.segments)
 
-    json_pos = {int(s["id"]): k for k, s in enumerate(gt_segments)}
-
-    def gt_list(ids):
-        out = []
-        ids = sorted((int(i) for i in ids), key=lambda i: json_pos.get(i, -1))  # JSON order (crowd lookup)
-        for i in ids:
-            if i == 0:
-                continue
-            s = dict(seg_by_id[int(i)]) if int(i) in seg_by_id else None
-            if s is None:
-                raise PseudoLabelsError(f"image {image_id}: GT PNG has segment id {int(i)} not in the GT JSON")
-            if protocol == "reference":
-                s.pop("area", None)
-            out.append(s)
-        return out
-
-    # --- stuff: once per image
-    sem_w = sem_work.astype(np.int64)
-    valid = sem_w < NUM_CLASSES
-    counts = np.bincount(sem_w[valid], minlength=NUM_CLASSES)
+    # --- stuff: once per image (segment id = category id, < 256)
+    sem_u8 = sem_work if sem_work.dtype == np.uint8 else np.minimum(sem_work, 255).astype(np.uint8)
+    counts = _histogram(sem_u8, NUM_CLASSES)
     lut = _stuff_lut(counts, things, settings.stuff_min_area)
-    stuff_work = lut[np.where(valid, sem_w, NUM_CLASSES)]
-    stuff_eval = stuff_work[rows[:, None], cols[None, :]]
-    st = pq_stats_image(gt_eval, gt_list(gt_ids_present), stuff_eval, _segments(np.unique(stuff_eval)), cats,
-                        protocol, image_id=image_id, reference_size=None)
+    lut256 = np.zeros(256, np.uint8)
+    lut256[:NUM_CLASSES] = lut[:NUM_CLASSES]
+    stuff_work = cv2.LUT(sem_u8, lut256) if sem_u8.ndim == 2 and sem_u8.size else lut256.take(sem_u8)
+    stuff_eval = _resample(stuff_work, rows, cols)
+    present = np.flatnonzero(_histogram(stuff_eval, 256))
+    st = pq_stats_image(gt.index, _gt_list(gt, np.flatnonzero(gt.counts)), stuff_eval,
+                        [{"id": int(i), "category_id": int(i), "iscrowd": 0} for i in present if i != 0],
+                        cats, protocol, image_id=image_id, reference_size=None)
     st = _keep_categories(st, stuff_cats)
 
     # --- things: per cell on the subset of pixels that can matter
-    thing_work = np.isin(sem_work, list(things)) & (stuff_work == 0)
-    gt_thing_ids = np.array([i for i in gt_ids_present if i != 0 and seg_by_id[int(i)]["category_id"] in thing_cats],
-                            np.int64)
-    subset = thing_work[rows[:, None], cols[None, :]]
-    if gt_thing_ids.size:
-        subset |= np.isin(gt_eval, gt_thing_ids)
+    is_thing_class = np.zeros(256, np.uint8)
+    for c in things:  # thing classes never have a stuff segment (the LUT leaves them out)
+        if 0 <= c < 256:
+            is_thing_class[c] = 1
+    thing_work = cv2.LUT(sem_u8, is_thing_class) if sem_u8.ndim == 2 and sem_u8.size else is_thing_class.take(sem_u8)
+    subset = _resample(thing_work, rows, cols).astype(bool)
+    gt_is_thing = np.zeros(G + 1, bool)
+    for k, s in gt.segments.items():
+        gt_is_thing[k] = s["category_id"] in thing_cats
+    if gt_is_thing.any():
+        subset = subset | gt_is_thing.take(gt.index)
     flat = np.flatnonzero(subset.ravel())
     W_eval = eval_shape[1]
     src = rows[flat // W_eval] * sem_work.shape[1] + cols[flat % W_eval]
-    gt_sub = gt_eval.ravel()[flat][None, :]
-    gt_sub_segments = gt_list(np.unique(gt_sub))
+    gt_sub = gt.index.ravel().take(flat)[None, :]
+    gt_sub_segments = _gt_list(gt, np.flatnonzero(_histogram(gt_sub, G + 1)))
 
     out: dict[tuple, tuple[Any, int, int]] = {}
     cache: dict[bytes, Any] = {}
-    for cell, (inst, classes, n_cand) in cells.items():
+    label_of = TRAIN_ID_TO_LABEL_ID
+    items = ((c, *v) for c, v in cells.items()) if isinstance(cells, dict) else cells
+    for cell, inst, classes, n_cand in items:
         n = len(classes)
-        ids = np.zeros(n + 1, np.int64)
-        per_class: dict[int, int] = {}
-        for k, c in enumerate(classes, start=1):
-            j = per_class.get(c, 0)
-            per_class[c] = j + 1
-            ids[k] = TRAIN_ID_TO_LABEL_ID[c] * INSTANCE_OFFSET + j
-        pred_sub = ids[inst.ravel()[src]]
-        key = hashlib.blake2b(pred_sub.tobytes(), digest_size=16).digest()
+        # instance k is segment k (ids do not change any per-category statistic)
+        pred_sub = inst.ravel().take(src).astype(_small_uint(n + 1), copy=False)
+        cls = np.asarray(classes, np.int64)
+        key = hashlib.blake2b(pred_sub.tobytes() + cls.tobytes(), digest_size=16).digest()
         th = cache.get(key)
         if th is None:
-            present = np.unique(pred_sub)
-            th = pq_stats_image(gt_sub, gt_sub_segments, pred_sub[None, :],
-                                _segments(present), cats, protocol, image_id=image_id, reference_size=None)
+            present = np.flatnonzero(_histogram(pred_sub, n + 1)[1:]) + 1
+            segs = [{"id": int(k), "category_id": int(label_of[cls[k - 1]]), "iscrowd": 0} for k in present]
+            th = pq_stats_image(gt_sub, gt_sub_segments, pred_sub[None, :], segs, cats, protocol,
+                                image_id=image_id, reference_size=None)
             th = _keep_categories(th, thing_cats)
             cache[key] = th
         total = st.copy()
@@ -296,7 +396,7 @@ def sweep_image(job: ImageJob, grid: Grid, settings: SweepSettings) -> list[dict
 
     from .depth import read_depth_npy
 
-    gt = read_panoptic_png(job.gt_png).astype(np.int64)
+    gt = gt_frame(read_panoptic_png(job.gt_png), job.gt_segments, settings.protocol, job.stem)
     work = tuple(settings.work_resolution)
     depth_work = None
     if job.depth_path is not None:
@@ -309,8 +409,8 @@ def sweep_image(job: ImageJob, grid: Grid, settings: SweepSettings) -> list[dict
         lut = settings.luts[k] if settings.luts else None
         sem = read_semantic(path, lut)
         sem_work = resize_semantic(sem, work)
-        cells = cell_instances(sem_work, depth_work, grid, settings)
-        results.append(evaluate_cells(sem.shape, sem_work, cells, gt, job.gt_segments, settings, job.stem))
+        cells = iter_cell_instances(sem_work, depth_work, grid, settings)
+        results.append(evaluate_cells(sem.shape, sem_work, cells, None, None, settings, job.stem, gt=gt))
     return results
 
 

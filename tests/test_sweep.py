@@ -87,3 +87,58 @@ def test_splitting_beats_one_instance_per_class(city):
             tot[name] = s if isinstance(tot[name], int) else tot[name] + s
     pq = {k: summarize_pq(v, cats)["PQ_things"] for k, v in tot.items()}
     assert pq["split"] > pq["per_class"] + 2, pq
+
+
+def test_cell_instances_equal_single_split():
+    """Shared gradients / components / reused buffer: every cell equals one plain split."""
+    from pseudo_labels.instances import split_instances_by_depth_edges
+    from pseudo_labels.sweep import CC_CELL, Grid, SweepSettings, cell_instances, connected_component_instances
+
+    from .test_instances import random_case
+
+    for seed in range(6):
+        rng = np.random.default_rng(100 + seed)
+        sem, depth = random_case(rng, 90, 140)
+        grid = Grid((0.05, 0.2, 0.5), (1, 30, 120), (0.0, 1.0), (0, 2))
+        settings = SweepSettings(connectivity=(4, 8)[seed % 2])
+        cells = cell_instances(sem, depth, grid, settings)
+        assert set(cells) == set(grid.cells()) | {CC_CELL}
+        for (tau, amin, sigma, dil), (m, cls, n_cand) in ((c, v) for c, v in cells.items() if c != CC_CELL):
+            want = split_instances_by_depth_edges(sem, depth, tau, amin, sigma, dil, settings.connectivity)
+            np.testing.assert_array_equal(m, want, err_msg=str((tau, amin, sigma, dil)))
+            assert len(cls) == m.max() and n_cand >= len(cls)
+            for k, c in enumerate(cls, start=1):
+                assert set(np.unique(sem[m == k])) == {c}
+        np.testing.assert_array_equal(cells[CC_CELL][0],
+                                      connected_component_instances(sem, min_area=10,
+                                                                    connectivity=settings.connectivity))
+
+
+@pytest.mark.parametrize("protocol", ["standard", "reference"])
+def test_evaluate_cells_gt_ids_any_size(protocol):
+    """Compact GT indices: large (COCO-colour) segment ids give the same statistics; unknown ids raise."""
+    from pseudo_labels.errors import PseudoLabelsError
+    from pseudo_labels.sweep import Grid, SweepSettings, cell_instances, evaluate_cells
+
+    from .test_instances import random_case
+
+    rng = np.random.default_rng(7)
+    sem, depth = random_case(rng, 64, 128)
+    gt = np.zeros((128, 256), np.uint32)
+    segs = []
+    for k, (cat, y, x) in enumerate([(26, 10, 10), (26, 40, 100), (24, 70, 30), (7, 100, 0), (21, 0, 200)]):
+        sid = cat * 1000 + k if cat >= 24 else cat
+        gt[y:y + 30, x:x + 60] = sid
+        segs.append({"id": sid, "category_id": cat, "iscrowd": int(k == 1), "area": int((gt == sid).sum())})
+    settings = SweepSettings(protocol=protocol, work_resolution=(64, 128))
+    cells = cell_instances(sem, depth, Grid((0.1, 0.3), (10, 50)), settings)
+    a = evaluate_cells((128, 256), sem, cells, gt, segs, settings)
+    big = gt.astype(np.int64) * 4099 + np.where(gt > 0, 1 << 23, 0)
+    segs_big = [dict(s, id=int(s["id"]) * 4099 + (1 << 23)) for s in segs]
+    b = evaluate_cells((128, 256), sem, cells, big, segs_big, settings)
+    assert a.keys() == b.keys()
+    for cell in a:
+        assert a[cell][0].to_dict() == b[cell][0].to_dict() and a[cell][1:] == b[cell][1:]
+    gt[0, 0] = 25000
+    with pytest.raises(PseudoLabelsError, match="25000"):
+        evaluate_cells((128, 256), sem, cells, gt, segs, settings)
