@@ -30,25 +30,41 @@ category_id -> ``{"name", "isthing", ...}``. No per-segment mask loops: ids are
 remapped to compact indices and one ``np.bincount`` gives the whole GT x prediction
 intersection table.
 
+Folders (:func:`evaluate_panoptic_folders`) are scored by one of two engines with the same
+numbers: ``numpy`` (this module: pyspng decode, one joint histogram per image, both
+protocols) or ``hotcoco`` (:mod:`evaluation.hotcoco_engine`, Rust, standard protocol);
+``auto`` picks hotcoco where it can (:func:`resolve_engine`).
+
 This package imports nothing from ``pseudo_labels``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-try:  # optional accelerator for the joint histogram and RGB -> id; numpy fallbacks otherwise
-    import cv2 as _cv2
-except ImportError:  # pragma: no cover
-    _cv2 = None
+#: OpenCV, an optional accelerator for the joint histogram and RGB -> id (numpy fallbacks otherwise);
+#: imported on first use (the hotcoco engine never needs it). ``...``: not imported yet; None: unavailable.
+_cv2: Any = ...
+
+
+def _opencv():
+    global _cv2
+    if _cv2 is ...:
+        try:
+            import cv2
+        except ImportError:  # pragma: no cover
+            cv2 = None
+        _cv2 = cv2
+    return _cv2
+
 
 PROTOCOLS = ("standard", "reference")
 #: reference protocol constants (qbit-glitch/monocular_ups sweep_k50_spidepth.py)
@@ -393,9 +409,10 @@ def _joint_table(g_idx: np.ndarray, p_idx: np.ndarray, n_g: int, n_p: int) -> np
     Uses OpenCV's 2-D histogram of two uint8 maps when available (exact below 2^24
     pixels, several times faster than ``np.bincount``), else one ``np.bincount``.
     """
-    if (_cv2 is not None and g_idx.dtype == np.uint8 and p_idx.dtype == np.uint8 and g_idx.size < (1 << 24)
+    cv2 = _opencv()
+    if (cv2 is not None and g_idx.dtype == np.uint8 and p_idx.dtype == np.uint8 and g_idx.size < (1 << 24)
             and g_idx.ndim == 2):
-        hist = _cv2.calcHist([np.ascontiguousarray(g_idx), np.ascontiguousarray(p_idx)], [0, 1], None,
+        hist = cv2.calcHist([np.ascontiguousarray(g_idx), np.ascontiguousarray(p_idx)], [0, 1], None,
                              [n_g, n_p], [0, n_g, 0, n_p])
         return hist.astype(np.int64)
     small = n_g * n_p <= 65536  # uint16 arithmetic is several times faster than intp
@@ -554,8 +571,9 @@ def rgb_to_ids(arr: np.ndarray, path: Any = "array") -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
         raise EvaluationError(f"{path}: expected an 8-bit RGB panoptic PNG, got shape {arr.shape} {arr.dtype}")
     h, w = arr.shape[:2]
-    if _cv2 is not None:
-        buf = _cv2.cvtColor(np.ascontiguousarray(arr[:, :, :3]), _cv2.COLOR_RGB2RGBA)  # alpha 255, masked below
+    cv2 = _opencv()
+    if cv2 is not None:
+        buf = cv2.cvtColor(np.ascontiguousarray(arr[:, :, :3]), cv2.COLOR_RGB2RGBA)  # alpha 255, masked below
     else:  # pragma: no cover
         buf = np.zeros((h, w, 4), np.uint8)
         buf[:, :, :3] = arr[:, :, :3]
@@ -611,6 +629,35 @@ def _eval_chunk(jobs: list[_Job], categories: dict, protocol: str) -> PQStats:
     return total
 
 
+ENGINES = ("auto", "numpy", "hotcoco")
+
+
+def resolve_engine(engine: str, protocol: str = "standard", workers: int = 1) -> str:
+    """``numpy`` or ``hotcoco``: the engine :func:`evaluate_panoptic_folders` uses for ``engine``.
+
+    ``auto`` is hotcoco when it is importable, the protocol is ``standard`` and hotcoco can
+    run with ``workers`` threads in this process (see :mod:`evaluation.hotcoco_engine`),
+    else numpy. An explicit ``hotcoco`` that cannot be honoured raises :class:`EvaluationError`.
+    """
+    if engine not in ENGINES:
+        raise EvaluationError(f"unknown engine {engine!r} (choose {', '.join(ENGINES)})")
+    if engine == "numpy":
+        return "numpy"
+    from . import hotcoco_engine
+
+    if engine == "hotcoco":
+        if protocol != "standard":
+            raise EvaluationError(f"engine hotcoco computes only the standard protocol, not {protocol!r} "
+                                  "(use engine numpy or auto)")
+        if not hotcoco_engine.available():
+            raise EvaluationError("engine hotcoco needs the hotcoco package (pip install hotcoco), "
+                                  "which is not importable here")
+        return "hotcoco"
+    if protocol == "standard" and hotcoco_engine.available() and hotcoco_engine.pool_matches(workers):
+        return "hotcoco"
+    return "numpy"
+
+
 def evaluate_panoptic_folders(
     gt_json: str | os.PathLike,
     gt_folder: str | os.PathLike,
@@ -619,17 +666,34 @@ def evaluate_panoptic_folders(
     protocol: str = "standard",
     workers: int = 1,
     allow_missing: bool = False,
+    engine: str = "auto",
+    map_fn: Callable[[Callable, list], list] | None = None,
 ) -> dict:
     """Evaluate a COCO/Cityscapes panoptic prediction (JSON + PNG folder) against ground truth.
 
     Images are paired by ``image_id``; categories come from the GT JSON. A GT image with
     no prediction is an error unless ``allow_missing`` (then all its segments are false
     negatives and it is counted in ``n_missing`` / listed in ``missing``). Predictions for
-    images not in the GT are ignored (``n_extra_predictions``). ``workers`` > 1 uses a
-    process pool. Returns :func:`summarize_pq` plus ``n_images``, ``n_missing``.
+    images not in the GT are ignored (``n_extra_predictions``).
+
+    ``engine``: ``numpy`` (ours: PNG decode with pyspng, one joint histogram per image),
+    ``hotcoco`` (``hotcoco.panoptic``, standard protocol only, see
+    :mod:`evaluation.hotcoco_engine`) or ``auto`` (:func:`resolve_engine`; if hotcoco refuses
+    the input, auto scores it again with numpy, whose messages name our checks, and says so
+    in ``engine_note``). Both give the same numbers (equal to cityscapesscripts). One
+    difference in what is accepted: numpy refuses GT whose PNG and JSON disagree (an id in
+    one and not the other); hotcoco, like cityscapesscripts, scores it.
+    ``workers``: numpy: processes (a local process pool); hotcoco: threads.
+    ``map_fn(func, items) -> results`` (optional) runs the numpy engine's per-image work
+    instead of the local pool (``pseudo_labels`` passes its runner: Ray, failure reports);
+    ``func`` and the items are picklable.
+    Returns :func:`summarize_pq` plus ``n_images``, ``n_missing``, ``n_extra_predictions``,
+    ``engine`` (and ``engine_version`` for hotcoco).
     Raises :class:`EvaluationError` naming the file / image on bad input.
     """
     _check_protocol(protocol)
+    workers = max(1, int(workers or 1))
+    chosen = resolve_engine(engine, protocol, workers)
     gt_folder, pred_folder = Path(gt_folder), Path(pred_folder)
     gt = _load_json(gt_json, "ground-truth")
     pred = _load_json(pred_json, "prediction")
@@ -644,7 +708,7 @@ def evaluate_panoptic_folders(
         if a["image_id"] in preds:
             raise EvaluationError(f"{pred_json}: image {a['image_id']} has two prediction annotations")
         preds[a["image_id"]] = a
-    jobs, missing, seen = [], [], set()
+    pairs, missing, seen = [], [], set()  # pairs: (image_id, gt annotation, pred annotation or None)
     for a in gt["annotations"]:
         image_id = a["image_id"]
         if image_id in seen:
@@ -656,31 +720,85 @@ def evaluate_panoptic_folders(
                 raise EvaluationError(f"no prediction for image {image_id} in {pred_json} "
                                       "(use --allow-missing to count its segments as false negatives)")
             missing.append(image_id)
-            jobs.append(_Job(image_id, str(gt_folder / a["file_name"]), a["segments_info"], None, []))
-        else:
-            jobs.append(_Job(image_id, str(gt_folder / a["file_name"]), a["segments_info"],
-                             str(pred_folder / p["file_name"]), p["segments_info"]))
+        pairs.append((image_id, a, p))
     n_extra = len(set(preds) - seen)
 
+    note = None
+    total = None
+    if chosen == "hotcoco":
+        try:
+            total = _score_hotcoco(pairs, gt_folder, pred_folder, categories, workers)
+        except EvaluationError as exc:
+            if engine != "auto":
+                raise
+            chosen, note = "numpy", f"hotcoco refused the input ({exc}); scored with the numpy engine"
+        except Exception as exc:  # an unexpected hotcoco failure: auto still has an answer
+            if engine != "auto":
+                raise EvaluationError(f"hotcoco failed: {type(exc).__name__}: {exc}") from None
+            chosen, note = "numpy", f"hotcoco failed ({type(exc).__name__}: {exc}); scored with the numpy engine"
+    if chosen == "numpy":
+        total = _score_numpy(pairs, gt_folder, pred_folder, categories, protocol, workers, map_fn)
+    result = summarize_pq(total, categories, protocol)
+    result["n_images"] = len(pairs)
+    result["n_missing"] = len(missing)
+    if missing:
+        result["missing"] = [str(m) for m in missing]
+    result["n_extra_predictions"] = n_extra
+    result["engine"] = chosen
+    if chosen == "hotcoco":
+        from . import hotcoco_engine
+
+        result["engine_version"] = hotcoco_engine.version()
+    if note:
+        result["engine_note"] = note
+    return result
+
+
+def _jobs(pairs, gt_folder: Path, pred_folder: Path) -> list[_Job]:
+    return [_Job(image_id, str(gt_folder / a["file_name"]), a["segments_info"], None, []) if p is None else
+            _Job(image_id, str(gt_folder / a["file_name"]), a["segments_info"], str(pred_folder / p["file_name"]),
+                 p["segments_info"]) for image_id, a, p in pairs]
+
+
+def _score_numpy(pairs, gt_folder: Path, pred_folder: Path, categories: dict, protocol: str, workers: int,
+                 map_fn) -> PQStats:
+    jobs = _jobs(pairs, gt_folder, pred_folder)
     total = PQStats.empty(categories, protocol)
-    workers = max(1, int(workers or 1))
-    if workers == 1 or len(jobs) <= 1:
+    if map_fn is not None:
+        for stats in map_fn(functools.partial(_eval_job, categories=categories, protocol=protocol), jobs):
+            total += stats
+    elif workers == 1 or len(jobs) <= 1:
         for job in jobs:
             total += _eval_job(job, categories, protocol)
     else:
         n_chunks = min(len(jobs), workers * 4)
         chunks = [jobs[i::n_chunks] for i in range(n_chunks)]
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(_eval_chunk, c, categories, protocol) for c in chunks]
             for fut in futures:
                 total += fut.result()
-    result = summarize_pq(total, categories, protocol)
-    result["n_images"] = len(jobs)
-    result["n_missing"] = len(missing)
-    if missing:
-        result["missing"] = [str(m) for m in missing]
-    result["n_extra_predictions"] = n_extra
-    return result
+    return total
+
+
+def _score_hotcoco(pairs, gt_folder: Path, pred_folder: Path, categories: dict, workers: int) -> PQStats:
+    """Standard-protocol stats by hotcoco; the JSON is checked here first, as the numpy engine does."""
+    from . import hotcoco_engine
+
+    present, total = [], PQStats.empty(categories, "standard")
+    for image_id, a, p in pairs:
+        _, g_cat, g_crowd, _, _ = _segment_table(a["segments_info"], categories, "GT", image_id)
+        if p is None:
+            gt_png = gt_folder / a["file_name"]
+            if not gt_png.is_file():  # never read: its segments are all false negatives
+                raise EvaluationError(f"{gt_png}: file not found")
+            total += hotcoco_engine.missing_image_stats(g_cat, g_crowd, categories)
+        else:
+            _segment_table(p["segments_info"], categories, "predicted", image_id)
+            present.append((image_id, a, p))
+    total += hotcoco_engine.score(present, gt_folder, pred_folder, categories, workers)
+    return total
 
 
 def to_fractions(result: Mapping) -> dict:

@@ -4,7 +4,14 @@ Ground truth and prediction are COCO/Cityscapes panoptic (JSON + PNG folder), pa
 ``image_id``. Protocol ``standard`` equals cityscapesscripts; ``reference`` reproduces the
 reference repository's arithmetic at 512x1024 (see ``evaluation.panoptic``). With
 ``--gt-semantic-dir`` and ``--pred-semantic-dir`` the trainId PNGs found under them are
-paired by Cityscapes stem and scored with mIoU too. The result JSON names its protocol.
+paired by Cityscapes stem and scored with mIoU too. The result JSON names its protocol
+and the engine that computed it.
+
+Engines (``--engine``): ``hotcoco`` reads and scores the PNGs in Rust (``hotcoco.panoptic``,
+standard protocol only; ``--workers`` = its threads); ``numpy`` is ours (``--workers``
+processes through the shared runner, Ray with ``--executor ray``); ``auto`` (default) is
+hotcoco where it is installed and can do the request, else numpy. Both give the same
+numbers, equal to cityscapesscripts.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import defaults
-from .cli import add_option
+from .cli import add_option, add_runner_arguments, runner_options
 from .errors import PseudoLabelsError
 
 
@@ -29,7 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--protocol", choices=("standard", "reference"), default=defaults.PROTOCOL,
                help="standard: = cityscapesscripts (default); reference: the reference repository's arithmetic "
                     "at 512x1024")
-    add_option(parser, "--workers", type=int, default=1, help="processes reading and scoring images (default 1)")
+    add_option(parser, "--engine", choices=("auto", "numpy", "hotcoco"), default="auto",
+               help="hotcoco: Rust reader/scorer (standard protocol only, --workers threads); numpy: ours "
+                    "(--workers processes, or Ray); auto (default): hotcoco when installed and the request is "
+                    "one it can do (standard protocol, local executor), else numpy. Same numbers either way")
     add_option(parser, "--allow-missing", action="store_true",
                help="score GT images without a prediction as all false negatives (default: error)")
     add_option(parser, "--gt-semantic-dir", default=None,
@@ -37,11 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--pred-semantic-dir", default=None, help="optional: folder of predicted trainId PNGs for mIoU")
     add_option(parser, "--out", required=True, help="result JSON to write")
     add_option(parser, "--quiet", action="store_true", help="do not print the table")
+    add_runner_arguments(parser, workers=1, shard=False, overwrite=False)
 
 
 def format_table(result: dict) -> str:
     """Per-class table (name, PQ, SQ, RQ, TP, FP, FN) and the All / Things / Stuff summary."""
     lines = [f"protocol: {result['protocol']}   images: {result.get('n_images', '?')}"
+             + (f"   engine: {result['engine']}" if result.get("engine") else "")
              + (f"   missing predictions: {result['n_missing']}" if result.get("n_missing") else ""),
              f"{'class':16s} {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'TP':>6s} {'FP':>6s} {'FN':>6s}"]
     for name, r in result["per_class"].items():
@@ -57,6 +69,8 @@ def format_table(result: dict) -> str:
         lines.append(f"mIoU {s['mIoU']:.2f}   pixel accuracy {s['pixel_accuracy']:.2f}   ({s['n_images']} images)")
     if result.get("note"):
         lines.append("note: " + result["note"])
+    if result.get("engine_note"):
+        lines.append("note: " + result["engine_note"])
     return "\n".join(lines)
 
 
@@ -100,20 +114,65 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
     return out
 
 
+class _ScoreImage:
+    """Picklable per-image scorer for the runner: evaluation errors become PseudoLabelsError (clean reports)."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, job):
+        from evaluation.panoptic import EvaluationError
+
+        try:
+            return self.func(job)
+        except EvaluationError as exc:
+            raise PseudoLabelsError(str(exc)) from None
+
+
+def _runner_map(options, progress: bool):
+    """``map_fn`` for :func:`evaluation.panoptic.evaluate_panoptic_folders`: the shared runner (pool / Ray)."""
+    from .runner import run_per_image
+
+    def map_fn(func, jobs):
+        summary = run_per_image(_ScoreImage(func), jobs, options=options, desc="evaluate",
+                                name_of=lambda job: str(job.image_id), progress=progress)
+        if summary.failed:
+            order = {str(job.image_id): k for k, job in enumerate(jobs)}
+            messages = [m for _, m in sorted(summary.failed, key=lambda f: order.get(f[0], 0))]
+            if len(messages) == 1:
+                raise PseudoLabelsError(messages[0])
+            more = f"; ... ({len(messages) - 3} more)" if len(messages) > 3 else ""
+            raise PseudoLabelsError(f"{len(messages)} images failed: " + "; ".join(messages[:3]) + more)
+        return summary.results
+
+    return map_fn
+
+
+def choose_engine(engine: str, options) -> str:
+    """The engine argument for the evaluation: Ray runs the numpy engine (hotcoco is in-process only)."""
+    if options.executor == "ray":
+        if engine == "hotcoco":
+            raise PseudoLabelsError("--engine hotcoco runs in this process with its own threads; it cannot use "
+                                    "--executor ray (use --engine numpy or auto)")
+        return "numpy"
+    return engine
+
+
 def run(args: argparse.Namespace) -> int:
     from evaluation.panoptic import EvaluationError, evaluate_panoptic_folders
 
     from .io import write_json
 
-    if args.workers < 1:
-        raise PseudoLabelsError(f"--workers {args.workers}: must be >= 1")
+    options = runner_options(args)
     if (args.gt_semantic_dir is None) != (args.pred_semantic_dir is None):
         raise PseudoLabelsError("--gt-semantic-dir and --pred-semantic-dir go together (give both or neither)")
+    engine = choose_engine(args.engine, options)
     t0 = time.perf_counter()
     try:
         result = evaluate_panoptic_folders(args.gt_json, args.gt_folder, args.pred_json, args.pred_folder,
-                                           protocol=args.protocol, workers=args.workers,
-                                           allow_missing=args.allow_missing)
+                                           protocol=args.protocol, workers=options.workers,
+                                           allow_missing=args.allow_missing, engine=engine,
+                                           map_fn=_runner_map(options, progress=not args.quiet))
     except EvaluationError as exc:
         raise PseudoLabelsError(str(exc)) from None
     if args.gt_semantic_dir is not None:

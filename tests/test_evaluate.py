@@ -13,7 +13,9 @@ import pytest
 from pseudo_labels.cityscapes import panoptic_gt
 from pseudo_labels.cli import main
 from tests.test_evaluation_panoptic import (
+    ENGINES,
     assert_equal_to_cityscapes,
+    assert_same_counts,
     cityscapes_reference,
     make_dataset,
     perturb,
@@ -28,17 +30,70 @@ def _args(gj, gf, pj, pf, out, *more):
             "--pred-folder", str(pf), "--out", str(out), *more]
 
 
-def test_cli_end_to_end_equals_cityscapesscripts(tmp_path, capsys):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cli_end_to_end_equals_cityscapesscripts(tmp_path, capsys, engine):
     gj, gf, pj, pf = make_dataset(tmp_path, n=3, seed=11)
     out = tmp_path / "res" / "result.json"
-    assert main(_args(gj, gf, pj, pf, out)) == 0
+    assert main(_args(gj, gf, pj, pf, out, "--engine", engine)) == 0
     res = json.loads(out.read_text())
-    for k in ("PQ", "SQ", "RQ", "PQ_stuff", "PQ_things", "per_class", "protocol", "n_images"):
+    for k in ("PQ", "SQ", "RQ", "PQ_stuff", "PQ_things", "per_class", "protocol", "n_images", "engine"):
         assert k in res
-    assert res["protocol"] == "standard" and res["n_images"] == 3
+    assert res["protocol"] == "standard" and res["n_images"] == 3 and res["engine"] == engine
     assert_equal_to_cityscapes(res, cityscapes_reference(gj, gf, pj, pf, tmp_path))
     text = capsys.readouterr().out
     assert "Things" in text and "Stuff" in text and "car" in text and "protocol: standard" in text
+    assert f"engine: {engine}" in text
+
+
+def test_cli_engines_agree_and_numpy_runs_through_the_runner(tmp_path):
+    gj, gf, pj, pf = make_dataset(tmp_path, n=4, seed=17)
+    results = {}
+    for engine, workers in (("auto", "1"), ("numpy", "1"), ("numpy", "2")):
+        out = tmp_path / f"{engine}{workers}.json"
+        assert main(_args(gj, gf, pj, pf, out, "--engine", engine, "--workers", workers, "--quiet")) == 0
+        results[engine, workers] = json.loads(out.read_text())
+    assert results["numpy", "2"]["engine"] == "numpy"
+    for r in results.values():
+        assert_same_counts(r, results["numpy", "1"])
+        assert r["PQ"] == pytest.approx(results["numpy", "1"]["PQ"], abs=1e-12)
+    # a bad image under the runner: exit 2, one line naming the image
+    pred = json.loads(pj.read_text())
+    pred["annotations"][2]["segments_info"].pop()
+    q = tmp_path / "bad.json"
+    q.write_text(json.dumps(pred))
+    for workers in ("1", "2"):
+        proc = subprocess.run([sys.executable, "-m", "pseudo_labels.evaluate", *_args(gj, gf, q, pf, tmp_path / "x.json")[1:],
+                               "--engine", "numpy", "--workers", workers, "--quiet"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2
+        assert pred["annotations"][2]["image_id"] in proc.stderr and "not in the prediction JSON" in proc.stderr
+
+
+def test_cli_engine_errors(tmp_path, capsys):
+    gj, gf, pj, pf = make_dataset(tmp_path, n=1, seed=18)
+    out = tmp_path / "r.json"
+    assert main(_args(gj, gf, pj, pf, out, "--engine", "hotcoco", "--protocol", "reference")) == 2
+    assert "only the standard protocol" in capsys.readouterr().err
+    assert main(_args(gj, gf, pj, pf, out, "--engine", "hotcoco", "--executor", "ray")) == 2
+    assert "cannot use --executor ray" in capsys.readouterr().err
+    assert main(_args(gj, gf, pj, pf, out, "--workers", "0")) == 2
+    assert not out.exists()
+    assert main(_args(gj, gf, pj, pf, out, "--protocol", "reference", "--quiet")) == 0
+    assert json.loads(out.read_text())["engine"] == "numpy"  # auto: hotcoco has no reference protocol
+
+
+def test_cli_ray_executor_uses_the_numpy_engine(tmp_path):
+    ray = pytest.importorskip("ray")
+    gj, gf, pj, pf = make_dataset(tmp_path, n=3, seed=19)
+    out = tmp_path / "ray.json"
+    try:
+        assert main(_args(gj, gf, pj, pf, out, "--executor", "ray", "--workers", "2", "--quiet")) == 0
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    res = json.loads(out.read_text())
+    assert res["engine"] == "numpy"
+    assert_equal_to_cityscapes(res, cityscapes_reference(gj, gf, pj, pf, tmp_path))
 
 
 def test_cli_reference_protocol_and_underscore_flags(tmp_path):

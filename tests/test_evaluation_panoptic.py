@@ -166,23 +166,71 @@ def assert_equal_to_cityscapes(ours: dict, cs: dict, tol=1e-9):
 
 
 # --------------------------------------------------------------------------- equality with cityscapesscripts
-@pytest.mark.parametrize("seed,big_ids,empty", [(0, False, None), (1, True, 2), (2, False, 0)])
-def test_equal_to_cityscapesscripts(tmp_path, seed, big_ids, empty):
-    gj, gf, pj, pf = make_dataset(tmp_path, n=5, seed=seed, big_ids=big_ids, empty_pred_index=empty)
+def _hotcoco_available() -> bool:
+    from evaluation import hotcoco_engine
+
+    return hotcoco_engine.available()
+
+
+#: file-path engines; the equality tests run through each (hotcoco skipped only where it is not importable)
+ENGINES = ["numpy", pytest.param("hotcoco", marks=pytest.mark.skipif(not _hotcoco_available(),
+                                                                      reason="hotcoco not importable"))]
+
+
+def assert_same_counts(a: dict, b: dict, tol=1e-9):
+    """Per-class TP / FP / FN equal and IoU sums within ``tol`` (two engines' results)."""
+    assert set(a["per_class"]) == set(b["per_class"])
+    for name, r in a["per_class"].items():
+        q = b["per_class"][name]
+        assert (r["TP"], r["FP"], r["FN"]) == (q["TP"], q["FP"], q["FN"]), name
+        assert abs(r["IoU_sum"] - q["IoU_sum"]) < tol, name
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("seed,big_ids,empty,n", [(0, False, None, 5), (1, True, 2, 5), (2, False, 0, 5),
+                                                 (3, False, None, 2)])
+def test_equal_to_cityscapesscripts(tmp_path, seed, big_ids, empty, n, engine):
+    """Void pixels, crowd regions (and predictions on them), absent classes, an image with no predicted segment."""
+    gj, gf, pj, pf = make_dataset(tmp_path, n=n, seed=seed, big_ids=big_ids, empty_pred_index=empty)
     cs = cityscapes_reference(gj, gf, pj, pf, tmp_path)
-    ours = evaluate_panoptic_folders(gj, gf, pj, pf)
-    assert ours["protocol"] == "standard" and ours["n_images"] == 5 and ours["n_missing"] == 0
+    ours = evaluate_panoptic_folders(gj, gf, pj, pf, engine=engine)
+    assert ours["protocol"] == "standard" and ours["n_images"] == n and ours["n_missing"] == 0
+    assert ours["engine"] == engine and "engine_note" not in ours
     assert_equal_to_cityscapes(ours, cs)
-    # counts are non-trivial: TPs, FPs and FNs all occur
+    # counts are non-trivial: TPs, FPs and FNs all occur; with 2 images some classes are absent
     tot = {k: sum(v[k] for v in ours["per_class"].values()) for k in ("TP", "FP", "FN")}
     assert min(tot.values()) > 0
+    if n == 2:
+        assert any(v["TP"] + v["FP"] + v["FN"] == 0 for v in ours["per_class"].values())
+    if engine != "numpy":
+        assert_same_counts(ours, evaluate_panoptic_folders(gj, gf, pj, pf, engine="numpy"))
 
 
-def test_equal_to_cityscapesscripts_two_workers(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_equal_to_cityscapesscripts_two_workers(tmp_path, engine):
     gj, gf, pj, pf = make_dataset(tmp_path, n=6, seed=5)
     cs = cityscapes_reference(gj, gf, pj, pf, tmp_path)
-    ours = evaluate_panoptic_folders(gj, gf, pj, pf, workers=2)
+    ours = evaluate_panoptic_folders(gj, gf, pj, pf, workers=2, engine=engine)
+    assert ours["engine"] == engine
     assert_equal_to_cityscapes(ours, cs)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_allow_missing_equals_cityscapesscripts_on_an_empty_prediction(tmp_path, engine):
+    """--allow-missing: a GT image without prediction scores as an all-void prediction does in cityscapesscripts."""
+    gj, gf, pj, pf = make_dataset(tmp_path, n=4, seed=6, empty_pred_index=1)
+    cs = cityscapes_reference(gj, gf, pj, pf, tmp_path)
+    pred = json.loads(pj.read_text())
+    stem = pred["annotations"][1]["image_id"]
+    del pred["annotations"][1]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(pred))
+    with pytest.raises(EvaluationError, match=stem):
+        evaluate_panoptic_folders(gj, gf, partial, pf, engine=engine)
+    ours = evaluate_panoptic_folders(gj, gf, partial, pf, allow_missing=True, engine=engine)
+    assert ours["engine"] == engine and ours["n_missing"] == 1 and ours["missing"] == [stem]
+    assert_equal_to_cityscapes(ours, cs)
+    assert_same_counts(ours, evaluate_panoptic_folders(gj, gf, pj, pf, engine="numpy"))
 
 
 def test_crowd_and_void_rules_in_memory():
@@ -425,3 +473,134 @@ def test_numpy_fallback_equals_opencv_path(monkeypatch):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
     rgb = id_to_rgb(p)
     np.testing.assert_array_equal(ep.rgb_to_ids(rgb), p)
+
+
+# --------------------------------------------------------------------------- engines
+def test_engine_choice(monkeypatch):
+    from evaluation import hotcoco_engine
+    from evaluation.panoptic import resolve_engine
+
+    assert resolve_engine("numpy") == "numpy"
+    assert resolve_engine("auto", "reference") == "numpy"
+    with pytest.raises(EvaluationError, match="unknown engine"):
+        resolve_engine("rust")
+    with pytest.raises(EvaluationError, match="only the standard protocol"):
+        resolve_engine("hotcoco", "reference")
+    monkeypatch.setattr(hotcoco_engine, "available", lambda: False)
+    assert resolve_engine("auto") == "numpy"
+    with pytest.raises(EvaluationError, match="not importable"):
+        resolve_engine("hotcoco")
+    monkeypatch.setattr(hotcoco_engine, "available", lambda: True)
+    monkeypatch.setattr(hotcoco_engine, "_POOL_THREADS", 3)  # pool started with 3 threads in this process
+    assert resolve_engine("auto", workers=3) == "hotcoco"
+    assert resolve_engine("auto", workers=1) == "numpy"  # auto keeps --workers honest
+    assert resolve_engine("hotcoco", workers=1) == "hotcoco"  # explicit: runs in a child process
+
+
+@pytest.mark.skipif(not _hotcoco_available(), reason="hotcoco not importable")
+def test_hotcoco_child_process_when_the_pool_has_another_size(tmp_path, monkeypatch):
+    from evaluation import hotcoco_engine
+
+    gj, gf, pj, pf = make_dataset(tmp_path, n=2, seed=15)
+    here = evaluate_panoptic_folders(gj, gf, pj, pf, engine="hotcoco")
+    calls = []
+    real = hotcoco_engine._run_child
+    monkeypatch.setattr(hotcoco_engine, "_POOL_THREADS", 7)
+    monkeypatch.setattr(hotcoco_engine, "_run_child", lambda *a: calls.append(a[-1]) or real(*a))
+    child = evaluate_panoptic_folders(gj, gf, pj, pf, engine="hotcoco", workers=2)
+    assert calls == [2] and child["engine"] == "hotcoco"
+    assert_same_counts(here, child, tol=1e-12)
+    bad = json.loads(pj.read_text())
+    bad["annotations"][1]["segments_info"].append({"id": 4242, "category_id": 7})
+    q = tmp_path / "bad.json"
+    q.write_text(json.dumps(bad))
+    with pytest.raises(EvaluationError, match=f"image {bad['annotations'][1]['image_id']}: .*4242"):
+        evaluate_panoptic_folders(gj, gf, q, pf, engine="hotcoco", workers=2)
+
+
+@pytest.mark.skipif(not _hotcoco_available(), reason="hotcoco not importable")
+def test_hotcoco_errors_name_the_cityscapes_image_and_auto_falls_back(tmp_path):
+    gj, gf, pj, pf = make_dataset(tmp_path, n=2, seed=16)
+    pred = json.loads(pj.read_text())
+    stem = pred["annotations"][1]["image_id"]
+
+    def with_pred(mod, name):
+        d = json.loads(json.dumps(pred))
+        mod(d)
+        q = tmp_path / name
+        q.write_text(json.dumps(d))
+        return q
+
+    # PNG-level: hotcoco's message, with the Cityscapes image id instead of hotcoco's integer id
+    q = with_pred(lambda d: d["annotations"][1]["segments_info"].pop(), "pop.json")
+    with pytest.raises(EvaluationError, match=f"image {stem}: .*not in segments_info"):
+        evaluate_panoptic_folders(gj, gf, q, pf, engine="hotcoco")
+    with pytest.raises(EvaluationError, match="not in the prediction JSON"):  # auto: numpy's check and message
+        evaluate_panoptic_folders(gj, gf, q, pf, engine="auto")
+    # JSON-level: checked before hotcoco, same message as numpy
+    q = with_pred(lambda d: d["annotations"][1]["segments_info"][0].update(category_id=99), "cat.json")
+    for engine in ("hotcoco", "numpy"):
+        with pytest.raises(EvaluationError, match=f"image {stem}: predicted segment .* unknown category_id 99"):
+            evaluate_panoptic_folders(gj, gf, q, pf, engine=engine)
+    # a single-channel id PNG: hotcoco refuses it, numpy reads it; auto says which engine scored
+    png = pf / pred["annotations"][0]["file_name"]
+    ids = read_panoptic_png(png)
+    segs = pred["annotations"][0]["segments_info"]
+    new = {s["id"]: k + 1 for k, s in enumerate(segs)}
+    lut = np.zeros(int(ids.max()) + 1, np.uint8)
+    for old, k in new.items():
+        lut[old] = k
+    write_png(png, lut[ids])
+    q = with_pred(lambda d: [s.update(id=new[s["id"]]) for s in d["annotations"][0]["segments_info"]], "gray.json")
+    with pytest.raises(EvaluationError, match="Grayscale"):
+        evaluate_panoptic_folders(gj, gf, q, pf, engine="hotcoco")
+    auto = evaluate_panoptic_folders(gj, gf, q, pf, engine="auto")
+    assert auto["engine"] == "numpy" and "hotcoco refused" in auto["engine_note"]
+    assert auto["PQ"] == evaluate_panoptic_folders(gj, gf, q, pf, engine="numpy")["PQ"]
+    png.unlink()
+    with pytest.raises(EvaluationError, match="cannot open panoptic PNG"):
+        evaluate_panoptic_folders(gj, gf, q, pf, engine="hotcoco")
+
+
+@pytest.mark.skipif(not _hotcoco_available(), reason="hotcoco not importable")
+def test_hotcoco_input_adaptation():
+    from evaluation import hotcoco_engine
+    from evaluation.panoptic import normalize_categories
+
+    cats = normalize_categories([{"id": 7, "name": "road"}, {"id": 26, "name": "car", "isthing": True}])
+    ga = {"file_name": "a_gt.png", "segments_info": [{"id": "26", "category_id": 26, "iscrowd": True, "area": 5},
+                                                     {"id": 7, "category_id": 7}]}
+    pa = {"file_name": "a_pred.png", "segments_info": [{"id": 3, "category_id": 26, "iscrowd": 1}]}
+    gt, pred, names = hotcoco_engine.build_inputs([("aachen_000000_000019", ga, pa)], cats)
+    assert names == {1: "aachen_000000_000019"}
+    assert gt["annotations"][0]["image_id"] == 1 and pred["annotations"][0]["image_id"] == 1
+    assert gt["annotations"][0]["segments_info"] == [{"id": 26, "category_id": 26, "iscrowd": 1, "area": 5},
+                                                     {"id": 7, "category_id": 7, "iscrowd": 0}]
+    assert pred["annotations"][0]["segments_info"] == [{"id": 3, "category_id": 26, "iscrowd": 0}]
+    assert [(c["id"], c["isthing"]) for c in gt["categories"]] == [(7, 0), (26, 1)]
+    msg = hotcoco_engine.translate_message("image 1: x; no prediction for the image with id 1; image 12", names)
+    assert msg == "image aachen_000000_000019: x; no prediction for the image with id aachen_000000_000019; image 12"
+
+
+def test_evaluation_package_imports_nothing_from_pseudo_labels():
+    import ast
+
+    for path in (Path(__file__).resolve().parents[1] / "evaluation").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "pseudo_labels" for a in node.names), path
+            elif isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] != "pseudo_labels", path
+
+
+@pytest.mark.skipif(not _hotcoco_available(), reason="hotcoco not importable")
+def test_inconsistent_gt_numpy_refuses_hotcoco_scores_like_cityscapesscripts(tmp_path):
+    """The one documented difference between the engines: GT JSON / PNG disagreement."""
+    gj, gf, pj, pf = make_dataset(tmp_path, n=2, seed=20)
+    gt = json.loads(gj.read_text())
+    gt["annotations"][0]["segments_info"].append({"id": 7777, "category_id": 7, "iscrowd": 0, "area": 100})
+    gj.write_text(json.dumps(gt))
+    with pytest.raises(EvaluationError, match="not in the GT PNG"):
+        evaluate_panoptic_folders(gj, gf, pj, pf, engine="numpy")
+    res = evaluate_panoptic_folders(gj, gf, pj, pf, engine="hotcoco")
+    assert_equal_to_cityscapes(res, cityscapes_reference(gj, gf, pj, pf, tmp_path))
