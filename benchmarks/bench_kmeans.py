@@ -5,9 +5,11 @@ Data: N x D float32 points from a G-component Gaussian mixture, L2-normalised
 the k-means objective (inertia: sum of squared distances to the nearest centre) on the
 *full* data, for the raw cluster means and for the L2-normalised centroids that the
 pipeline uses (cosine assignment). Also the peak RSS of the fit stage of the pipeline
-(sample features of 100 / 500 synthetic images, fit) in a fresh process each.
+(sample features of 100 / 500 synthetic images, fit) in a fresh process each, with the
+default sample budget and with no cap (``--rss-only`` re-measures just that part).
 
     python benchmarks/bench_kmeans.py --out benchmarks/results/bench_kmeans.json
+    python benchmarks/bench_kmeans.py --rss-only
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from pseudo_labels import defaults  # noqa: E402
 from pseudo_labels.clustering import (  # noqa: E402
-    auto_threads, fit_kmeans_raw, kmeans_inertia, l2_normalize, resolve_backend, sample_patch_features,
+    auto_threads, fit_kmeans_raw, kmeans_inertia, l2_normalize, resolve_backend,
 )
 
 
@@ -69,35 +71,59 @@ def faiss_defaults(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.asarray(km.centroids, np.float32)
 
 
-def fit_stage_rss(n_images: int, grid=(23, 46), d: int = 90, k: int = 80) -> dict:
-    """Child process: stream n_images synthetic (D, h, w) float16 feature maps through
-    sampling (2000 per image cap, MAX_FIT_SAMPLES total) and fit; report peak RSS."""
+def fit_stage_rss(n_images: int, grid=(23, 46), d: int = 90, k: int = 80, max_samples: int | None = None) -> dict:
+    """Child process: write n_images synthetic (D, h, w) float16 feature files, then run the
+    pipeline's own fit stage on them (``collect_samples``: memory-mapped reads, per-image quotas
+    of the sample budget, one preallocated sample array; then ``fit_kmeans``) and report the
+    child's peak RSS. ``max_samples`` None: the default budget; 0: no total cap (the
+    reference's sampling, every patch up to 2000 per image)."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     code = f"""
-import time, numpy as np, sys
-sys.path.insert(0, {os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')!r})
+import os, sys, tempfile, time, numpy as np
+sys.path.insert(0, {root!r})
+from pathlib import Path
 from pseudo_labels import defaults
-from pseudo_labels.clustering import fit_kmeans, sample_patch_features
+from pseudo_labels.cityscapes import ImageEntry
+from pseudo_labels.clustering import fit_kmeans, fit_sample_budget
+from pseudo_labels.features import save_features
+from pseudo_labels.generate_overclustered_semantics import FeatureSource, collect_samples
+tmp = tempfile.mkdtemp(prefix="bench_fit_rss_")
 rng_feat = np.random.default_rng(0)
-rng = np.random.default_rng(42)
-per_image = min(defaults.SAMPLES_PER_IMAGE, max(1, defaults.MAX_FIT_SAMPLES // {n_images}))
 base = rng_feat.standard_normal(({d}, 8)).astype(np.float32)
-parts = []
-t0 = time.perf_counter()
+entries = []
 for i in range({n_images}):
     coef = rng_feat.random((8, {grid[0]} * {grid[1]}), dtype=np.float32)
-    f = (base @ coef).reshape({d}, {grid[0]}, {grid[1]}).astype(np.float16)  # one image's features
-    parts.append(sample_patch_features(f, per_image, rng))
-x = np.concatenate(parts); del parts
+    e = ImageEntry(f"bench_{{i:06d}}_000019", "bench", "val", Path(tmp) / "none.png")
+    save_features(Path(tmp) / "features" / e.relative(".npy"), (base @ coef).reshape({d}, {grid[0]}, {grid[1]}))
+    entries.append(e)
+src = FeatureSource(os.path.join(tmp, "features"), "builtin", None, None, None, "cpu", 4)
+budget = fit_sample_budget({k}, {max_samples!r})
+t0 = time.perf_counter()
+x, info = collect_samples(tmp, entries, src, sample_filter="uniform", samples_per_image=defaults.SAMPLES_PER_IMAGE,
+                          max_samples=budget, seed=42, batch_size=4)
 c = fit_kmeans(x, {k})
+wall = time.perf_counter() - t0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]  # kB, this process only
-print(x.shape[0], time.perf_counter() - t0, hwm)
+import shutil; shutil.rmtree(tmp)
+print(x.shape[0], wall, hwm, budget)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    res = {"n_images": n_images, "feature_grid": list(grid), "dim": d, "k": k, "n_samples": int(out[0]),
+    res = {"n_images": n_images, "feature_grid": list(grid), "dim": d, "k": k,
+           "budget": None if out[3] == "None" else int(out[3]), "n_samples": int(out[0]),
            "wall_s": round(float(out[1]), 3), "peak_rss_mib": round(int(out[2]) / 1024, 1),
            "all_features_would_be_mib": round(n_images * d * grid[0] * grid[1] * 2 / 2**20, 1)}
     print(json.dumps(res), flush=True)
     return res
+
+
+def rss_table(images) -> dict:
+    return {
+        "note": ("peak RSS of a fresh process running the pipeline's fit stage (collect_samples + fit_kmeans, "
+                 "faiss) on synthetic 90-d feature files; 'default budget' is the shipped behaviour, "
+                 "'no cap' is --max-samples 0 (the previous behaviour: every patch, <= 2000 per image)"),
+        "default_budget": [fit_stage_rss(n) for n in images],
+        "no_cap": [fit_stage_rss(n, max_samples=0) for n in images],
+    }
 
 
 def main() -> None:
@@ -112,7 +138,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each fast method (median reported)")
     p.add_argument("--sklearn-repeats", type=int, default=1)
     p.add_argument("--rss-images", type=int, nargs="*", default=[100, 500])
+    p.add_argument("--rss-only", action="store_true",
+                   help="only re-measure the fit-stage peak RSS and update that part of an existing --out file")
     args = p.parse_args()
+    if args.rss_only:
+        with open(args.out) as f:
+            out = json.load(f)
+        out["fit_stage_peak_rss"] = rss_table(args.rss_images)
+        out["rss_command"] = "python " + " ".join(sys.argv)
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2)
+        print("updated", args.out)
+        return
 
     x = mixture(args.n, args.dim, args.components, args.seed)
     default = resolve_backend(defaults.KMEANS_BACKEND)
@@ -147,7 +184,7 @@ def main() -> None:
                 ours["inertia_normalised_centroids"] / sk["inertia_normalised_centroids"], 5),
         }
         print(json.dumps(summary), flush=True)
-    rss = [fit_stage_rss(n) for n in args.rss_images]
+    rss = rss_table(args.rss_images)
     out = {
         "data": {"n": args.n, "dim": args.dim, "components": args.components, "k": args.k, "seed": args.seed,
                  "kind": "Gaussian mixture, L2-normalised, float32"},

@@ -9,6 +9,12 @@ Conventions
   uint8 with 255 = void when ``k <= 255`` and uint16 with 65535 = void when ``k > 255``
   (never wrapped, unlike the reference repository).
 
+Fit sample (memory bound): the fit reads a sample of patch vectors of the whole split,
+at most :func:`fit_sample_budget` vectors in all (default 100,000, or 1000 per cluster
+when k > 100), spread evenly over the images by :func:`sample_quotas` and drawn per image
+with :func:`image_rng` (seed + stem), so the sample does not depend on worker counts or
+order, and its size (hence the fit's memory) does not grow with the number of images.
+
 Backends of :func:`fit_kmeans` (all deterministic for a given seed, backend and
 thread count):
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -96,6 +103,44 @@ def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- sampling
+def fit_sample_budget(k: int, max_samples: int | None = None) -> int | None:
+    """Total number of patch vectors drawn over a whole split for the k-means fit.
+
+    ``max_samples`` None: the default, ``max(MAX_FIT_SAMPLES, k * KMEANS_MAX_POINTS_PER_CENTROID)``
+    (100,000 for k <= 100: at least as many points as the faiss / torch fit uses); 0: no total
+    cap (every image gives up to its per-image cap, as the reference; memory then grows with
+    the split); otherwise that number. Returns None for "no cap".
+    """
+    if max_samples is None:
+        return max(defaults.MAX_FIT_SAMPLES, int(k) * defaults.KMEANS_MAX_POINTS_PER_CENTROID)
+    if max_samples < 0:
+        raise PseudoLabelsError(f"--max-samples {max_samples}: need >= 0 (0: no total cap)")
+    return None if max_samples == 0 else int(max_samples)
+
+
+def sample_quotas(n_images: int, budget: int | None, per_image: int) -> list[int]:
+    """How many patch vectors image ``i`` of ``n_images`` may give to the fit sample.
+
+    The ``budget`` is spread evenly over the images (``floor((i+1) B / n) - floor(i B / n)``,
+    so the quotas sum to exactly B when B <= n * per_image), each at most ``per_image``;
+    ``budget`` None: ``per_image`` each. The sample, and so the memory of the fit, is bounded
+    by the budget whatever the number of images.
+    """
+    per_image = max(0, int(per_image))
+    if budget is None:
+        return [per_image] * n_images
+    b = int(budget)
+    return [min(per_image, (i + 1) * b // n_images - i * b // n_images) for i in range(n_images)]
+
+
+def image_rng(seed: int, key: str) -> np.random.Generator:
+    """Random generator of one image's sample: seeded by ``seed`` and the image's stem
+    (``key``), so an image draws the same patches whatever the worker, shard or order."""
+    if seed < 0:
+        raise PseudoLabelsError(f"--seed {seed}: need a non-negative integer")
+    return np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))])
+
+
 def sample_patch_features(
     features: np.ndarray,
     n_max: int,
@@ -429,13 +474,27 @@ def save_centroids(path: str | os.PathLike, centroids: np.ndarray,
         arrays["cluster_to_class"] = np.asarray(cluster_to_class, np.int64)
     arrays["metadata"] = np.array(json.dumps(dict(metadata or {}), default=_json_default, sort_keys=True))
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        write_npz_deterministic(tmp, arrays)
+
+
+def write_npz_deterministic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` layout (one ``<name>.npy`` per array, stored uncompressed) with fixed zip
+    timestamps: equal arrays give equal bytes, whichever run or shard writes the file."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
 
 
 def load_centroids(path: str | os.PathLike) -> CentroidsFile:
     """Read a centroids file (ours, or the reference's with only ``centroids`` and
-    ``cluster_to_class``). Centroids are re-normalised. Errors name the file."""
+    ``cluster_to_class``). Centroids that are not unit length are normalised (ours are
+    returned exactly as stored, so a load + save round trip keeps the bytes). Errors name
+    the file."""
     import json
 
     path = Path(path)
@@ -454,4 +513,7 @@ def load_centroids(path: str | os.PathLike) -> CentroidsFile:
         raise InputFileError(path, f"centroids must be (k >= 2, D), got {centroids.shape}")
     if c2c is not None and c2c.shape != (centroids.shape[0],):
         raise InputFileError(path, f"cluster_to_class has shape {c2c.shape}, expected ({centroids.shape[0]},)")
-    return CentroidsFile(l2_normalize(centroids, axis=1), c2c, meta)
+    norms = np.linalg.norm(centroids, axis=1)
+    if not np.all(np.abs(norms - 1.0) <= 1e-6):  # ours are stored normalised: kept bit for bit
+        centroids = l2_normalize(centroids, axis=1)
+    return CentroidsFile(centroids, c2c, meta)

@@ -78,7 +78,9 @@ KMEANS_N_ITER = 20  # Lloyd iterations of the faiss / torch backends
 KMEANS_MAX_POINTS_PER_CENTROID = 1000  # faiss / torch fit on a random subsample of at most k * this
 KMEANS_INIT_SAMPLE = 20000  # k-means++ seeding runs on a random sample of at least this many points
 KMEANS_INIT_PER_CLUSTER = 40  # ... or this many per cluster, whichever is larger
-MAX_FIT_SAMPLES = 1_000_000  # cap on the fit sample over all images (memory bound)
+# fit sample budget over a whole split (memory bound, not growing with the images): the default is
+# max(this, k * KMEANS_MAX_POINTS_PER_CENTROID) vectors, spread evenly over the images; --max-samples 0: no cap
+MAX_FIT_SAMPLES = 100_000
 SAMPLE_FILTER = "uniform"  # label-free; "gt-nonvoid" is the reference's GT-filtered sampling
 UPSAMPLE = "similarity"  # bilinear similarities then argmax; "labels" = reference nearest path
 MAPPING = "majority"

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import defaults
-from .cli import add_option, parse_shard
+from .cli import add_option, add_runner_arguments, runner_options
 from .errors import PseudoLabelsError
 
 STAGE = "extract-features"
@@ -37,14 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codebook", help="CAUSE modularity codebook modular.npy (default: found next to "
                                            "--head-weights or in CAUSE's folder layout)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp16 autocast); default cpu")
-    add_option(parser, "--batch-size", type=int, default=defaults.BATCH_SIZE, help="images per forward pass")
+    add_option(parser, "--batch-size", type=int, default=defaults.BATCH_SIZE,
+               help="images per forward pass (one runner task per batch)")
     add_option(parser, "--input-size", type=int, nargs="+", default=list(defaults.FEATURE_INPUT_SIZE),
                metavar="N", help="network input H W (multiples of 14; default 322 644), or one value: "
                                  "short side, both sides floored to a multiple of 14")
-    parser.add_argument("--shard", help="process shard i/n of the split (0-based)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
-    parser.add_argument("--overwrite", action="store_true", help="recompute images already done")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="only the first N images of the split (0: all; applied before --shard)")
     parser.add_argument("--out", required=True, help="output folder")
+    add_runner_arguments(parser, workers=1)
 
 
 def _input_size(values):
@@ -69,53 +71,153 @@ def parameters_of(args: argparse.Namespace) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- per-batch work (picklable)
+@dataclass(frozen=True)
+class ExtractorConfig:
+    backbone: str
+    weights: str | None
+    head: str | None
+    head_weights: str | None
+    codebook: str | None
+    device: str
+    input_size: int | tuple[int, int]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """One batch of images: extract and write their features."""
+
+    entries: tuple
+    out: str
+    config: ExtractorConfig
+    fail_fast: bool
+
+
+_EXTRACTORS: dict = {}
+
+
+def extractor_of(cfg: ExtractorConfig):
+    """The extractor of ``cfg``, built once per process."""
+    if cfg not in _EXTRACTORS:
+        from .features import build_extractor
+
+        _EXTRACTORS.clear()
+        _EXTRACTORS[cfg] = build_extractor(
+            cfg.backbone, cfg.weights, head=cfg.head, device=cfg.device, input_size=cfg.input_size,
+            head_weights=cfg.head_weights, codebook=cfg.codebook, batch_size=cfg.batch_size)
+    return _EXTRACTORS[cfg]
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for the run summary (as the runner words it)."""
+    from .errors import PseudoLabelsError as _E
+
+    return str(exc) if isinstance(exc, _E) else f"{type(exc).__name__}: {exc}"
+
+
+def job_name(entries) -> str:
+    """Name of a batch of images in the runner's summary."""
+    if len(entries) == 1:
+        return entries[0].stem
+    return f"{entries[0].stem} .. {entries[-1].stem} ({len(entries)} images)"
+
+
+def extract_batch(job: ExtractJob) -> dict:
+    """Read, extract and write one batch. An unreadable image fails alone (named in the result,
+    or raised at once with ``fail_fast``); the others of the batch are still written."""
+    from .features import feature_path, save_features
+    from .io import read_image_rgb
+
+    images, failed = [], []
+    for e in job.entries:
+        try:
+            images.append((e, read_image_rgb(e.image_path)))
+        except Exception as exc:  # noqa: BLE001 - reported per image
+            msg = error_message(exc)
+            if job.fail_fast:
+                raise PseudoLabelsError(msg if e.stem in msg else f"{e.stem}: {msg}") from None
+            failed.append((e.stem, msg))
+    grid = None
+    if images:
+        feats = extractor_of(job.config).extract([im for _, im in images], batch_size=job.config.batch_size)
+        for (e, _), f in zip(images, feats):
+            save_features(feature_path(job.out, e), f)
+            grid = list(f.shape[1:])
+    return {"done": len(images), "failed": failed, "grid": grid}
+
+
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    import numpy as np
 
-    from .cityscapes import list_images, select_shard
-    from .features import build_extractor, feature_path, save_features
+    from .cityscapes import list_images
+    from .features import feature_path
     from .io import fingerprint_files, prepare_output_dir, read_image_rgb, write_manifest
+    from .runner import run_per_image
 
+    opts = runner_options(args)
+    if args.batch_size < 1:
+        raise PseudoLabelsError("--batch-size must be >= 1")
     out = Path(args.out)
     params = parameters_of(args)
     entries = list_images(args.cityscapes_root, args.split)
-    entries = select_shard(entries, parse_shard(args.shard))
     if args.limit and args.limit > 0:
         entries = entries[: args.limit]
-    reuse = prepare_output_dir(out, STAGE, params, overwrite=args.overwrite)
+    entries = opts.select(entries)
+    cfg = ExtractorConfig(args.backbone, args.weights, args.head, args.head_weights, args.codebook, args.device,
+                          _input_size(args.input_size), args.batch_size)
+    extractor = extractor_of(cfg)  # wrong weights / CUDA fail here, before anything is written
+    reuse = prepare_output_dir(out, STAGE, params, overwrite=opts.overwrite)
+    inputs = {"cityscapes_root": str(Path(args.cityscapes_root).resolve()),
+              "images": fingerprint_files(e.image_path for e in entries)}
+    features_info = {**extractor.describe(), "dtype": "float16", "layout": "<split>/<city>/<stem>.npy, (D, h, w)"}
+    # the manifest comes first: a changed rerun into this folder is refused even after a kill
+    write_manifest(out, STAGE, params, uses_ground_truth=False, inputs=inputs,
+                   counts={"status": "running", "images": len(entries)},
+                   extra={"features": features_info, **opts.describe()})
     todo = [e for e in entries if not (reuse and feature_path(out, e).exists())]
     skipped = len(entries) - len(todo)
 
-    extractor = build_extractor(
-        args.backbone, args.weights, head=args.head, device=args.device, input_size=_input_size(args.input_size),
-        head_weights=args.head_weights, codebook=args.codebook, batch_size=args.batch_size,
-    )
     t0 = time.time()
-    grid = None
     bs = max(1, args.batch_size)
-    with tqdm(total=len(todo), desc="features", unit="img", file=sys.stderr, disable=not todo, leave=False) as bar:
-        for i in range(0, len(todo), bs):
-            batch = todo[i:i + bs]
-            images = [read_image_rgb(e.image_path) for e in batch]
-            for e, f in zip(batch, extractor.extract(images, batch_size=bs)):
-                save_features(feature_path(out, e), f)
-                grid = list(f.shape[1:])
-            bar.update(len(batch))
+    jobs = [ExtractJob(tuple(todo[i:i + bs]), str(out), cfg, opts.fail_fast) for i in range(0, len(todo), bs)]
+    summary = run_per_image(extract_batch, jobs, options=opts, desc="features", name_of=lambda j: job_name(j.entries))
     seconds = time.time() - t0
+    failed = list(summary.failed)
+    done, grid = 0, None
+    for r in summary.results:
+        if r is not None:
+            done += r["done"]
+            failed.extend(r["failed"])
+            grid = grid or r["grid"]
+    if grid is None:
+        for e in entries:
+            if feature_path(out, e).exists():
+                grid = list(np.load(feature_path(out, e), mmap_mode="r").shape[1:])
+                break
     if grid is None and entries:
-        grid = list(extractor.output_grid(read_image_rgb(entries[0].image_path).shape[:2]))
+        try:
+            grid = list(extractor.output_grid(read_image_rgb(entries[0].image_path).shape[:2]))
+        except PseudoLabelsError:
+            grid = None
     write_manifest(
-        out, STAGE, params, uses_ground_truth=False,
-        inputs={"cityscapes_root": str(Path(args.cityscapes_root).resolve()),
-                "images": fingerprint_files(e.image_path for e in entries)},
-        counts={"images": len(entries), "computed": len(todo), "skipped": skipped},
-        extra={"features": {**extractor.describe(), "grid": grid, "dtype": "float16",
-                            "layout": "<split>/<city>/<stem>.npy, (D, h, w)"},
-               "device": extractor.device, "batch_size": bs, "shard": args.shard,
+        out, STAGE, params, uses_ground_truth=False, inputs=inputs,
+        counts={"status": "finished" if not failed else "finished with failures", "images": len(entries),
+                "computed": done, "skipped": skipped, "failed": len(failed)},
+        extra={"features": {**features_info, "grid": grid}, "device": extractor.device, "batch_size": bs,
+               "runner": {"workers": opts.workers, "executor": opts.executor}, **opts.describe(),
+               "failed": [{"image": n, "error": m} for n, m in failed],
                "seconds": round(seconds, 3)},
     )
-    rate = f", {len(todo) / seconds:.2f} img/s" if todo and seconds > 0 else ""
-    print(f"extract-features: {len(todo)} computed, {skipped} skipped (already done){rate} -> {out}")
+    rate = f", {done / seconds:.2f} img/s" if done and seconds > 0 else ""
+    shard = f" (shard {opts.shard[0]}/{opts.shard[1]})" if opts.shard else ""
+    print(f"extract-features{shard}: {done} computed, {skipped} skipped (already done), {len(failed)} failed"
+          f"{rate} -> {out}")
+    if failed:
+        names = "; ".join(f"{n}: {m}" for n, m in failed[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        raise PseudoLabelsError(f"{len(failed)} images failed: {names}{more}; the others were written, "
+                                "rerun to retry the failed ones")
     return 0
 
 

@@ -611,14 +611,29 @@ def save_features(path: str | os.PathLike, feats: np.ndarray) -> None:
     write_npy(path, feats.astype(np.float16))
 
 
-def load_features(path: str | os.PathLike) -> np.ndarray:
-    """Read (D, h, w) features written by :func:`save_features` as float32."""
+def load_features(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """Read (D, h, w) features written by :func:`save_features` as float32.
+
+    ``mmap``: return the file memory-mapped, read-only, in its stored dtype (float16):
+    only the parts a caller touches are read (e.g. the sampled patches of the k-means fit).
+    """
     from .io import read_npy
 
-    arr = read_npy(path)
+    if mmap:
+        path = Path(path)
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise InputFileError(path, "file not found") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputFileError(path, f"not a readable .npy array ({exc})") from None
+    else:
+        arr = read_npy(path)
     if arr.ndim != 3:
         raise InputFileError(path, f"expected a (D, h, w) feature array, got shape {arr.shape}")
-    return arr.astype(np.float32)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputFileError(path, f"expected float features, got {arr.dtype}")
+    return arr if mmap else arr.astype(np.float32)
 
 
 def feature_path(features_dir: str | os.PathLike, entry) -> Path:

@@ -141,3 +141,45 @@ def test_centroids_roundtrip_and_reference_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"junk")
     with pytest.raises(InputFileError, match="bad.npz"):
         load_centroids(tmp_path / "bad.npz")
+
+
+def test_fit_sample_budget_and_quotas():
+    from pseudo_labels import defaults
+    from pseudo_labels.clustering import fit_sample_budget, sample_quotas
+
+    assert fit_sample_budget(80) == defaults.MAX_FIT_SAMPLES
+    assert fit_sample_budget(500) == 500 * defaults.KMEANS_MAX_POINTS_PER_CENTROID
+    assert fit_sample_budget(80, 0) is None and fit_sample_budget(80, 1234) == 1234
+    with pytest.raises(PseudoLabelsError):
+        fit_sample_budget(80, -1)
+    # the budget is spread evenly and sums to exactly the budget, whatever the number of images
+    for n in (1, 7, 100, 500, 3001):
+        q = sample_quotas(n, 100_000, 2000)
+        assert len(q) == n and max(q) - min(q) <= 1 and max(q) <= 2000
+        assert sum(q) == min(100_000, 2000 * n)
+    assert sample_quotas(3, None, 2000) == [2000] * 3
+    assert sum(sample_quotas(10, 3, 2000)) == 3  # fewer samples than images
+
+
+def test_image_rng_depends_on_seed_and_stem_only():
+    from pseudo_labels.clustering import image_rng
+
+    a = image_rng(42, "aachen_000000_000019").integers(1 << 30, size=4)
+    assert np.array_equal(a, image_rng(42, "aachen_000000_000019").integers(1 << 30, size=4))
+    assert not np.array_equal(a, image_rng(43, "aachen_000000_000019").integers(1 << 30, size=4))
+    assert not np.array_equal(a, image_rng(42, "aachen_000001_000019").integers(1 << 30, size=4))
+    with pytest.raises(PseudoLabelsError):
+        image_rng(-1, "x")
+
+
+def test_centroids_file_bytes_are_deterministic(tmp_path):
+    import time
+
+    c = l2_normalize(np.random.default_rng(0).standard_normal((4, 3)), axis=1)
+    save_centroids(tmp_path / "a.npz", c, np.arange(4), {"k": 4})
+    time.sleep(1.1)  # zip entries carry a timestamp: fixed, so equal content gives equal bytes
+    save_centroids(tmp_path / "b.npz", c, np.arange(4), {"k": 4})
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    back = load_centroids(tmp_path / "a.npz")
+    np.testing.assert_array_equal(back.cluster_to_class, np.arange(4))
+    assert back.metadata == {"k": 4} and np.load(tmp_path / "a.npz")["centroids"].dtype == np.float32

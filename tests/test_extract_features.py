@@ -86,3 +86,34 @@ def test_help_describes_builtin(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "hand-made" in text and "not a learned model" in text
     assert "--head-weights" in text and "--batch-size" in text
+
+
+def test_shards_workers_and_a_corrupt_image(synth_city, tmp_path, capsys):
+    import shutil
+
+    from pseudo_labels.cityscapes import list_images
+
+    base = ["extract-features", "--cityscapes-root", str(synth_city), "--backbone", "builtin"]
+    assert main([*base, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*base, "--out", str(tmp_path / "sharded"), "--shard", "1/2"]) == 0
+    assert len(_outputs(tmp_path / "sharded")) == 1
+    assert main([*base, "--out", str(tmp_path / "sharded"), "--shard", "0/2", "--workers", "2",
+                 "--batch-size", "1"]) == 0
+    whole, sharded = _outputs(tmp_path / "whole"), _outputs(tmp_path / "sharded")
+    assert [p.relative_to(tmp_path / "whole") for p in whole] == [p.relative_to(tmp_path / "sharded") for p in sharded]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(whole, sharded))
+
+    root = tmp_path / "city"
+    shutil.copytree(synth_city, root)
+    entries = list_images(root, "val")
+    entries[0].image_path.write_bytes(b"not a png")
+    capsys.readouterr()
+    rc = main(["extract-features", "--cityscapes-root", str(root), "--out", str(tmp_path / "bad"), "--batch-size", "2"])
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert entries[0].stem in captured.err and "1 images failed" in captured.err
+    assert "2 computed" in captured.out  # its batch-mate and the rest are written
+    assert sorted(p.stem for p in _outputs(tmp_path / "bad")) == sorted(e.stem for e in entries[1:])
+    assert read_manifest(tmp_path / "bad")["failed"][0]["image"] == entries[0].stem
+    assert main(["extract-features", "--cityscapes-root", str(root), "--out", str(tmp_path / "bad"),
+                 "--fail-fast"]) == 2

@@ -318,3 +318,17 @@ def test_save_load_features(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros(3))
     with pytest.raises(PseudoLabelsError, match="bad.npy"):
         load_features(tmp_path / "bad.npy")
+
+
+def test_load_features_memory_mapped(tmp_path):
+    f = build_extractor("builtin", input_size=(28, 42)).extract(_images(1))[0]
+    p = tmp_path / "x.npy"
+    save_features(p, f)
+    m = load_features(p, mmap=True)
+    assert isinstance(m, np.memmap) and m.dtype == np.float16 and m.shape == f.shape
+    np.testing.assert_array_equal(np.asarray(m, np.float32), load_features(p))
+    (tmp_path / "trunc.npy").write_bytes(p.read_bytes()[:100])
+    with pytest.raises(PseudoLabelsError, match="trunc.npy"):
+        load_features(tmp_path / "trunc.npy", mmap=True)
+    with pytest.raises(PseudoLabelsError, match="not found"):
+        load_features(tmp_path / "missing.npy", mmap=True)

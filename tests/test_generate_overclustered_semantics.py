@@ -154,3 +154,122 @@ def test_gt_nonvoid_sampling_is_recorded(feats_city, capsys):
     assert "uses ground truth: fit sample" in capsys.readouterr().out
     m = manifest(feats_city / "gtn" / "val" / "manifest.json")
     assert m["uses_ground_truth"] is True and "not void" in m["ground_truth_use"]["sampling"]
+
+
+# --------------------------------------------------------------------------- scale: workers, shards, failures
+RUN_RECORDS = {"manifest.json"}  # how a run went (times, workers), not what it computed
+
+
+def _tree(folder, skip=()):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in RUN_RECORDS and p.name not in skip}
+
+
+def _same_centroids(a, b):
+    x, y = np.load(a), np.load(b)
+    assert np.array_equal(x["centroids"], y["centroids"])
+    assert np.array_equal(x["cluster_to_class"], y["cluster_to_class"])
+
+
+@pytest.fixture(scope="module")
+def fitted(feats_city):
+    """One unsharded run with --workers 1 (fit + majority mapping), batch size 1 so that the
+    pool really gets several tasks; returns its output folder."""
+    assert cli(feats_city, "--k", "12", "--features-dir", str(feats_city / "features"), "--output-subdir", "w1",
+               "--workers", "1", "--batch-size", "1") == 0
+    return feats_city / "w1"
+
+
+def test_outputs_identical_across_worker_counts(feats_city, fitted):
+    assert cli(feats_city, "--k", "12", "--features-dir", str(feats_city / "features"), "--output-subdir", "w2",
+               "--workers", "2", "--batch-size", "1") == 0
+    w2 = feats_city / "w2"
+    # per-image PNGs (semantics and raw clusters), stats.json, miou.json: byte for byte
+    assert _tree(w2, {"kmeans_centroids.npz"}) == _tree(fitted, {"kmeans_centroids.npz"})
+    _same_centroids(w2 / "kmeans_centroids.npz", fitted / "kmeans_centroids.npz")  # metadata holds the fit time
+    assert len([k for k in _tree(w2) if k.endswith(".png")]) == 6
+
+
+def test_shards_with_loaded_centroids_equal_an_unsharded_run(feats_city, fitted, capsys):
+    base = ["--features-dir", str(feats_city / "features"), "--load-centroids", str(fitted / "kmeans_centroids.npz")]
+    assert cli(feats_city, *base, "--output-subdir", "whole") == 0
+    assert cli(feats_city, *base, "--output-subdir", "sharded", "--shard", "0/2") == 0
+    out = capsys.readouterr().out
+    assert "shard 0/2" in out and "not assigned yet" in out
+    assert not (feats_city / "sharded" / "val" / "stats.json").exists()  # written once every shard is done
+    assert cli(feats_city, *base, "--output-subdir", "sharded", "--shard", "1/2", "--workers", "2",
+               "--batch-size", "1") == 0
+    whole, sharded = _tree(feats_city / "whole"), _tree(feats_city / "sharded")
+    assert sharded == whole  # centroids file included: its bytes do not depend on who wrote it
+    assert "kmeans_centroids.npz" in whole and "val/stats.json" in whole and "val/miou.json" in whole
+
+
+def test_fit_only_then_shards_equal_an_unsharded_run(feats_city, fitted, capsys):
+    base = ["--k", "12", "--features-dir", str(feats_city / "features"), "--output-subdir", "fs"]
+    # without centroids a shard is refused, naming the way out; nothing is written
+    assert cli(feats_city, *base, "--shard", "1/2") == 2
+    err = capsys.readouterr().err
+    assert "--fit-only" in err and "--load-centroids" in err and not (feats_city / "fs").exists()
+    assert cli(feats_city, *base, "--fit-only") == 0
+    assert (feats_city / "fs" / "kmeans_centroids.npz").exists() and not list((feats_city / "fs").rglob("*.png"))
+    assert cli(feats_city, *base, "--shard", "1/2") == 0
+    assert not list((feats_city / "fs" / "val").rglob("*.png"))  # majority mapping needs every image
+    assert cli(feats_city, *base, "--shard", "0/2", "--workers", "2", "--batch-size", "1") == 0
+    fs = feats_city / "fs"
+    assert _tree(fs, {"kmeans_centroids.npz"}) == _tree(fitted, {"kmeans_centroids.npz"})
+    _same_centroids(fs / "kmeans_centroids.npz", fitted / "kmeans_centroids.npz")
+    assert cli(feats_city, *base, "--fit-only", "--shard", "0/2") == 2
+
+
+def test_corrupt_image_is_named_and_the_others_complete(synth_city, tmp_path, capsys):
+    from pseudo_labels.cityscapes import list_images
+
+    root = tmp_path / "city"
+    shutil.copytree(synth_city, root)
+    entries = list_images(root, "val")
+    bad = entries[1].image_path
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated PNG: header fine, data cut
+    args = ["--k", "8", "--batch-size", "1", "--output-subdir", "sem"]
+    assert cli(root, *args, "--workers", "2") == 2
+    err = capsys.readouterr().err
+    assert entries[1].stem in err and "1 images failed" in err
+    written = sorted(p.name for p in (root / "sem" / "val").rglob("*.png"))
+    assert written == sorted(f"{e.stem}.png" for e in entries if e is not entries[1])
+    assert not [p for p in (root / "sem").rglob("*") if ".tmp" in p.name]
+    m = manifest(root / "sem" / "val" / "manifest.json")
+    assert m["counts"]["failed"] == 1 and m["failed"][0]["image"] == entries[1].stem
+    assert m["fit_metadata"]["sampling"]["failed"][0]["image"] == entries[1].stem
+    # a rerun reuses the finished images and names the bad one again; --fail-fast stops at it
+    assert cli(root, *args) == 2
+    assert manifest(root / "sem" / "val" / "manifest.json")["counts"]["reused"] == 2
+    capsys.readouterr()
+    assert cli(root, *args, "--output-subdir", "ff", "--fail-fast") == 2
+    assert entries[1].stem in capsys.readouterr().err
+
+
+def test_bounded_sample_does_not_grow_with_images(feats_city):
+    """The fit sample is the budget, whatever the number of images, and the same for any
+    worker count (per-image generators)."""
+    from pseudo_labels.cityscapes import list_images
+    from pseudo_labels.generate_overclustered_semantics import FeatureSource, collect_samples
+    from pseudo_labels.runner import RunOptions
+
+    entries = list_images(feats_city, "val")
+    src = FeatureSource(str(feats_city / "features"), "builtin", None, None, None, "cpu", 1)
+    kw = dict(sample_filter="uniform", samples_per_image=2000, seed=42, batch_size=1)
+    one, info = collect_samples(str(feats_city), entries[:1], src, max_samples=600, **kw)
+    three, info3 = collect_samples(str(feats_city), entries, src, max_samples=600, **kw)
+    assert one.shape == three.shape == (600, BUILTIN_DIM) and info3["per_image_max"] == 200
+    two, _ = collect_samples(str(feats_city), entries, src, max_samples=600, options=RunOptions(workers=2), **kw)
+    assert np.array_equal(two, three)
+    unbounded, _ = collect_samples(str(feats_city), entries, src, max_samples=None, **kw)
+    assert unbounded.shape[0] == 3 * 23 * 46  # every patch (fewer than --samples-per-image)
+
+
+def test_help_documents_sharding_and_budget(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate-overclustered-semantics", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("--fit-only", "--shard", "--fail-fast", "--executor", "100,000", "not the number of images",
+                   "never sharded"):
+        assert phrase in text, phrase
