@@ -188,6 +188,17 @@ def _histogram(a: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(a.ravel(), minlength=n)[:n]
 
 
+def _apply_lut(a: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """uint8 ``table[a]`` for a non-negative integer map ``a``; values past the table give 0."""
+    if a.dtype == np.uint8 and a.ndim == 2 and a.size:
+        t = np.zeros(256, np.uint8)
+        t[:min(len(table), 256)] = table[:256]
+        return cv2.LUT(a, t)
+    t = np.zeros(max(int(a.max(initial=0)) + 1, len(table)), np.uint8)
+    t[:len(table)] = table
+    return t.take(a)
+
+
 def _small_uint(n: int):
     """Smallest unsigned dtype holding 0..n."""
     return np.uint8 if n < 256 else (np.uint16 if n < 65536 else np.uint32)
@@ -307,12 +318,9 @@ def evaluate_cells(
     G = len(gt.segments)
 
     # --- stuff: once per image (segment id = category id, < 256)
-    sem_u8 = sem_work if sem_work.dtype == np.uint8 else np.minimum(sem_work, 255).astype(np.uint8)
-    counts = _histogram(sem_u8, NUM_CLASSES)
+    counts = _histogram(sem_work, NUM_CLASSES)
     lut = _stuff_lut(counts, things, settings.stuff_min_area)
-    lut256 = np.zeros(256, np.uint8)
-    lut256[:NUM_CLASSES] = lut[:NUM_CLASSES]
-    stuff_work = cv2.LUT(sem_u8, lut256) if sem_u8.ndim == 2 and sem_u8.size else lut256.take(sem_u8)
+    stuff_work = _apply_lut(sem_work, lut[:NUM_CLASSES].astype(np.uint8))
     stuff_eval = _resample(stuff_work, rows, cols)
     present = np.flatnonzero(_histogram(stuff_eval, 256))
     st = pq_stats_image(gt.index, _gt_list(gt, np.flatnonzero(gt.counts)), stuff_eval,
@@ -321,11 +329,9 @@ def evaluate_cells(
     st = _keep_categories(st, stuff_cats)
 
     # --- things: per cell on the subset of pixels that can matter
-    is_thing_class = np.zeros(256, np.uint8)
-    for c in things:  # thing classes never have a stuff segment (the LUT leaves them out)
-        if 0 <= c < 256:
-            is_thing_class[c] = 1
-    thing_work = cv2.LUT(sem_u8, is_thing_class) if sem_u8.ndim == 2 and sem_u8.size else is_thing_class.take(sem_u8)
+    is_thing_class = np.zeros(max(things, default=0) + 1, np.uint8)
+    is_thing_class[[c for c in things if c >= 0]] = 1  # thing classes never have a stuff segment
+    thing_work = _apply_lut(sem_work, is_thing_class)
     subset = _resample(thing_work, rows, cols).astype(bool)
     gt_is_thing = np.zeros(G + 1, bool)
     for k, s in gt.segments.items():

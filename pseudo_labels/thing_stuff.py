@@ -1,39 +1,97 @@
 """Label-free thing/stuff decision for pseudo-classes (``--thing-classes auto``).
 
-Uses only the semantic (pseudo-)class maps and depth, no labels. Per class, over all
-images where it occurs, with connected components (4-conn.) of the class mask after
-removing depth edges (as the splitting does) and keeping components >= ``min_frac`` of
-the image:
+Uses only the semantic (pseudo-)class maps and depth, no labels. Per image, the class
+mask minus the depth edges (``|Sobel(gaussian(D))| > tau``, as the splitting uses) is cut
+into connected components (4-connectivity); components of at least ``min_frac`` of the
+image count. Per class, over all images where it occurs:
 
-* ``area_frac``: median fraction of the image the class covers (stuff: road, building,
-  sky, vegetation cover a lot; things are small);
+* ``area_frac``: median fraction of the image the class covers (road, building, sky,
+  vegetation cover a lot; a thing class is a set of separate, smaller objects);
+* ``bottom``: pixel-weighted median, over its components, of the component's lowest row
+  (fraction of the image height, 0 = top). Things stand on the ground, in front of the
+  camera: their lowest rows lie below the horizon, which a forward-looking street camera
+  sees near the middle of the image. Elevated things of the street (signs and lights on
+  poles, tree crowns, facades above the ground objects, sky) end higher up;
+* ``elongation``: pixel-weighted median of the component bounding box height / width
+  (thin vertical structures such as poles are far taller than wide; people are about 3x);
 * ``depth_spread``: median over components of the 5-95 %% depth range inside the
-  component, relative to the image's depth range (a thing is a compact object at one
-  distance; road, sidewalk, building facades run from near to far);
-* ``n_components``: mean number of such components per image where the class occurs
-  (things come as several separate objects);
-* ``elongation``: median component bbox height / width (thin vertical poles are stuff);
-* ``fill``: median component area / bbox area (compact blobs vs. sprawling regions).
+  component, relative to its median depth (above the image's 1st percentile, + 2 %% of the
+  image's depth range): a thing is a compact object at one distance, while ground, walls,
+  fences and facades recede from near to far. The typical (unweighted) component;
+* ``depth_spread_pixels``: the same, pixel-weighted: a class most of whose pixels lie in
+  components spanning a large depth range (a road that also shows up as small fragments)
+  is stuff even when its many small fragments look compact;
+* ``n_components`` (mean per image) and ``fill`` (pixel-weighted median component area /
+  box area): reported, not used by the rule.
 
-Rule (documented, tunable): a class is a *thing* when it is small
-(``area_frac <= max_area_frac``), lies at one depth (``depth_spread <= max_depth_spread``),
-is not a thin vertical structure (``elongation <= max_elongation``) and is reasonably
-compact (``fill >= min_fill``). Classes seen in fewer than ``min_images`` images are stuff.
+Rule (:data:`RULE`, tunable): a class is a *thing* when it is not dominant
+(``area_frac <= max_area_frac``), rests low in the image (``bottom >= min_bottom``), is not
+a thin vertical structure (``elongation <= max_elongation``) and is compact in depth
+(``depth_spread <= max_depth_spread`` and ``depth_spread_pixels <=
+max_depth_spread_pixels``). Classes seen in fewer than ``min_images`` images, or without a
+component, are stuff.
+
+How it was set and what it gets: ``benchmarks/bench_thing_stuff.py`` (synthetic city,
+ground-truth classes and label-free k-means clusters of the built-in backbone;
+results in ``benchmarks/results/bench_thing_stuff.json``). The thresholds sit between the
+values of things and stuff there; ``min_bottom`` assumes a roughly level, forward-looking
+camera (Cityscapes, KITTI-like), and real depth (objects with depth extent) may need a
+larger ``max_depth_spread``: pass ``rule`` to override.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from .defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD
-from .instances import depth_gradient_magnitude
+from .instances import class_masks, depth_gradient_magnitude
 
 #: decision thresholds (see module docstring)
-RULE = dict(max_area_frac=0.05, max_depth_spread=0.12, max_elongation=3.0, min_fill=0.35, min_images=1,
-            min_frac=2e-4)
+RULE = dict(max_area_frac=0.15, min_bottom=0.47, max_elongation=6.0, max_depth_spread=0.05,
+            max_depth_spread_pixels=1.0, min_images=1, min_frac=2e-4)
+
+_STAT_KEYS = ("area_frac", "bottom", "elongation", "depth_spread", "depth_spread_pixels", "n_components", "fill")
+
+
+def _weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
+    """Smallest value with at least half of the total weight at or below it."""
+    v = np.asarray(values, np.float64)
+    w = np.asarray(weights, np.float64)
+    order = np.argsort(v, kind="stable")
+    cw = np.cumsum(w[order])
+    return float(v[order][np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def image_components(sem: np.ndarray, depth: np.ndarray, edges: np.ndarray, classes: Iterable[int],
+                     min_pixels: int) -> dict[int, np.ndarray]:
+    """Per class: (n, 5) float array of its components (area px, bottom, height/width, spread, fill).
+
+    Components of ``(sem == c) & ~edges`` (4-connectivity) with >= ``min_pixels`` pixels;
+    ``bottom`` is the lowest row + 1 as a fraction of the height; ``spread`` as in the
+    module docstring.
+    """
+    H, W = sem.shape
+    lo, hi = np.percentile(depth, [1, 99])
+    rng = max(float(hi - lo), 1e-12)
+    masks = class_masks(sem, classes)
+    out = {}
+    for c, box in masks.boxes.items():
+        free = masks.masks[c] & ~edges[box]
+        n, lab, st, _ = cv2.connectedComponentsWithStats(free.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        keep = np.flatnonzero(st[1:, cv2.CC_STAT_AREA] >= min_pixels) + 1
+        rows = []
+        r0, c0 = box[0].start, box[1].start
+        for k in keep.tolist():
+            x, y, w, h, a = (int(v) for v in st[k])
+            vals = depth[r0 + y:r0 + y + h, c0 + x:c0 + x + w][lab[y:y + h, x:x + w] == k]
+            p5, p50, p95 = np.percentile(vals, [5, 50, 95])
+            spread = (p95 - p5) / max(p50 - lo + 0.02 * rng, 1e-12)
+            rows.append((a, (r0 + y + h) / H, h / w, spread, a / (w * h)))
+        out[c] = np.array(rows, np.float64).reshape(-1, 5)
+    return out
 
 
 def class_statistics(
@@ -47,62 +105,52 @@ def class_statistics(
     """Per class id: the statistics of the module docstring (and ``n_images``).
 
     ``semantic_maps``: (H, W) integer class maps; ``depth_maps``: (H, W) float, same size,
-    any unit (spreads are relative to each image's depth range).
+    any unit (spreads are relative, positions are fractions of the image).
     """
-    acc: dict[int, dict[str, list]] = {}
+    areas: dict[int, list] = {}
+    comps: dict[int, list] = {}
     for sem, depth in zip(semantic_maps, depth_maps):
         sem = np.asarray(sem)
         d = np.asarray(depth, np.float64)
-        lo, hi = np.percentile(d, [1, 99])
-        rng = max(hi - lo, 1e-12)
+        if sem.shape != d.shape:
+            raise ValueError(f"semantic {sem.shape} and depth {d.shape} differ in size")
         edges = depth_gradient_magnitude(d, sigma, dtype=np.float64) > grad_threshold
         n_pix = sem.size
         ids, counts = np.unique(sem, return_counts=True)
+        present = [int(c) for c in ids.tolist() if int(c) not in ignore]
         for c, cnt in zip(ids.tolist(), counts.tolist()):
-            if c in ignore:
-                continue
-            a = acc.setdefault(c, {"area_frac": [], "spread": [], "ncomp": [], "elong": [], "fill": []})
-            a["area_frac"].append(cnt / n_pix)
-            lab, n = ndimage.label((sem == c) & ~edges)
-            if n == 0:
-                a["ncomp"].append(0)
-                continue
-            sizes = np.bincount(lab.ravel())
-            keep = np.flatnonzero(sizes[1:] >= max(min_frac * n_pix, 4)) + 1
-            a["ncomp"].append(len(keep))
-            if not len(keep):
-                continue
-            objs = ndimage.find_objects(lab)
-            for k in keep:
-                rs, cs = objs[k - 1]
-                m = lab[rs, cs] == k
-                vals = d[rs, cs][m]
-                p5, p50, p95 = np.percentile(vals, [5, 50, 95])
-                a["spread"].append((p95 - p5) / max(p50 - lo + 0.02 * rng, 1e-12))
-                h, w = rs.stop - rs.start, cs.stop - cs.start
-                a["elong"].append(h / w)
-                a["fill"].append(sizes[k] / (h * w))
+            if int(c) not in ignore:
+                areas.setdefault(int(c), []).append(cnt / n_pix)
+        per_class = image_components(sem, d, edges, present, max(int(np.ceil(min_frac * n_pix)), 4))
+        for c in present:
+            comps.setdefault(c, []).append(per_class.get(c, np.zeros((0, 5))))
     out = {}
-    for c, a in sorted(acc.items()):
-        out[c] = {
-            "n_images": len(a["area_frac"]),
-            "area_frac": float(np.median(a["area_frac"])),
-            "depth_spread": float(np.median(a["spread"])) if a["spread"] else 1.0,
-            "n_components": float(np.mean(a["ncomp"])) if a["ncomp"] else 0.0,
-            "elongation": float(np.median(a["elong"])) if a["elong"] else 0.0,
-            "fill": float(np.median(a["fill"])) if a["fill"] else 0.0,
-        }
+    for c in sorted(areas):
+        cs = [a for a in comps[c] if len(a)]
+        s = {"n_images": len(areas[c]), "area_frac": float(np.median(areas[c])),
+             "n_components": float(np.mean([len(a) for a in comps[c]]))}
+        if cs:
+            a = np.concatenate(cs)
+            w = a[:, 0]
+            s.update(bottom=_weighted_median(a[:, 1], w), elongation=_weighted_median(a[:, 2], w),
+                     depth_spread=float(np.median(a[:, 3])), depth_spread_pixels=_weighted_median(a[:, 3], w),
+                     fill=_weighted_median(a[:, 4], w))
+        else:
+            s.update(bottom=0.0, elongation=0.0, depth_spread=1.0, depth_spread_pixels=1e9, fill=0.0)
+        out[c] = s
     return out
 
 
 def is_thing(stats: dict, rule: dict = RULE) -> bool:
     """The decision rule of the module docstring on one class's statistics."""
-    return (stats["n_images"] >= rule["min_images"]
-            and stats["n_components"] > 0
-            and stats["area_frac"] <= rule["max_area_frac"]
-            and stats["depth_spread"] <= rule["max_depth_spread"]
-            and stats["elongation"] <= rule["max_elongation"]
-            and stats["fill"] >= rule["min_fill"])
+    rule = {**RULE, **rule}
+    return bool(stats["n_images"] >= rule["min_images"]
+                and stats["n_components"] > 0
+                and stats["area_frac"] <= rule["max_area_frac"]
+                and stats["bottom"] >= rule["min_bottom"]
+                and stats["elongation"] <= rule["max_elongation"]
+                and stats["depth_spread"] <= rule["max_depth_spread"]
+                and stats["depth_spread_pixels"] <= rule["max_depth_spread_pixels"])
 
 
 def decide_thing_classes(

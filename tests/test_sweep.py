@@ -139,6 +139,8 @@ def test_evaluate_cells_gt_ids_any_size(protocol):
     assert a.keys() == b.keys()
     for cell in a:
         assert a[cell][0].to_dict() == b[cell][0].to_dict() and a[cell][1:] == b[cell][1:]
+    c = evaluate_cells((128, 256), sem.astype(np.uint16), cells, gt, segs, settings)  # any integer dtype
+    assert all(a[cell][0].to_dict() == c[cell][0].to_dict() for cell in a)
     gt[0, 0] = 25000
     with pytest.raises(PseudoLabelsError, match="25000"):
         evaluate_cells((128, 256), sem, cells, gt, segs, settings)
