@@ -81,6 +81,14 @@ def _call(func: Callable, item: Any) -> tuple[bool, Any]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
+def _share_cores(workers: int) -> None:
+    """Pool-process initialiser: OpenCV's own thread pool gets this process's share of the
+    cores, so N workers do not each start one thread per core (oversubscription)."""
+    import cv2
+
+    cv2.setNumThreads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+
+
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -144,7 +152,8 @@ def run_per_image(
             # forkserver, not fork: forking a parent whose OpenMP / torch / faiss thread pools
             # are already running deadlocks the children.
             ctx = multiprocessing.get_context("forkserver")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_share_cores,
+                                     initargs=(workers,)) as pool:
                 futures = {pool.submit(_call, func, items[i]): i for i in todo}
                 for fut in as_completed(futures):
                     record(futures[fut], *fut.result())
