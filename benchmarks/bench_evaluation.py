@@ -153,6 +153,35 @@ def _child(spec: dict) -> dict:
         return {"seconds": dt, "fractions": cs_results_to_fractions(res),
                 "per_class_pq": {str(k): v["pq"] for k, v in res["per_class"].items()},
                 "version": res.get("hotcoco_version")}
+    if tool == "interleaved":  # hotcoco direct and our command alternately in one process, K times each
+        import hotcoco.panoptic as hp
+
+        import evaluation.hotcoco_engine  # noqa: F401
+        import evaluation.panoptic  # noqa: F401
+        import pseudo_labels.evaluate  # noqa: F401
+        import pseudo_labels.io  # noqa: F401
+        import pseudo_labels.runner  # noqa: F401
+        from pseudo_labels.cli import main
+
+        argv = ["evaluate", "--gt-json", gj, "--gt-folder", gf, "--pred-json", pj, "--pred-folder", pf,
+                "--out", spec["out"], "--engine", "auto", "--workers", str(workers), "--quiet"]
+        devnull, stdout = os.open(os.devnull, os.O_WRONLY), os.dup(1)
+        times = {"hotcoco_direct": [], "ours_auto": []}
+        for _ in range(int(spec["k"])):
+            os.dup2(devnull, 1)
+            try:
+                t = time.perf_counter()
+                hp.pq_compute(spec["gt_json_int"], spec["pred_json_int"], gf, pf)
+                times["hotcoco_direct"].append(time.perf_counter() - t)
+            finally:
+                os.dup2(stdout, 1)
+            t = time.perf_counter()
+            if main(argv) != 0:
+                raise SystemExit("pseudo-labels evaluate failed")
+            times["ours_auto"].append(time.perf_counter() - t)
+        with open(spec["out"]) as f:
+            engine = json.load(f)["engine"]
+        return {"seconds": 0.0, "times": times, "engine": engine}
     if tool == "ours_numpy_library":
         from evaluation.panoptic import evaluate_panoptic_folders
 
@@ -219,6 +248,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_evaluation.json"))
     ap.add_argument("--replicate", type=int, default=5,
                     help="also time hotcoco direct and ours (auto) on the N images listed this many times (1: skip)")
+    ap.add_argument("--interleave", type=int, default=7,
+                    help="also run hotcoco direct and ours (auto) alternately in one process this many times "
+                         "each, per worker count (robust to load drift; 0: skip)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
@@ -335,6 +367,12 @@ def main(argv=None) -> int:
                     out = run_child(dict(spec_rep, tool=tool, workers=w))
                     best_rep[tool, w] = min(best_rep[tool, w], out["seconds"])
                     last[tool + "_replicated", w] = out
+        # alternating calls in one process: load drift hits both alike
+        inter = {}
+        if args.interleave > 0:
+            for w in (1, 2):
+                inter[w] = run_child(dict(spec_rep if args.replicate > 1 else spec0, tool="interleaved", workers=w,
+                                          k=args.interleave))
     load_after = os.getloadavg()
 
     ref = last["cityscapesscripts", 1]
@@ -395,6 +433,22 @@ def main(argv=None) -> int:
             "what": f"the {n} images listed {args.replicate} times under new image ids (same PNG files), so that "
                     "the fixed cost of a run (argument parsing, JSON, writing the result) weighs less per image",
         },
+        "interleaved": None if not inter else {
+            "n_images": n * max(1, args.replicate),
+            "calls_each": args.interleave,
+            **{f"workers_{w}": {
+                "engine": out["engine"],
+                "seconds_per_image_min": {k: min(v) / (n * max(1, args.replicate)) for k, v in out["times"].items()},
+                "seconds_per_image_median": {k: float(np.median(v)) / (n * max(1, args.replicate))
+                                             for k, v in out["times"].items()},
+                "hotcoco_over_ours_auto_min": min(out["times"]["hotcoco_direct"]) / min(out["times"]["ours_auto"]),
+                "hotcoco_over_ours_auto_median": float(np.median(out["times"]["hotcoco_direct"])
+                                                       / np.median(out["times"]["ours_auto"])),
+            } for w, out in inter.items()},
+            "what": "hotcoco.panoptic.pq_compute and `pseudo-labels evaluate --engine auto` (main(argv), result "
+                    "JSON written) called alternately in one process (RAYON_NUM_THREADS = workers), on the "
+                    "replicated list; the comparison least affected by other jobs on the machine",
+        },
         "command_wall_seconds_per_run": {
             **{f"{tool}_workers_{w}": (None if not np.isfinite(v) else v) for (tool, w), v in best_cmd.items()},
             "what": "process start to exit, best of --repeat: `coco panoptic eval --gt --pred --gt-folder "
@@ -416,7 +470,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("seconds_per_image", "ratios", "replicated", "command_wall_seconds_per_run",
+    print(json.dumps({k: result[k] for k in ("seconds_per_image", "ratios", "replicated", "interleaved",
+                                             "command_wall_seconds_per_run",
                                              "all_numbers_equal_1e-9", "machine")},
                      indent=2))
     return 0 if all_equal else 1

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .panoptic import EvaluationError, PQStats
+from .panoptic import EvaluationError, PQStats, _where
 
 #: RAYON pool size hotcoco was started with in this process by :func:`score` (None: not yet)
 _POOL_THREADS: int | None = None
@@ -80,30 +80,57 @@ def pool_matches(workers: int) -> bool:
     return _POOL_THREADS is None or _POOL_THREADS == int(workers)
 
 
-def build_inputs(pairs: Sequence[tuple[Any, Mapping, Mapping]], categories: Mapping[int, Mapping]
-                 ) -> tuple[dict, dict, dict[int, Any]]:
-    """hotcoco GT and prediction dicts from ``(image_id, gt_annotation, pred_annotation)`` triples.
+def clean_segments(segments: Sequence[Mapping], categories: Mapping[int, Any], what: str, image_id: Any,
+                   gt: bool) -> list[dict]:
+    """Checked, normalized copies of a segment list for hotcoco, in list order.
 
-    Image ids become 1..N (``names`` maps them back). Segments keep their list order (the
-    crowd region of a category is its last crowd segment in that order, as cityscapesscripts).
-    The annotations must already have been checked (:func:`evaluation.panoptic._segment_table`).
+    The same checks and messages as :func:`evaluation.panoptic._segment_table` (integer
+    ``id`` / ``category_id``, known category, positive and unique ids) in one pure-Python
+    pass, without the numpy tables the hotcoco engine does not need. GT segments keep
+    ``iscrowd`` (0/1) and ``area`` when given; predictions get ``iscrowd`` 0.
+    """
+    where = _where(image_id)
+    out = []
+    for s in segments:
+        try:
+            sid, cat = int(s["id"]), int(s["category_id"])
+        except (KeyError, TypeError, ValueError):
+            raise EvaluationError(f"{where}malformed {what} segment {s!r} "
+                                  "(needs integer 'id' and 'category_id')") from None
+        seg = {"id": sid, "category_id": cat, "iscrowd": int(bool(s.get("iscrowd", 0))) if gt else 0}
+        if gt and s.get("area") is not None:
+            seg["area"] = int(s["area"])
+        if cat not in categories:
+            raise EvaluationError(f"{where}{what} segment {sid} has unknown category_id {cat}")
+        out.append(seg)
+    if out:
+        ids = [seg["id"] for seg in out]
+        if min(ids) <= 0:
+            raise EvaluationError(f"{where}{what} segment id {min(ids)} is not allowed "
+                                  "(0 means void/unlabeled in the PNG; ids must be positive)")
+        if len(set(ids)) != len(ids):
+            ids.sort()
+            dup = next(a for a, b in zip(ids, ids[1:]) if a == b)
+            raise EvaluationError(f"{where}{what} segment id {dup} is listed twice in the JSON")
+    return out
+
+
+def build_inputs(pairs: Sequence[tuple[Any, str, list, str, list]], categories: Mapping[int, Mapping]
+                 ) -> tuple[dict, dict, dict[int, Any]]:
+    """hotcoco GT and prediction dicts from ``(image_id, gt_file, gt_segments, pred_file, pred_segments)``.
+
+    Segments as :func:`clean_segments` gives them, in list order (the crowd region of a
+    category is its last crowd segment in that order, as cityscapesscripts). Image ids
+    become 1..N (``names`` maps them back).
     """
     cats = [{"id": int(cid), "name": str(c.get("name", cid)), "isthing": int(c["isthing"]),
              "supercategory": str(c.get("supercategory", ""))} for cid, c in sorted(categories.items())]
     gt_anns, pred_anns, images, names = [], [], [], {}
-    for k, (image_id, ga, pa) in enumerate(pairs, start=1):
+    for k, (image_id, gt_file, gsegs, pred_file, psegs) in enumerate(pairs, start=1):
         names[k] = image_id
-        gsegs = []
-        for s in ga["segments_info"]:
-            seg = {"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": int(bool(s.get("iscrowd", 0)))}
-            if s.get("area") is not None:
-                seg["area"] = int(s["area"])
-            gsegs.append(seg)
-        psegs = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": 0}
-                 for s in pa["segments_info"]]
-        gt_anns.append({"image_id": k, "file_name": str(ga["file_name"]), "segments_info": gsegs})
-        pred_anns.append({"image_id": k, "file_name": str(pa["file_name"]), "segments_info": psegs})
-        images.append({"id": k, "file_name": str(ga["file_name"])})
+        gt_anns.append({"image_id": k, "file_name": str(gt_file), "segments_info": gsegs})
+        pred_anns.append({"image_id": k, "file_name": str(pred_file), "segments_info": psegs})
+        images.append({"id": k, "file_name": str(gt_file)})
     gt = {"images": images, "annotations": gt_anns, "categories": cats}
     pred = {"images": images, "annotations": pred_anns, "categories": cats}
     return gt, pred, names
@@ -169,7 +196,8 @@ def score(pairs: Sequence[tuple[Any, Mapping, Mapping]], gt_folder: str | os.Pat
           pred_folder: str | os.PathLike, categories: Mapping[int, Mapping], workers: int = 1) -> PQStats:
     """Standard-protocol :class:`PQStats` of the given image pairs, computed by hotcoco.
 
-    ``pairs``: ``(image_id, gt_annotation, pred_annotation)`` (checked beforehand). hotcoco's
+    ``pairs``: ``(image_id, gt_file, gt_segments, pred_file, pred_segments)``, segments from
+    :func:`clean_segments`. hotcoco's
     exceptions are re-raised as :class:`EvaluationError` with the image ids translated back;
     anything it returns that does not fit raises :class:`EvaluationError` too.
     """
@@ -199,15 +227,15 @@ def score(pairs: Sequence[tuple[Any, Mapping, Mapping]], gt_folder: str | os.Pat
     return stats
 
 
-def missing_image_stats(gt_cat: np.ndarray, gt_crowd: np.ndarray, categories: Mapping[int, Mapping]) -> PQStats:
-    """An image without prediction: every non-crowd GT segment is a false negative."""
+def missing_image_stats(gt_segments: Sequence[Mapping], categories: Mapping[int, Mapping]) -> PQStats:
+    """An image without prediction: every non-crowd GT segment (cleaned) is a false negative."""
     stats = PQStats.empty(categories, "standard")
-    keep = gt_cat[~gt_crowd]
-    if len(keep):
-        pos = np.searchsorted(stats.cat_ids, keep)
+    keep = [s["category_id"] for s in gt_segments if not s["iscrowd"]]
+    if keep:
+        pos = np.searchsorted(stats.cat_ids, np.array(keep, np.int64))
         stats.fn += np.bincount(pos, minlength=len(stats.cat_ids))
     return stats
 
 
-__all__ = ["available", "version", "pool_matches", "build_inputs", "translate_message", "score",
+__all__ = ["available", "version", "pool_matches", "clean_segments", "build_inputs", "translate_message", "score",
            "missing_image_stats"]

@@ -788,15 +788,15 @@ def _score_hotcoco(pairs, gt_folder: Path, pred_folder: Path, categories: dict, 
 
     present, total = [], PQStats.empty(categories, "standard")
     for image_id, a, p in pairs:
-        _, g_cat, g_crowd, _, _ = _segment_table(a["segments_info"], categories, "GT", image_id)
+        gsegs = hotcoco_engine.clean_segments(a["segments_info"], categories, "GT", image_id, gt=True)
         if p is None:
             gt_png = gt_folder / a["file_name"]
             if not gt_png.is_file():  # never read: its segments are all false negatives
                 raise EvaluationError(f"{gt_png}: file not found")
-            total += hotcoco_engine.missing_image_stats(g_cat, g_crowd, categories)
+            total += hotcoco_engine.missing_image_stats(gsegs, categories)
         else:
-            _segment_table(p["segments_info"], categories, "predicted", image_id)
-            present.append((image_id, a, p))
+            psegs = hotcoco_engine.clean_segments(p["segments_info"], categories, "predicted", image_id, gt=False)
+            present.append((image_id, a["file_name"], gsegs, p["file_name"], psegs))
     total += hotcoco_engine.score(present, gt_folder, pred_folder, categories, workers)
     return total
 

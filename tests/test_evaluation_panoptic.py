@@ -568,18 +568,44 @@ def test_hotcoco_input_adaptation():
     from evaluation.panoptic import normalize_categories
 
     cats = normalize_categories([{"id": 7, "name": "road"}, {"id": 26, "name": "car", "isthing": True}])
-    ga = {"file_name": "a_gt.png", "segments_info": [{"id": "26", "category_id": 26, "iscrowd": True, "area": 5},
-                                                     {"id": 7, "category_id": 7}]}
-    pa = {"file_name": "a_pred.png", "segments_info": [{"id": 3, "category_id": 26, "iscrowd": 1}]}
-    gt, pred, names = hotcoco_engine.build_inputs([("aachen_000000_000019", ga, pa)], cats)
+    gsegs = hotcoco_engine.clean_segments([{"id": "26", "category_id": 26, "iscrowd": True, "area": 5},
+                                           {"id": 7, "category_id": 7}], cats, "GT", "x", gt=True)
+    psegs = hotcoco_engine.clean_segments([{"id": 3, "category_id": 26, "iscrowd": 1}], cats, "predicted", "x",
+                                          gt=False)
+    gt, pred, names = hotcoco_engine.build_inputs([("aachen_000000_000019", "a_gt.png", gsegs, "a_pred.png", psegs)],
+                                                  cats)
     assert names == {1: "aachen_000000_000019"}
     assert gt["annotations"][0]["image_id"] == 1 and pred["annotations"][0]["image_id"] == 1
+    assert gt["annotations"][0]["file_name"] == "a_gt.png" and pred["annotations"][0]["file_name"] == "a_pred.png"
     assert gt["annotations"][0]["segments_info"] == [{"id": 26, "category_id": 26, "iscrowd": 1, "area": 5},
                                                      {"id": 7, "category_id": 7, "iscrowd": 0}]
     assert pred["annotations"][0]["segments_info"] == [{"id": 3, "category_id": 26, "iscrowd": 0}]
     assert [(c["id"], c["isthing"]) for c in gt["categories"]] == [(7, 0), (26, 1)]
+    assert hotcoco_engine.missing_image_stats(gsegs, cats).get(7) == (0.0, 0, 0, 1)
+    assert hotcoco_engine.missing_image_stats(gsegs, cats).get(26) == (0.0, 0, 0, 0)  # crowd: not a FN
     msg = hotcoco_engine.translate_message("image 1: x; no prediction for the image with id 1; image 12", names)
     assert msg == "image aachen_000000_000019: x; no prediction for the image with id aachen_000000_000019; image 12"
+
+
+@pytest.mark.parametrize("segments", [
+    [{"id": 5}],  # no category_id
+    [{"id": "x", "category_id": 7}],
+    [{"id": 5, "category_id": 99}],
+    [{"id": 0, "category_id": 7}],
+    [{"id": 9, "category_id": 7}, {"id": -2, "category_id": 7}],
+    [{"id": 9, "category_id": 7}, {"id": 4, "category_id": 26}, {"id": 9, "category_id": 8}, {"id": 4, "category_id": 7}],
+])
+def test_hotcoco_json_checks_match_the_numpy_engine(segments):
+    from evaluation import hotcoco_engine
+    from evaluation.panoptic import _segment_table, normalize_categories
+
+    cats = normalize_categories(CATEGORIES)
+    for what, gt in (("GT", True), ("predicted", False)):
+        with pytest.raises(EvaluationError) as ours:
+            hotcoco_engine.clean_segments(segments, cats, what, "city_000000_000019", gt=gt)
+        with pytest.raises(EvaluationError) as ref:
+            _segment_table(segments, cats, what, "city_000000_000019")
+        assert str(ours.value) == str(ref.value)
 
 
 def test_evaluation_package_imports_nothing_from_pseudo_labels():
