@@ -15,6 +15,10 @@ Disparity PNG values: ``p = round(baseline * fx / depth * 256) + 1``, ``p = 0`` 
 (sky, ego vehicle, a few random stereo holes), so
 ``depth = baseline * fx / ((p - 1) / 256)`` recovers ``depth`` up to quantisation.
 
+Opt-in class dropout (``class_dropout`` / ``--class-dropout P``, default 0 with unchanged
+output): each class is left out of each scene with probability P, deterministically per
+seed, so image-level tags vary between images (for the weakly-supervised CAM path).
+
 Library: :func:`generate_scene`, :func:`write_synthetic_city`. CLI: ``pseudo-labels synth``.
 """
 
@@ -55,6 +59,15 @@ PERSON, RIDER, CAR, TRUCK, BUS, MOTORCYCLE, BICYCLE = 24, 25, 26, 27, 28, 32, 33
 #: classes every scene contains (labelIds); motorcycle appears in some scenes only
 REQUIRED_LABEL_IDS = (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
                       PERSON, RIDER, CAR, TRUCK, BUS, BICYCLE)
+#: classes the opt-in ``class_dropout`` may remove from a scene (every train class the city draws)
+DROPPABLE_LABEL_IDS = REQUIRED_LABEL_IDS + (MOTORCYCLE,)
+#: what a dropped ground / facade class becomes (first of these not dropped); other dropped classes
+#: are simply not drawn (what was behind shows), and a dropped sky is covered by a backdrop of
+#: unbounded height
+_DROP_SUBSTITUTES = {ROAD: (SIDEWALK, TERRAIN), SIDEWALK: (TERRAIN, ROAD), TERRAIN: (SIDEWALK, ROAD),
+                     BUILDING: (VEGETATION,), VEGETATION: (BUILDING,)}
+_DROP_STREAM = 0xC1A55D  # extra entropy word of the class-dropout random stream
+_SKY_COVER_HEIGHT = 1.0e4  # metres: backdrop height that hides the sky
 
 # Appearance per labelId: base RGB, per-surface RGB jitter, fine colour noise, blotchy
 # (low-frequency) luminance noise, medium-frequency luminance noise.
@@ -151,9 +164,14 @@ def disparity_png_to_depth(p: np.ndarray, camera: dict) -> np.ndarray:
 class _Canvas:
     """Z-buffered label/instance/depth/surface maps of one scene (internal)."""
 
-    def __init__(self, size: tuple[int, int], camera: dict, rng: np.random.Generator):
+    def __init__(self, size: tuple[int, int], camera: dict, rng: np.random.Generator,
+                 dropped: frozenset = frozenset()):
         self.h, self.w = size
         self.rng = rng
+        # class dropout (opt-in): labels not drawn, and the label a dropped ground/facade class becomes
+        self.dropped = frozenset(dropped)
+        self.swap = {c: next(r for r in _DROP_SUBSTITUTES[c] if r not in self.dropped)
+                     for c in self.dropped if c in _DROP_SUBSTITUTES}
         intr, ext = camera["intrinsic"], camera["extrinsic"]
         self.fx, self.fy, self.u0 = intr["fx"], intr["fy"], intr["u0"]
         self.hc = ext["z"]
@@ -170,6 +188,7 @@ class _Canvas:
 
     # -- surfaces: one colour per painted part (class base colour + jitter, or a fixed colour)
     def new_surface(self, label: int, rgb: Sequence[float] | None = None, jitter: float | None = None) -> int:
+        label = self.swap.get(label, label)  # a substituted class looks like its substitute
         base, jit, *_ = _APPEARANCE.get(label, ((128, 128, 128), 10, 0, 0, 0))
         if rgb is not None:
             base = rgb
@@ -218,7 +237,14 @@ class _Canvas:
         surf = np.where(lab == ROAD, s_road, np.where(lab == SIDEWALK, s_side, s_terr)).astype(np.int32)
         if lane_marks:
             mark = (np.abs(x) < 0.08) & ((z[:, None] % 9.0) < 4.5)
-            surf[mark] = self.new_surface(ROAD, _MARKING_RGB, 6)
+            s_mark = self.new_surface(ROAD, _MARKING_RGB, 6)
+            if ROAD not in self.dropped:
+                surf[mark] = s_mark
+        if self.swap:
+            lut = np.arange(256, dtype=np.uint8)
+            for c, r in self.swap.items():
+                lut[c] = r
+            lab = lut[lab]
         self.label[r0:] = lab
         self.inst[r0:] = lab
         self.depth[r0:] = np.broadcast_to(z[:, None], lab.shape)
@@ -248,8 +274,10 @@ class _Canvas:
         v = np.arange(r0, r1, dtype=np.float32)[:, None] + 0.5
         mask = ok[None, :] & (v >= top[None, :]) & (v < bot[None, :])
         zz = np.broadcast_to(z[None, :], mask.shape)
-        self._write(slice(r0, r1), slice(c0, c1), mask, zz, label, label,
-                    self.new_surface(label) if surface is None else surface)
+        surface = self.new_surface(label) if surface is None else surface
+        label = self.swap.get(label, label)
+        if label not in self.dropped:
+            self._write(slice(r0, r1), slice(c0, c1), mask, zz, label, label, surface)
 
     def draw_frontal_band(self, z: float, x0: float, x1: float, y1: float, label: int) -> None:
         """Frontal rectangle at depth ``z`` from the ground to height ``y1`` (backdrop blocks)."""
@@ -260,7 +288,10 @@ class _Canvas:
         if c1 <= c0 or r1 <= r0:
             return
         mask = np.ones((r1 - r0, c1 - c0), bool)
-        self._write(slice(r0, r1), slice(c0, c1), mask, np.float32(z), label, label, self.new_surface(label))
+        surface = self.new_surface(label)
+        label = self.swap.get(label, label)
+        if label not in self.dropped:
+            self._write(slice(r0, r1), slice(c0, c1), mask, np.float32(z), label, label, surface)
 
     def _write(self, rs: slice, cs: slice, mask: np.ndarray, z, label: int | np.ndarray,
                inst: int | np.ndarray, surf: int | np.ndarray) -> None:
@@ -314,6 +345,8 @@ class _Canvas:
             return (int(round((u_c + px * sx - c0 - 0.5) * scale)), int(round((v_g - py * sy - r0 - 0.5) * scale)))
 
         for j, (kind, geo, *_rest) in enumerate(parts, start=1):
+            if self.dropped and _rest[0] in self.dropped:
+                continue  # class dropout: this part is not drawn
             if kind == "poly":
                 pts = np.array([pix(a, b) for a, b in geo], np.int32)
                 cv2.fillPoly(canvas, [pts], j, cv2.LINE_8, sh)
@@ -462,7 +495,8 @@ def _layout(cv: _Canvas) -> dict:
     while x < x_span:
         bw = rng.uniform(6.0, 20.0)
         lab = VEGETATION if rng.random() < 0.25 else BUILDING
-        cv.draw_frontal_band(z_back, x, x + bw, rng.uniform(4.0, 14.0) if lab == BUILDING else rng.uniform(4.0, 10.0), lab)
+        top = rng.uniform(4.0, 14.0) if lab == BUILDING else rng.uniform(4.0, 10.0)
+        cv.draw_frontal_band(z_back, x, x + bw, _SKY_COVER_HEIGHT if SKY in cv.dropped else top, lab)
         x += bw
     # side facades: building / vegetation blocks along the street
     for s in (-1, 1):
@@ -625,22 +659,55 @@ def _render_image(cv: _Canvas, rng: np.random.Generator) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- public API
-def generate_scene(seed: int | Sequence[int], size: tuple[int, int] = SYNTH_SIZE) -> SyntheticScene:
+def dropped_classes(seed: int | Sequence[int], class_dropout: float) -> frozenset:
+    """labelIds that ``class_dropout`` removes from the scene of ``seed`` (empty for 0).
+
+    Each class of :data:`DROPPABLE_LABEL_IDS` is dropped with probability ``class_dropout``,
+    drawn from its own stream ``default_rng([*seed, _DROP_STREAM])`` (so the scene's own
+    random stream is untouched and a larger ``class_dropout`` drops a superset). At least one
+    ground class (road, sidewalk, terrain) and one facade class (building, vegetation) is
+    kept: if all of a group were dropped, its first member (road, building) stays.
+    """
+    p = float(class_dropout)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"class_dropout must be in [0, 1], got {class_dropout}")
+    if p == 0.0:
+        return frozenset()
+    entropy = [int(v) for v in (seed if isinstance(seed, (tuple, list, np.ndarray)) else [seed])]
+    u = np.random.default_rng([*entropy, _DROP_STREAM]).random(len(DROPPABLE_LABEL_IDS))
+    dropped = {c for c, x in zip(DROPPABLE_LABEL_IDS, u) if x < p}
+    for group in ((ROAD, SIDEWALK, TERRAIN), (BUILDING, VEGETATION)):
+        if dropped.issuperset(group):
+            dropped.discard(group[0])
+    return frozenset(dropped)
+
+
+def generate_scene(seed: int | Sequence[int], size: tuple[int, int] = SYNTH_SIZE,
+                   class_dropout: float = 0.0) -> SyntheticScene:
     """Render one synthetic street scene of ``size`` = (H, W) pixels (>= 64x128).
 
     ``seed``: an int or a sequence of ints (``numpy.random.default_rng`` entropy); the
     ``i``-th image of :func:`write_synthetic_city` uses :func:`image_seed`.
     Deterministic: the same seed and size give identical arrays.
+
+    ``class_dropout`` (opt-in, default 0 = every class in every scene, output unchanged):
+    probability with which each class is left out of this scene (:func:`dropped_classes`),
+    so that image-level tags differ between images (weakly-supervised experiments). A
+    dropped object class is not drawn; a dropped ground/facade class is replaced by a
+    neighbour (road -> sidewalk, building -> vegetation, ...); a dropped sky is hidden behind
+    the backdrop. The layout (positions, sizes, colours) is otherwise that of the full scene.
+    ``info["dropped_label_ids"]`` lists what was dropped.
     """
     h, w = int(size[0]), int(size[1])
     if h < 64 or w < 128:
         raise ValueError(f"synthetic scene size must be at least 64x128 (H, W), got {h}x{w}")
+    dropped = dropped_classes(seed, class_dropout)
     rng = np.random.default_rng(seed)
     vv = np.arange(h, dtype=np.float32)[:, None]
     uu = np.arange(w, dtype=np.float32)[None, :]
     for attempt in range(MAX_ATTEMPTS):  # re-draw (same stream) until every required class is visible
         camera = make_camera((h, w), pitch=float(rng.uniform(0.025, 0.05)), height=float(rng.uniform(1.18, 1.24)))
-        cv = _Canvas((h, w), camera, rng)
+        cv = _Canvas((h, w), camera, rng, dropped)
         info = _layout(cv)
         # void: ego-vehicle hood at the bottom
         hood_top = h * rng.uniform(0.90, 0.94)
@@ -648,11 +715,13 @@ def generate_scene(seed: int | Sequence[int], size: tuple[int, int] = SYNTH_SIZE
         ego_surf = cv.new_surface(EGO)
         cv.label[hood], cv.inst[hood], cv.depth[hood], cv.surf[hood] = EGO, EGO, EGO_DEPTH, ego_surf
         counts = np.bincount(cv.label.ravel(), minlength=256)
-        missing = [c for c in REQUIRED_LABEL_IDS if counts[c] < MIN_CLASS_PIXELS]
+        missing = [c for c in REQUIRED_LABEL_IDS if c not in dropped and counts[c] < MIN_CLASS_PIXELS]
         if not missing:
             break
     info["attempts"] = attempt + 1
     info["missing_classes"] = missing
+    if dropped:
+        info["dropped_label_ids"] = sorted(dropped)
     # void: unlabeled blobs (annotation holes; the image keeps its content)
     unlabeled = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(1, 4))):
@@ -739,8 +808,8 @@ def write_scene(root: str | Path, split: str, stem: str, scene: SyntheticScene) 
 
 
 def _write_one(job: tuple) -> str:
-    root, split, stem, seed_tuple, size = job
-    write_scene(root, split, stem, generate_scene(seed_tuple, size))
+    root, split, stem, seed_tuple, size, class_dropout = job
+    write_scene(root, split, stem, generate_scene(seed_tuple, size, class_dropout))
     return stem
 
 
@@ -755,13 +824,15 @@ def write_panoptic_gt(root: str | Path, split: str) -> tuple[Path, Path]:
 
 
 def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size: tuple[int, int] = SYNTH_SIZE,
-                         split: str = SYNTH_SPLIT, workers: int = 1, manifest_name: str = MANIFEST_NAME) -> list[str]:
+                         split: str = SYNTH_SPLIT, workers: int = 1, manifest_name: str = MANIFEST_NAME,
+                         class_dropout: float = 0.0) -> list[str]:
     """Write ``n_images`` synthetic scenes of one split in the Cityscapes layout; return their stems.
 
     Writes leftImg8bit, gtFine (labelIds, instanceIds, labelTrainIds, color), disparity,
     camera, the Cityscapes panoptic GT (``gtFine/cityscapes_panoptic_<split>.json`` +
     folder, made by cityscapesscripts) and ``<out_dir>/<manifest_name>`` (splits merged,
     so train and val can share a root). Image ``i`` uses ``image_seed(seed, i, split)``.
+    ``class_dropout``: see :func:`generate_scene` (recorded in the manifest when > 0).
     """
     from .runner import run_per_image
 
@@ -771,11 +842,15 @@ def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size
     size = (int(size[0]), int(size[1]))
     stems = [stem_for(i, split) for i in range(n_images)]
     entry = {"n_images": n_images, "seed": int(seed), "size": list(size), "stems": stems}
+    if class_dropout:
+        dropped_classes(0, class_dropout)  # validates the value
+        entry["class_dropout"] = float(class_dropout)
     old = plio.read_manifest(root, manifest_name) if (root / manifest_name).exists() else None
     splits = dict((old or {}).get("parameters", {}).get("splits", {})) if old and old.get("stage") == "synth" else {}
     if splits.get(split) == entry and (root / "gtFine" / f"cityscapes_panoptic_{split}.json").exists():
         return stems  # already written with the same parameters: keep the files (and their mtimes)
-    jobs = [(str(root), split, stems[i], image_seed(seed, i, split), size) for i in range(n_images)]
+    jobs = [(str(root), split, stems[i], image_seed(seed, i, split), size, float(class_dropout))
+            for i in range(n_images)]
     summary = run_per_image(_write_one, jobs, workers=workers, desc=f"synth {split}",
                             name_of=lambda j: j[2], progress=False)
     summary.raise_if_failed()
@@ -797,6 +872,9 @@ def add_arguments(parser) -> None:
                help=f"image size in pixels (default {SYNTH_SIZE[0]} {SYNTH_SIZE[1]})")
     add_option(parser, "--split", default=SYNTH_SPLIT, help=f"split name (default {SYNTH_SPLIT})")
     add_option(parser, "--workers", type=int, default=1, help="parallel processes (default 1)")
+    add_option(parser, "--class-dropout", type=float, default=0.0, metavar="P",
+               help="leave each class out of each image with probability P (deterministic per seed), so image "
+                    "tags vary between images; default 0: every class in every image")
 
 
 def run(args) -> int:
@@ -807,8 +885,10 @@ def run(args) -> int:
     h, w = args.size
     if h < 64 or w < 128:
         raise PseudoLabelsError(f"--size {h} {w}: need at least 64 128")
+    if not 0.0 <= args.class_dropout <= 1.0:
+        raise PseudoLabelsError(f"--class-dropout {args.class_dropout}: need 0 <= P <= 1")
     stems = write_synthetic_city(args.out, args.n, seed=args.seed, size=(h, w), split=args.split,
-                                 workers=args.workers)
+                                 workers=args.workers, class_dropout=args.class_dropout)
     print(f"wrote {len(stems)} synthetic images ({h}x{w}, split {args.split}) to {args.out}")
     return 0
 

@@ -115,12 +115,13 @@ def depth_edges_for(root, entries, depth_subdir: str, grid: tuple[int, int], mu:
     return np.stack(out).astype(np.float32)
 
 
-def cached_features(entries, extractor, cache_dir, log: Callable[[str], None] | None = None) -> np.ndarray:
-    """(N, D, h, w) float16 backbone features, extracted once per image and cached as ``.npy``.
+def ensure_cached_features(entries, extractor, cache_dir, log: Callable[[str], None] | None = None) -> list[Path]:
+    """Extract the backbone features of the ``entries`` missing from ``cache_dir``; return every entry's path.
 
-    The cache folder's manifest records the extractor; a different extractor is an error.
+    Files: ``<cache_dir>/<split>/<city>/<stem>.npy`` (float16). The cache folder's manifest
+    records the extractor; a different extractor is an error. Cached files are not read.
     """
-    from .features import feature_path, load_features, save_features
+    from .features import feature_path, save_features
     from .io import read_manifest, write_manifest
 
     cache_dir = Path(cache_dir)
@@ -129,14 +130,8 @@ def cached_features(entries, extractor, cache_dir, log: Callable[[str], None] | 
     if man is not None and man.get("parameters") != desc:
         raise PseudoLabelsError(
             f"{cache_dir}: feature cache made with another backbone {man.get('parameters')} (use another --out)")
-    feats: list = [None] * len(entries)
-    todo = []
-    for i, e in enumerate(entries):
-        p = feature_path(cache_dir, e)
-        if p.exists():
-            feats[i] = load_features(p).astype(np.float16)
-        else:
-            todo.append(i)
+    paths = [feature_path(cache_dir, e) for e in entries]
+    todo = [i for i, p in enumerate(paths) if not p.exists()]
     if todo:
         from .io import read_image_rgb
 
@@ -147,10 +142,18 @@ def cached_features(entries, extractor, cache_dir, log: Callable[[str], None] | 
             idx = todo[j: j + bs]
             out = extractor.extract([read_image_rgb(entries[i].image_path) for i in idx])
             for i, f in zip(idx, out):
-                save_features(feature_path(cache_dir, entries[i]), f)
-                feats[i] = f.astype(np.float16)
+                save_features(paths[i], f)
         write_manifest(cache_dir, "cam-feature-cache", desc, uses_ground_truth=False,
                        counts={"n_images": len(list(cache_dir.rglob("*.npy")))})
+    return paths
+
+
+def cached_features(entries, extractor, cache_dir, log: Callable[[str], None] | None = None) -> np.ndarray:
+    """(N, D, h, w) float16 backbone features, extracted once per image and cached as ``.npy``
+    (:func:`ensure_cached_features`); all images must give one feature grid size."""
+    from .features import load_features
+
+    feats = [load_features(p).astype(np.float16) for p in ensure_cached_features(entries, extractor, cache_dir, log)]
     shapes = {f.shape for f in feats}
     if len(shapes) != 1:
         raise PseudoLabelsError(f"images give feature maps of different sizes {sorted(shapes)}; "

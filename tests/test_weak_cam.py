@@ -128,3 +128,27 @@ def test_scores_count_void_as_miss():
     assert sc["mIoU"] == pytest.approx(75.0)
     assert sc["mIoU_labelled"] == pytest.approx(100.0)
     assert sc["coverage"] == pytest.approx(75.0)
+
+
+def test_cams_to_labels_only_tagged_classes_and_ties_to_background():
+    cams = np.zeros((3, 1, 4), np.float32)
+    cams[0] = [[0.9, 0.2, 0.3, 0.0]]
+    cams[1] = [[1.0, 0.8, 0.3, 0.0]]  # class 1 is not tagged: it must never win
+    cams[2] = [[0.1, 0.5, 0.3, 0.0]]
+    tags = np.array([1, 0, 1])
+    np.testing.assert_array_equal(cams_to_labels(cams, 0.3, "cityscapes", tags), [[0, 2, 255, 255]])
+    np.testing.assert_array_equal(cams_to_labels(cams, 0.3, "voc", tags), [[1, 3, 0, 0]])
+    # without tags every channel competes
+    np.testing.assert_array_equal(cams_to_labels(cams, 0.3, "cityscapes"), [[1, 1, 255, 255]])
+    with pytest.raises(ValueError):
+        cams_to_labels(cams, 0.3, "cityscapes", np.array([1, 0]))
+
+
+def test_normalize_then_upsample_keeps_peak_and_zeros():
+    """Normalising at the patch grid, then bilinear upsampling: values in [0, 1], peaks near 1, untagged 0."""
+    rng = np.random.default_rng(0)
+    raw = rng.normal(0, 1, (3, 5, 7)).astype(np.float32)
+    n = normalize_cams(raw, np.array([1, 1, 0]))
+    up = upsample_cams(n, (20, 28))
+    assert np.all(up[:2].max(axis=(1, 2)) > 0.8) and up.max() <= 1.0 + 1e-6
+    assert not up[2].any() and up.min() >= 0

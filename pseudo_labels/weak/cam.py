@@ -259,9 +259,21 @@ def compute_cams(head: CamHead, features: np.ndarray, pooling: str | None = None
 
 
 def normalize_cams(cams: np.ndarray, tags: np.ndarray | None = None) -> np.ndarray:
-    """``relu(S_c) / max relu(S_c)`` per class -> (C, h, w) float32 in [0, 1].
+    """``relu(S_c) / max relu(S_c)`` per class and per image -> (C, h, w) float32 in [0, 1].
 
-    Classes with ``tags[c] == 0`` (when given) and classes without positive activation are 0.
+    The standard CAM normalisation (CAM, SEAM, WeakTr, ...): negative evidence is cut by the
+    ReLU and each class map of one image is divided by its own maximum, so every tagged class
+    peaks at 1 where the classifier is most sure of it, whatever its logit scale. Classes with
+    ``tags[c] == 0`` (when given) and classes without positive activation are 0, so that only
+    the image's tags compete in :func:`pseudo_labels.weak.masks.cams_to_labels`.
+    Normalising at the patch grid and then upsampling bilinearly (as
+    :func:`pseudo_labels.generate_cam_pseudolabels.cam_scores_for_image` does) equals
+    upsampling first up to interpolation (untagged classes stay 0, values stay in [0, 1]; a
+    one-patch peak can come out slightly below 1, as bilinear samples fall between patch centres).
+
+    Note: the normalisation makes a CAM that carries no localisation (a class present in every
+    training image, whose map the classifier can keep flat) look as confident everywhere as a
+    sharp one; such tags give meaningless masks. Tags must vary between images.
     """
     a = np.maximum(np.asarray(cams, np.float32), 0.0)
     mx = a.reshape(a.shape[0], -1).max(axis=1)

@@ -7,7 +7,9 @@ Label conventions (``label_space``):
   pixel is road, building, sky, ...), so low-confidence pixels are left unlabelled rather than
   forced into a class. Scoring counts void predictions on labelled GT pixels as misses
   (``mIoU``); ``mIoU_labelled`` scores only the pixels that received a label, and
-  ``coverage`` is the fraction of GT-labelled pixels that did.
+  ``coverage`` is the fraction of GT-labelled pixels that did. Since every GT pixel has a
+  class, a background threshold can here only trade wrong labels for misses; its best value
+  is usually low (the sweep measures it).
 - ``voc``: output VOC ids, 0 background, 1..20 classes (CAM channel c -> id c + 1), 255 ignore
   (never produced). Background is a scored class there.
 """
@@ -32,14 +34,25 @@ def upsample_cams(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0].numpy()
 
 
-def cams_to_labels(cams: np.ndarray, bg_threshold: float, label_space: str = "cityscapes") -> np.ndarray:
+def cams_to_labels(cams: np.ndarray, bg_threshold: float, label_space: str = "cityscapes",
+                   tags: np.ndarray | None = None) -> np.ndarray:
     """Normalised CAMs (C, H, W) in [0, 1] -> (H, W) uint8 label map.
 
-    Each pixel takes the class with the highest CAM; if that score is <= ``bg_threshold``
-    the pixel is background (255 for ``cityscapes``, 0 for ``voc``). Classes outside the
-    image's tags should already be zero (see :func:`pseudo_labels.weak.cam.normalize_cams`).
+    The standard CAM-to-mask rule of the WSSS literature: a constant background score equal to
+    ``bg_threshold`` competes with the (ReLU, per-image per-class max-normalised) CAMs of the
+    image's tagged classes, and each pixel takes the argmax. So a pixel takes the tagged class
+    with the highest CAM when that score is above ``bg_threshold`` (ties go to background), and
+    is background otherwise: 255 (void, unlabelled) for ``cityscapes``, which has no background
+    class, and 0 for ``voc``. Only tagged classes can win: with ``tags`` (C,) the other channels
+    are ignored here; without, they must already be zero (as
+    :func:`pseudo_labels.weak.cam.normalize_cams` leaves them).
     """
     cams = np.asarray(cams, np.float32)
+    if tags is not None:
+        keep = np.asarray(tags).reshape(-1) > 0.5
+        if keep.shape[0] != cams.shape[0]:
+            raise ValueError(f"tags have {keep.shape[0]} classes, the CAMs {cams.shape[0]}")
+        cams = np.where(keep[:, None, None], cams, np.float32(-1.0))
     best = cams.argmax(axis=0)
     score = np.take_along_axis(cams, best[None], axis=0)[0]
     fg = score > bg_threshold
