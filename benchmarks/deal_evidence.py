@@ -31,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pseudo_labels import defaults  # noqa: E402
+
 
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
@@ -376,15 +378,15 @@ def main(argv=None) -> int:
                     help="also run this class dropout (e.g. 0: every class in every image)")
     ap.add_argument("--compare-tags-min-pixels", type=int, default=None,
                     help="also run the main class dropout with this tag threshold (sensitivity of the result)")
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--pooling", default="lse")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=defaults.CAM_EPOCHS)
+    ap.add_argument("--lr", type=float, default=defaults.CAM_LR)
+    ap.add_argument("--hidden", type=int, default=defaults.CAM_HIDDEN)
+    ap.add_argument("--pooling", default=defaults.CAM_POOLING)
+    ap.add_argument("--batch-size", type=int, default=defaults.CAM_BATCH_SIZE)
     ap.add_argument("--seeds", default="0,1,2", help="seed s = synthetic city seed s and training seed s")
-    ap.add_argument("--deal-weights", default="0,0.01,0.03,0.1,0.3")
-    ap.add_argument("--bg-thresholds", default="0,0.05,0.15,0.3,0.45")
-    ap.add_argument("--tags-min-pixels", type=int, default=64)
+    ap.add_argument("--deal-weights", default=",".join(f"{w:g}" for w in defaults.SWEEP_DEAL_WEIGHTS))
+    ap.add_argument("--bg-thresholds", default=",".join(f"{t:g}" for t in defaults.SWEEP_CAM_BG_THRESHOLDS))
+    ap.add_argument("--tags-min-pixels", type=int, default=defaults.CAM_TAGS_MIN_PIXELS)
     ap.add_argument("--depth-transform", default="none", choices=("none", "log", "inverse"))
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out-json", default=str(ROOT / "reports" / "weak_deal.json"))

@@ -499,7 +499,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--split", default="train")
     add_option(parser, "--output-subdir", default=None, help="output folder under the root (required unless --sweep-*)")
     add_option(parser, "--bg-threshold", type=float, default=defaults.CAM_BG_THRESHOLD,
-               help=f"normalised CAM score at or below which a pixel is background (default {defaults.CAM_BG_THRESHOLD})")
+               help=f"normalised CAM score at or below which a pixel is background (default {defaults.CAM_BG_THRESHOLD}: "
+                    "every pixel takes its best tagged class, right for the Cityscapes label space, which has no "
+                    "background; with --label-space voc pick one with --sweep-bg-thresholds)")
     src = parser.add_mutually_exclusive_group()
     add_option(src, "--tags", metavar="FILE", help="restrict each image to its tags from this file")
     add_option(src, "--tags-from-gt", action="store_true", help="restrict each image to its GT classes (uses GT)")
