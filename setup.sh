@@ -19,14 +19,24 @@ fi
 
 stamp=".setup-stamp"
 want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import pseudo_labels, cityscapesscripts, timm, cv2, faiss, sklearn, panopticapi, hotcoco" >/dev/null 2>&1; then
+# imports are checked from / so that this checkout's folder on sys.path does not hide a missing install
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && \
+   (cd / && "$PY" -c "import cityscapesscripts, timm, cv2, faiss, sklearn, panopticapi, hotcoco") >/dev/null 2>&1; then
   echo "[setup] requirements already satisfied"
 else
   echo "[setup] installing requirements"
   "$PY" -m pip install -q -r requirements.txt
   # test reference; its metadata pins numpy<2 although its code runs on numpy 2
   "$PY" -m pip install -q --no-deps panopticapi-lite==0.2.0
-  "$PY" -m pip install -q --no-deps --no-build-isolation -e .
-  echo "$want" > "$stamp"
+  rm -f "$stamp"
 fi
+# the package (editable) must point at this checkout, and the command must exist
+installed="$(cd / && "$PY" -c 'import os, pseudo_labels; print(os.path.dirname(os.path.dirname(os.path.realpath(pseudo_labels.__file__))))' 2>/dev/null || true)"
+if [ "$installed" != "$(pwd -P)" ] || [ ! -f "$stamp" ] || ! command -v pseudo-labels >/dev/null 2>&1; then
+  echo "[setup] installing pseudo_labels from $(pwd -P)"
+  "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+else
+  echo "[setup] pseudo_labels already installed from this checkout"
+fi
+echo "$want" > "$stamp"
 echo "[setup] done"
