@@ -141,8 +141,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "give --load-centroids FILE to every shard, or fit once with --fit-only (same flags, no --shard) and "
         "then run the shards with --shard I/N; without centroids, --shard is refused. Shards write into the "
         "same folder; the shard that finds every image assigned maps the rest (a majority/hungarian mapping "
-        "reads the whole split's confusion) and writes stats.json and miou.json, so that the folder ends up "
-        "byte-identical to an unsharded run's. A rerun without --shard does the same and reuses finished images. "
+        "reads the whole split's confusion) and writes stats.json and miou.json: the per-image PNGs, stats.json "
+        "and miou.json equal an unsharded run's byte for byte. A rerun without --shard does the same and reuses "
+        "finished images. "
         "With --shard, --overwrite recomputes this shard's images and keeps the fit. A failed image (e.g. a "
         "corrupt PNG) is named in the summary, the others are finished, and the exit status is 2; "
         "--fail-fast stops at the first one.")
@@ -306,6 +307,7 @@ class SampleJob:
     sample_filter: str
     seed: int
     fail_fast: bool
+    pool_workers: int = 0  # local pool size (threads per worker are limited to cores / pool size)
 
 
 def sample_batch(job: SampleJob) -> dict:
@@ -313,6 +315,9 @@ def sample_batch(job: SampleJob) -> dict:
     ViT patch grid (dense maps are average-pooled to it first, as the reference), chosen
     with the image's own generator (:func:`~pseudo_labels.clustering.image_rng`).
     Returns ``{samples: [(stem, (n, D) float32)], failed: [(stem, message)]}``."""
+    from .features import limit_pool_worker_threads
+
+    limit_pool_worker_threads(job.pool_workers)
     failed = _Failures(job.fail_fast)
     quota = {e.stem: q for e, q in zip(job.entries, job.quotas)}
     grid = patch_grid()
@@ -348,6 +353,7 @@ class AssignJob:
     reuse: bool
     centroids_name: str  # for error messages
     fail_fast: bool = False
+    pool_workers: int = 0  # local pool size (threads per worker are limited to cores / pool size)
 
 
 _CENTROIDS: dict = {}
@@ -367,8 +373,10 @@ def assign_batch(job: AssignJob) -> dict:
     Returns the batch's sums: ``cluster_pixels`` (k,), ``confusion`` (k, 19) over the
     images with ground truth, ``n_gt`` / ``no_gt`` (first stem without GT), ``written``,
     ``reused``, ``ok`` (stems finished) and ``failed`` [(stem, message)]."""
+    from .features import limit_pool_worker_threads
     from .io import read_png, write_png
 
+    limit_pool_worker_threads(job.pool_workers)
     centroids = _centroids(job.centroids_path)
     k = centroids.shape[0]
     acc = {"cluster_pixels": np.zeros(k, np.int64), "confusion": np.zeros((k, NUM_CLASSES), np.int64),
@@ -466,6 +474,11 @@ def run_blocks(func, jobs: list, opts, desc: str, n_images, reduce) -> list[tupl
     return failed
 
 
+def _pool_size(opts) -> int:
+    """Processes of the local pool (0 under Ray, whose workers already get one thread each)."""
+    return opts.workers if opts.executor == "local" else 0
+
+
 def _batches(entries: list[ImageEntry], size: int) -> list[tuple[ImageEntry, ...]]:
     size = max(1, size)
     return [tuple(entries[s: s + size]) for s in range(0, len(entries), size)]
@@ -492,7 +505,7 @@ def collect_samples(root: str, entries: list[ImageEntry], src: FeatureSource, *,
     for s in range(0, len(entries), max(1, batch_size)):
         chunk = tuple(entries[s: s + max(1, batch_size)])
         jobs.append(SampleJob(root, chunk, tuple(quotas[s: s + len(chunk)]), src, sample_filter, seed,
-                              opts.fail_fast))
+                              opts.fail_fast, _pool_size(opts)))
     bounded = max_samples is not None
     state = {"buf": None, "parts": [], "n": 0, "dim": None, "failed": []}
 
@@ -574,11 +587,11 @@ def run(args: argparse.Namespace) -> int:
     params = parameters_of(args, k, mapping, budget, _array_sha(loaded.centroids) if loaded is not None else None)
 
     # ---- can the fit be reused? (decided before anything is checked per image)
+    images_fp = fingerprint_files(e.image_path for e in entries)
     fit_params = {**{k_: params[k_] for k_ in ("k", "seed", "backbone", "weights", "head", "head_weights",
                                               "features_dir", "sample_filter", "samples_per_image",
                                               "max_samples", "kmeans_backend", "limit")},
-                  "fit_split": args.split,
-                  "images": fingerprint_files(e.image_path for e in entries)}
+                  "fit_split": args.split, "images": images_fp}
     fit_hash = config_hash(fit_params)
     existing = None
     if loaded is None and centroids_path.exists():
@@ -645,6 +658,8 @@ def run(args: argparse.Namespace) -> int:
                                              samples_per_image=args.samples_per_image, max_samples=budget,
                                              seed=args.seed, batch_size=args.batch_size, options=opts)
             note_failures((f["image"], f["error"]) for f in sinfo["failed"])
+            if samples.shape[0] == 0 and failures:
+                _finish(failures, "images")  # nothing could be sampled: name the failures, not k
             if k > samples.shape[0]:
                 raise PseudoLabelsError(f"--k {k} is more than the {samples.shape[0]} sampled feature vectors of "
                                         f"split {args.split}; lower --k or raise --samples-per-image")
@@ -675,8 +690,7 @@ def run(args: argparse.Namespace) -> int:
 
     def manifest(status: str, counts: dict | None = None, **extra) -> None:
         write_manifest(split_dir, STAGE, params, uses_ground_truth=gt_use or False,
-                       inputs={"images": fingerprint_files(e.image_path for e in entries),
-                               "centroids": str(use_path), "features": src.describe()},
+                       inputs={"images": images_fp, "centroids": str(use_path), "features": src.describe()},
                        counts={"status": status, "images": len(entries), **(counts or {})},
                        extra={**opts.describe(), "semantics_mapping": sem_mapping, **extra})
 
@@ -701,7 +715,7 @@ def run(args: argparse.Namespace) -> int:
 
     def assign(which: list[ImageEntry], reuse_raw: bool) -> None:
         jobs = [AssignJob(root, b, src, str(use_path), str(raw_root), args.upsample, reuse_raw, str(use_path),
-                          opts.fail_fast) for b in _batches(which, args.batch_size)]
+                          opts.fail_fast, _pool_size(opts)) for b in _batches(which, args.batch_size)]
         note_failures(run_blocks(assign_batch, jobs, opts, "assigning clusters", len(which), fold))
 
     def write_semantics(which: list[ImageEntry], c2c: np.ndarray) -> int:

@@ -273,3 +273,17 @@ def test_help_documents_sharding_and_budget(capsys):
     for phrase in ("--fit-only", "--shard", "--fail-fast", "--executor", "100,000", "not the number of images",
                    "never sharded"):
         assert phrase in text, phrase
+
+
+def test_unreadable_feature_file_is_named_and_the_others_complete(feats_city, fitted, tmp_path, capsys):
+    feats = tmp_path / "features"
+    shutil.copytree(feats_city / "features", feats)
+    bad = sorted(feats.rglob("*.npy"))[0]
+    bad.write_bytes(bad.read_bytes()[:90])  # truncated .npy
+    rc = cli(feats_city, "--features-dir", str(feats), "--load-centroids", str(fitted / "kmeans_centroids.npz"),
+             "--output-subdir", "badfeat", "--workers", "2", "--batch-size", "1")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert bad.stem in err and "1 images failed" in err
+    assert len(list((feats_city / "badfeat" / "val").rglob("*.png"))) == 2
+    assert not (feats_city / "badfeat" / "val" / bad.parent.name / f"{bad.stem}.png").exists()
