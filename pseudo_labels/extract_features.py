@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import defaults
 from .cli import add_option, add_runner_arguments, runner_options
+from .runner import batch_name, error_message
 from .errors import PseudoLabelsError
 
 STAGE = "extract-features"
@@ -110,20 +111,6 @@ def extractor_of(cfg: ExtractorConfig):
     return _EXTRACTORS[cfg]
 
 
-def error_message(exc: BaseException) -> str:
-    """One line for the run summary (as the runner words it)."""
-    from .errors import PseudoLabelsError as _E
-
-    return str(exc) if isinstance(exc, _E) else f"{type(exc).__name__}: {exc}"
-
-
-def job_name(entries) -> str:
-    """Name of a batch of images in the runner's summary."""
-    if len(entries) == 1:
-        return entries[0].stem
-    return f"{entries[0].stem} .. {entries[-1].stem} ({len(entries)} images)"
-
-
 def extract_batch(job: ExtractJob) -> dict:
     """Read, extract and write one batch. An unreadable image fails alone (named in the result,
     or raised at once with ``fail_fast``); the others of the batch are still written."""
@@ -184,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     bs = max(1, args.batch_size)
     pool = opts.workers if opts.executor == "local" else 0
     jobs = [ExtractJob(tuple(todo[i:i + bs]), str(out), cfg, opts.fail_fast, pool) for i in range(0, len(todo), bs)]
-    summary = run_per_image(extract_batch, jobs, options=opts, desc="features", name_of=lambda j: job_name(j.entries))
+    summary = run_per_image(extract_batch, jobs, options=opts, desc="features", name_of=lambda j: batch_name(j.entries))
     seconds = time.time() - t0
     failed = list(summary.failed)
     done, grid = 0, None

@@ -341,39 +341,12 @@ def summarize_cam_sweep(rows: Sequence[dict]) -> dict:
 
 def plot_cam_sweep_heatmap(summary: Sequence[dict], path, title: str = "") -> Path:
     """PNG heatmap of the mean mIoU over DEAL weight (rows) x background threshold (columns)."""
-    import matplotlib
+    from .report import plot_heatmap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-
-    ws = sorted({r["deal_weight"] for r in summary})
-    ts = sorted({r["bg_threshold"] for r in summary})
-    grid = np.full((len(ws), len(ts)), np.nan)
-    for r in summary:
-        grid[ws.index(r["deal_weight"]), ts.index(r["bg_threshold"])] = r["mIoU_mean"]
-    fig, ax = plt.subplots(figsize=(1.1 * len(ts) + 2.5, 0.6 * len(ws) + 1.8), dpi=100)
-    im = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(ts)), [f"{t:g}" for t in ts])
-    ax.set_yticks(range(len(ws)), [f"{w:g}" for w in ws])
-    ax.set_xlabel("background threshold")
-    ax.set_ylabel("DEAL weight")
-    finite = grid[np.isfinite(grid)]
-    mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-    for i in range(len(ws)):
-        for j in range(len(ts)):
-            if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center",
-                        color="black" if grid[i, j] > mid else "white", fontsize=9)
-    fig.colorbar(im, ax=ax, label="mIoU (mean over seeds)")
-    ax.set_title(title or "CAM pseudo-label mIoU")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return plot_heatmap(summary, path, "mIoU_mean", title or "CAM pseudo-label mIoU",
+                        rows="deal_weight", cols="bg_threshold", row_label="DEAL weight",
+                        col_label="background threshold", colorbar_label="mIoU (mean over seeds)",
+                        value_format="{:.1f}")
 
 
 def write_cam_sweep(result: dict, out_json) -> dict:

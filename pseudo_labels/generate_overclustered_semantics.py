@@ -53,6 +53,7 @@ from .cityscapes import (
     CLASS_NAMES, IGNORE, NUM_CLASSES, ImageEntry, gt_path, label_id_to_train_id_lut, list_images,
 )
 from .cli import add_option, add_runner_arguments, module_main, runner_options
+from .runner import batch_name, error_message
 from .clustering import (
     BACKENDS, CENTROIDS_NAME, UPSAMPLE_MODES, assign_clusters, cluster_png_array, fit_kmeans, fit_sample_budget,
     image_rng, load_centroids, patch_grid, pool_to_grid, resize_nearest, resolve_backend, sample_patch_features,
@@ -208,16 +209,6 @@ def feature_file(src: FeatureSource, entry: ImageEntry) -> Path:
     return Path(src.features_dir) / entry.relative(".npy")
 
 
-def _message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, PseudoLabelsError) else f"{type(exc).__name__}: {exc}"
-
-
-def _job_name(entries) -> str:
-    if len(entries) == 1:
-        return entries[0].stem
-    return f"{entries[0].stem} .. {entries[-1].stem} ({len(entries)} images)"
-
-
 class _Failures(list):
     """(stem, message) of the images of one batch that failed; raises at once with fail_fast."""
 
@@ -226,7 +217,7 @@ class _Failures(list):
         self.fail_fast = fail_fast
 
     def add(self, entry: ImageEntry, exc: BaseException) -> None:
-        msg = _message(exc)
+        msg = error_message(exc)
         if self.fail_fast:
             raise PseudoLabelsError(msg if entry.stem in msg else f"{entry.stem}: {msg}") from None
         self.append((entry.stem, msg))
@@ -465,7 +456,7 @@ def run_blocks(func, jobs: list, opts, desc: str, n_images, reduce) -> list[tupl
         label = desc if len(jobs) <= block else f"{desc} [{seen + 1}-{seen + n_part} of {n_images}]"
         if per_job > 1:
             label += f" (batches of {per_job})"
-        summary = run_per_image(func, part, options=opts, desc=label, name_of=lambda j: _job_name(j.entries))
+        summary = run_per_image(func, part, options=opts, desc=label, name_of=lambda j: batch_name(j.entries))
         for job, res in zip(part, summary.results):
             if res is not None:
                 reduce(job, res)

@@ -86,31 +86,38 @@ def heatmap_grid(results: Sequence[Mapping[str, Any]], metric: str = "PQ", rows:
     return rv, cv, grid
 
 
+def _tick(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def plot_heatmap(results: Sequence[Mapping[str, Any]], path: str | os.PathLike, metric: str = "PQ",
-                 title: str = "") -> Path:
-    """PNG heatmap of ``metric`` over grad_threshold (rows) x min_area (columns), values printed."""
+                 title: str = "", *, rows: str = "grad_threshold", cols: str = "min_area",
+                 row_label: str = "grad_threshold (tau)", col_label: str = "min_area (A_min)",
+                 colorbar_label: str | None = None, value_format: str = "{:.2f}") -> Path:
+    """PNG heatmap of ``metric`` over ``rows`` x ``columns`` of sweep result rows, values printed
+    (default: grad_threshold x min_area of the panoptic sweep; the CAM sweep uses it too)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rv, cv, grid = heatmap_grid(results, metric)
+    rv, cv, grid = heatmap_grid(results, metric, rows, cols)
     if not rv or not cv:
-        raise PseudoLabelsError("sweep results lack grad_threshold / min_area: no heatmap can be drawn")
+        raise PseudoLabelsError(f"sweep results lack {rows} / {cols}: no heatmap can be drawn")
     fig, ax = plt.subplots(figsize=(1.2 * len(cv) + 2.5, 0.7 * len(rv) + 1.8), dpi=100)
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(cv)), [str(v) for v in cv])
-    ax.set_yticks(range(len(rv)), [str(v) for v in rv])
-    ax.set_xlabel("min_area (A_min)")
-    ax.set_ylabel("grad_threshold (tau)")
+    ax.set_xticks(range(len(cv)), [_tick(v) for v in cv])
+    ax.set_yticks(range(len(rv)), [_tick(v) for v in rv])
+    ax.set_xlabel(col_label)
+    ax.set_ylabel(row_label)
     finite = grid[np.isfinite(grid)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0
     for i in range(len(rv)):
         for j in range(len(cv)):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center",
+                ax.text(j, i, value_format.format(grid[i, j]), ha="center", va="center",
                         color="black" if grid[i, j] > mid else "white", fontsize=9)
-    fig.colorbar(im, ax=ax, label=metric)
+    fig.colorbar(im, ax=ax, label=colorbar_label or metric)
     ax.set_title(title or metric)
     fig.tight_layout()
     path = Path(path)

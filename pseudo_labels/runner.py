@@ -70,15 +70,27 @@ class RunSummary:
             raise PseudoLabelsError(f"{len(self.failed)} {what} failed: {names}{more}")
 
 
+def error_message(exc: BaseException) -> str:
+    """One line for the run summary: our errors as they are, others with their type."""
+    return str(exc) if isinstance(exc, PseudoLabelsError) else f"{type(exc).__name__}: {exc}"
+
+
+def batch_name(entries: Sequence[Any]) -> str:
+    """Name of a batch of images (objects with ``.stem``) in the run summary."""
+    if len(entries) == 1:
+        return entries[0].stem
+    return f"{entries[0].stem} .. {entries[-1].stem} ({len(entries)} images)"
+
+
 def _call(func: Callable, item: Any) -> tuple[bool, Any]:
     try:
         return True, func(item)
     except PseudoLabelsError as exc:
-        return False, str(exc)
+        return False, error_message(exc)
     except Exception as exc:  # reported per item, the run goes on
         if os.environ.get("PSEUDO_LABELS_TRACEBACK") == "1":
             traceback.print_exc()
-        return False, f"{type(exc).__name__}: {exc}"
+        return False, error_message(exc)
 
 
 def _share_cores(workers: int) -> None:
