@@ -22,7 +22,6 @@ what the reference stores) or ``"none"``.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 

@@ -12,7 +12,6 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

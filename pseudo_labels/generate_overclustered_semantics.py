@@ -41,7 +41,6 @@ with the default uniform sampling uses no labels. No CRF is applied (the referen
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

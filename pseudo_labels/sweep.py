@@ -35,14 +35,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from itertools import product
-from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from . import defaults
-from .cityscapes import IGNORE, NUM_CLASSES, THING_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, panoptic_categories
+from .cityscapes import NUM_CLASSES, THING_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, panoptic_categories
 from .errors import InputFileError, PseudoLabelsError
 from .instances import (
     candidate_instances,

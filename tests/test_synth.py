@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from pseudo_labels import synth
 from pseudo_labels.cityscapes import label_id_to_train_id_lut, list_images, panoptic_gt
