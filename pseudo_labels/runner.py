@@ -174,12 +174,30 @@ def run_per_image(
     return summary
 
 
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast with a clear message when ``host:port`` does not answer (ray.init retries for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise PseudoLabelsError(f"--ray-address {address!r}: expected HOST:PORT (e.g. head-node:6379) or ray://HOST:PORT")
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise PseudoLabelsError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc.strerror or exc}); "
+                                "start one with 'ray start --head' or leave out --ray-address") from None
+
+
 def _run_ray(func, items, todo, record, ray_address, workers) -> None:
     try:
         import ray
     except ImportError:
         raise PseudoLabelsError("--executor ray needs the 'ray' package (pip install ray)") from None
     if not ray.is_initialized():
+        _check_reachable(ray_address)
         kwargs = {}
         if ray_address is None and workers > 1:
             kwargs["num_cpus"] = workers  # local instance sized like the local pool

@@ -53,3 +53,16 @@ def test_ray_executor_matches_local_pool():
         assert failing.results[0] == 1 and failing.failed[0][0] == "bad"
     finally:
         ray.shutdown()
+
+
+def test_unreachable_ray_address_is_a_clear_error():
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(PseudoLabelsError, match="cannot connect to a Ray cluster"):
+        run_per_image(double, [1, 2], executor="ray", ray_address=f"127.0.0.1:{port}", progress=False)
+    with pytest.raises(PseudoLabelsError, match="expected HOST:PORT"):
+        run_per_image(double, [1, 2], executor="ray", ray_address="nonsense", progress=False)
