@@ -92,7 +92,6 @@ class ExtractJob:
     out: str
     config: ExtractorConfig
     fail_fast: bool
-    pool_workers: int = 0  # local pool size (threads per worker are limited to cores / pool size)
 
 
 _EXTRACTORS: dict = {}
@@ -113,10 +112,9 @@ def extractor_of(cfg: ExtractorConfig):
 def extract_batch(job: ExtractJob) -> dict:
     """Read, extract and write one batch. An unreadable image fails alone (named in the result,
     or raised at once with ``fail_fast``); the others of the batch are still written."""
-    from .features import feature_path, limit_pool_worker_threads, save_features
+    from .features import feature_path, save_features
     from .io import read_image_rgb
 
-    limit_pool_worker_threads(job.pool_workers)
     images, failed = [], []
     for e in job.entries:
         try:
@@ -168,8 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     bs = max(1, args.batch_size)
-    pool = opts.workers if opts.executor == "local" else 0
-    jobs = [ExtractJob(tuple(todo[i:i + bs]), str(out), cfg, opts.fail_fast, pool) for i in range(0, len(todo), bs)]
+    jobs = [ExtractJob(tuple(todo[i:i + bs]), str(out), cfg, opts.fail_fast) for i in range(0, len(todo), bs)]
     summary = run_per_image(extract_batch, jobs, options=opts, desc="features", name_of=lambda j: batch_name(j.entries))
     seconds = time.time() - t0
     failed = list(summary.failed)

@@ -24,6 +24,8 @@ antialiasing as PIL does, rounded to 8 bit; ImageNet mean / std.
 
 from __future__ import annotations
 
+import abc
+
 import math
 import os
 import re
@@ -120,7 +122,7 @@ def resolve_device(device: str) -> str:
 
 
 # --------------------------------------------------------------------------- extractor base
-class FeatureExtractor:
+class FeatureExtractor(abc.ABC):
     """Maps RGB images to L2-normalised feature maps.
 
     Attributes: ``name`` (backbone[+head]), ``dim`` (D), ``uses_weights`` (loads a
@@ -172,8 +174,9 @@ class FeatureExtractor:
             i = j
         return out
 
-    def _extract_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _extract_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Features of a batch of same-size prepared images (each backbone implements it)."""
 
 
 # --------------------------------------------------------------------------- builtin
@@ -598,48 +601,6 @@ def build_extractor(
         raise PseudoLabelsError("--head cause needs --head-weights PATH (CAUSE segment_tr.pth)")
     seg = build_segment_tr(head_weights, codebook=codebook, dim=int(model.embed_dim))
     return CauseExtractor(model, seg, f"{backbone}+cause", uses or head_weights is not None, **kw)
-
-
-# --------------------------------------------------------------------------- threads in pool workers
-_POOL_THREADS: int | None = None
-
-
-def limit_pool_worker_threads(workers: int) -> None:
-    """In a worker of a local process pool of ``workers`` processes: share this machine's cores
-    among them (torch, OpenCV and BLAS / OpenMP thread pools get cores // workers threads).
-
-    Every library otherwise starts one thread per core in every worker, and OpenMP threads
-    spin-wait: 2 workers x 2 threads on 2 busy cores ran the semantic stage ~5x slower than
-    the same work under Ray (which gives its workers one thread). Results do not change (the
-    per-pixel work does not depend on the thread count). No-op in the main process, for
-    ``workers`` <= 1, and after the first call in a process.
-    """
-    global _POOL_THREADS
-    import multiprocessing
-
-    if workers <= 1 or _POOL_THREADS is not None or multiprocessing.parent_process() is None:
-        return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    n = max(1, cores // workers)
-    _POOL_THREADS = n
-    import torch
-
-    torch.set_num_threads(n)
-    try:
-        import cv2
-
-        cv2.setNumThreads(n)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 # --------------------------------------------------------------------------- storage

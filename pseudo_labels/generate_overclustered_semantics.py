@@ -297,7 +297,6 @@ class SampleJob:
     sample_filter: str
     seed: int
     fail_fast: bool
-    pool_workers: int = 0  # local pool size (threads per worker are limited to cores / pool size)
 
 
 def sample_batch(job: SampleJob) -> dict:
@@ -305,9 +304,6 @@ def sample_batch(job: SampleJob) -> dict:
     ViT patch grid (dense maps are average-pooled to it first, as the reference), chosen
     with the image's own generator (:func:`~pseudo_labels.clustering.image_rng`).
     Returns ``{samples: [(stem, (n, D) float32)], failed: [(stem, message)]}``."""
-    from .features import limit_pool_worker_threads
-
-    limit_pool_worker_threads(job.pool_workers)
     failed = _Failures(job.fail_fast)
     quota = {e.stem: q for e, q in zip(job.entries, job.quotas)}
     grid = patch_grid()
@@ -343,7 +339,6 @@ class AssignJob:
     reuse: bool
     centroids_name: str  # for error messages
     fail_fast: bool = False
-    pool_workers: int = 0  # local pool size (threads per worker are limited to cores / pool size)
 
 
 _CENTROIDS: dict = {}
@@ -363,10 +358,8 @@ def assign_batch(job: AssignJob) -> dict:
     Returns the batch's sums: ``cluster_pixels`` (k,), ``confusion`` (k, 19) over the
     images with ground truth, ``n_gt`` / ``no_gt`` (first stem without GT), ``written``,
     ``reused``, ``ok`` (stems finished) and ``failed`` [(stem, message)]."""
-    from .features import limit_pool_worker_threads
     from .io import read_png, write_png
 
-    limit_pool_worker_threads(job.pool_workers)
     centroids = _centroids(job.centroids_path)
     k = centroids.shape[0]
     acc = {"cluster_pixels": np.zeros(k, np.int64), "confusion": np.zeros((k, NUM_CLASSES), np.int64),
@@ -464,11 +457,6 @@ def run_blocks(func, jobs: list, opts, desc: str, n_images, reduce) -> list[tupl
     return failed
 
 
-def _pool_size(opts) -> int:
-    """Processes of the local pool (0 under Ray, whose workers already get one thread each)."""
-    return opts.workers if opts.executor == "local" else 0
-
-
 def _batches(entries: list[ImageEntry], size: int) -> list[tuple[ImageEntry, ...]]:
     size = max(1, size)
     return [tuple(entries[s: s + size]) for s in range(0, len(entries), size)]
@@ -495,7 +483,7 @@ def collect_samples(root: str, entries: list[ImageEntry], src: FeatureSource, *,
     for s in range(0, len(entries), max(1, batch_size)):
         chunk = tuple(entries[s: s + max(1, batch_size)])
         jobs.append(SampleJob(root, chunk, tuple(quotas[s: s + len(chunk)]), src, sample_filter, seed,
-                              opts.fail_fast, _pool_size(opts)))
+                              opts.fail_fast))
     bounded = max_samples is not None
     state = {"buf": None, "parts": [], "n": 0, "dim": None, "failed": []}
 
@@ -705,7 +693,7 @@ def run(args: argparse.Namespace) -> int:
 
     def assign(which: list[ImageEntry], reuse_raw: bool) -> None:
         jobs = [AssignJob(root, b, src, str(use_path), str(raw_root), args.upsample, reuse_raw, str(use_path),
-                          opts.fail_fast, _pool_size(opts)) for b in _batches(which, args.batch_size)]
+                          opts.fail_fast) for b in _batches(which, args.batch_size)]
         note_failures(run_blocks(assign_batch, jobs, opts, "assigning clusters", len(which), fold))
 
     def write_semantics(which: list[ImageEntry], c2c: np.ndarray) -> int:

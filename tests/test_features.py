@@ -332,26 +332,3 @@ def test_load_features_memory_mapped(tmp_path):
         load_features(tmp_path / "trunc.npy", mmap=True)
     with pytest.raises(PseudoLabelsError, match="not found"):
         load_features(tmp_path / "missing.npy", mmap=True)
-
-
-def _threads_after_limit(workers):
-    import torch
-
-    from pseudo_labels.features import limit_pool_worker_threads
-
-    limit_pool_worker_threads(workers)
-    return torch.get_num_threads()
-
-
-def test_pool_workers_share_the_cores():
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    import torch
-
-    before = torch.get_num_threads()
-    assert _threads_after_limit(4) == before  # the main process is left alone
-    cores = len(os.sched_getaffinity(0))
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        assert pool.submit(_threads_after_limit, 2).result() == max(1, cores // 2)

@@ -66,3 +66,20 @@ def test_unreachable_ray_address_is_a_clear_error():
         run_per_image(double, [1, 2], executor="ray", ray_address=f"127.0.0.1:{port}", progress=False)
     with pytest.raises(PseudoLabelsError, match="expected HOST:PORT"):
         run_per_image(double, [1, 2], executor="ray", ray_address="nonsense", progress=False)
+
+
+def _torch_threads(_item) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_pool_workers_share_the_cores():
+    import os
+
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    s = run_per_image(_torch_threads, [0, 1], workers=2, progress=False)
+    assert s.results == [max(1, cores // 2)] * 2
+    assert torch.get_num_threads() == before  # the main process is left alone
