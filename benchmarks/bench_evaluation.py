@@ -62,7 +62,7 @@ def make_data(root: Path, n: int, seed: int, size=(1024, 2048)):
     gts, preds = [], []
     synth_gt = None
     try:
-        from pseudo_labels.cityscapes import panoptic_gt
+        from pseudo_labels.datasets.cityscapes import panoptic_gt
         from pseudo_labels.synth import write_synthetic_city
 
         write_synthetic_city(root / "city", n, seed, size=size, split="val")
@@ -159,8 +159,8 @@ def _child(spec: dict) -> dict:
         import evaluation.hotcoco_engine  # noqa: F401
         import evaluation.panoptic  # noqa: F401
         import pseudo_labels.evaluate  # noqa: F401
-        import pseudo_labels.io  # noqa: F401
-        import pseudo_labels.runner  # noqa: F401
+        import pseudo_labels.core.io  # noqa: F401
+        import pseudo_labels.core.runner  # noqa: F401
         from pseudo_labels.cli import main
 
         argv = ["evaluate", "--gt-json", gj, "--gt-folder", gf, "--pred-json", pj, "--pred-folder", pf,
@@ -194,8 +194,8 @@ def _child(spec: dict) -> dict:
         import evaluation.hotcoco_engine  # noqa: F401
         import evaluation.panoptic  # noqa: F401
         import pseudo_labels.evaluate  # noqa: F401
-        import pseudo_labels.io  # noqa: F401
-        import pseudo_labels.runner  # noqa: F401
+        import pseudo_labels.core.io  # noqa: F401
+        import pseudo_labels.core.runner  # noqa: F401
         from pseudo_labels.cli import main
 
         engine = {"ours_auto": "auto", "ours_numpy": "numpy"}[tool]

@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pseudo_labels import defaults  # noqa: E402
-from pseudo_labels.clustering import (  # noqa: E402
+from pseudo_labels.core import defaults  # noqa: E402
+from pseudo_labels.stages.clustering import (  # noqa: E402
     auto_threads, fit_kmeans_raw, kmeans_inertia, l2_normalize, resolve_backend,
 )
 
@@ -82,10 +82,10 @@ def fit_stage_rss(n_images: int, grid=(23, 46), d: int = 90, k: int = 80, max_sa
 import os, sys, tempfile, time, numpy as np
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from pseudo_labels import defaults
-from pseudo_labels.cityscapes import ImageEntry
-from pseudo_labels.clustering import fit_kmeans, fit_sample_budget
-from pseudo_labels.features import save_features
+from pseudo_labels.core import defaults
+from pseudo_labels.datasets.cityscapes import ImageEntry
+from pseudo_labels.stages.clustering import fit_kmeans, fit_sample_budget
+from pseudo_labels.stages.features import save_features
 from pseudo_labels.generate_overclustered_semantics import FeatureSource, collect_samples
 tmp = tempfile.mkdtemp(prefix="bench_fit_rss_")
 rng_feat = np.random.default_rng(0)

@@ -92,7 +92,7 @@ RUSAGE_WRAPPER = (
 PLATEAU_LOOP = """
 import json, sys
 sys.path.insert(0, {repo!r})
-from pseudo_labels.cityscapes import list_images
+from pseudo_labels.datasets.cityscapes import list_images
 from pseudo_labels.generate_overclustered_semantics import AssignJob, FeatureSource, assign_batch, _batches
 def anon():
     return int([l for l in open("/proc/self/status") if l.startswith("RssAnon")][0].split()[1]) / 1024
@@ -109,7 +109,7 @@ for rep in range({reps}):
 print(json.dumps(samples))
 """
 IMPORTS = ("import torch, faiss, cv2, numpy, scipy.optimize, evaluation.matching, "
-           "pseudo_labels.generate_overclustered_semantics, pseudo_labels.features")
+           "pseudo_labels.generate_overclustered_semantics, pseudo_labels.stages.features")
 
 
 def measure(args: list) -> dict:

@@ -33,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pseudo_labels import defaults  # noqa: E402
-from pseudo_labels.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges  # noqa: E402
+from pseudo_labels.core import defaults  # noqa: E402
+from pseudo_labels.stages.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges  # noqa: E402
 from tests.test_instances import reference_split  # noqa: E402
 
 
@@ -73,9 +73,9 @@ def pin_to_one_core() -> int | None:
 
 
 def make_city(root: Path, n: int) -> None:
-    from pseudo_labels.cityscapes import gt_path, list_images
-    from pseudo_labels.depth import normalize_depth
-    from pseudo_labels.io import read_png, write_npy, write_png
+    from pseudo_labels.datasets.cityscapes import gt_path, list_images
+    from pseudo_labels.stages.depth import normalize_depth
+    from pseudo_labels.core.io import read_png, write_npy, write_png
     from pseudo_labels.synth import generate_scene, image_seed, write_synthetic_city
 
     write_synthetic_city(root, n, seed=0, size=(1024, 2048))
@@ -89,7 +89,7 @@ def make_city(root: Path, n: int) -> None:
 
 # --------------------------------------------------------------------------- (1)
 def bench_split(root: Path) -> dict:
-    from pseudo_labels.io import read_png
+    from pseudo_labels.core.io import read_png
 
     out = {}
     sems = sorted((root / "sem_gt").rglob("*.png"))
@@ -148,7 +148,7 @@ def straightforward_cell(files, tau, amin, eval_hw=(512, 1024)):
     """The reference's per-cell approach, written plainly: split, then mask-by-mask matching."""
     from cityscapesscripts.helpers.labels import id2label
 
-    from pseudo_labels.io import read_png
+    from pseudo_labels.core.io import read_png
 
     things, stuff = set(range(11, 19)), set(range(11))
     tp, fp, fn, iou_s = (np.zeros(19) for _ in range(4))
@@ -209,10 +209,10 @@ def straightforward_cell(files, tau, amin, eval_hw=(512, 1024)):
 
 
 def bench_end_to_end(root: Path, tmp: Path, n_cells_timed: int = 2, repeats: int = 3) -> dict:
-    from pseudo_labels.cityscapes import gt_path, index_by_stem, list_images, panoptic_gt
+    from pseudo_labels.datasets.cityscapes import gt_path, index_by_stem, list_images, panoptic_gt
     from pseudo_labels.cli import main as cli
-    from pseudo_labels.io import read_json
-    from pseudo_labels.sweep import Grid, ImageJob, SweepSettings, sweep_image
+    from pseudo_labels.core.io import read_json
+    from pseudo_labels.stages.sweep import Grid, ImageJob, SweepSettings, sweep_image
 
     def sweep():  # like for like: the reference protocol (512x1024) as the straightforward version
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):

@@ -3,7 +3,7 @@
 For each seed: a synthetic city (``pseudo-labels synth``, ``--n-images`` at 512x1024), depth
 from its stereo disparity, min-max normalised per image (``generate-depth --source
 disparity --normalize minmax``, as the reference's depth maps), then the decision of
-:func:`pseudo_labels.thing_stuff.decide_thing_classes_from_files` (the code path of
+:func:`pseudo_labels.stages.thing_stuff.decide_thing_classes_from_files` (the code path of
 ``generate-depth-guided-instances --thing-classes auto``, at 512x1024, tau 0.20) on
 
 * the ground-truth trainId maps (labelTrainIds): agreement = fraction of the train classes
@@ -39,8 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pseudo_labels.cityscapes import CLASS_NAMES, THING_TRAIN_IDS, index_by_stem  # noqa: E402
-from pseudo_labels.thing_stuff import RULE, agreement, decide_thing_classes_from_files  # noqa: E402
+from pseudo_labels.datasets.cityscapes import CLASS_NAMES, THING_TRAIN_IDS, index_by_stem  # noqa: E402
+from pseudo_labels.stages.thing_stuff import RULE, agreement, decide_thing_classes_from_files  # noqa: E402
 
 SIZE = (512, 1024)
 
@@ -81,7 +81,7 @@ def load_module(path: str):
 
 
 def evaluate_seed(root: Path, k: int, decide=decide_thing_classes_from_files) -> dict:
-    from pseudo_labels.io import read_png
+    from pseudo_labels.core.io import read_png
 
     gts = index_by_stem(root / "gtFine" / "val", "_gtFine_labelTrainIds.png")
     deps = index_by_stem(root / "depth_disp" / "val", ".npy")
@@ -115,7 +115,7 @@ def evaluate_seed(root: Path, k: int, decide=decide_thing_classes_from_files) ->
     th = np.zeros(k, np.int64)
     st = np.zeros(k, np.int64)
     for s in stems:
-        from pseudo_labels.instances import resize_semantic
+        from pseudo_labels.stages.instances import resize_semantic
 
         raw = resize_semantic(read_png(raws[s]), SIZE).astype(np.int64).ravel()
         gt = resize_semantic(read_png(gts[s]), SIZE).ravel()
@@ -185,7 +185,7 @@ def main() -> int:
         }
 
     res = {
-        "what": "label-free thing/stuff decision (pseudo_labels.thing_stuff) vs the Cityscapes split",
+        "what": "label-free thing/stuff decision (pseudo_labels.stages.thing_stuff) vs the Cityscapes split",
         "image_size": list(SIZE), "n_images_per_seed": args.n_images, "seeds": args.seeds, "k": args.k,
         "depth": "stereo disparity -> depth, min-max normalised per image", "grad_threshold": 0.2,
         "rule": RULE,

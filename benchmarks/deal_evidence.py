@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pseudo_labels import defaults  # noqa: E402
+from pseudo_labels.core import defaults  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:
@@ -96,12 +96,12 @@ def edge_statistics(gts, depths, depth_edges, step: float = 0.05) -> dict:
 def run_setting(args, class_dropout: float, tags_min_pixels: int, tmp: Path, log) -> dict:
     """Sweep of one setting (class dropout, tag threshold) over all seeds; rows of every seed + summary +
     diagnostics."""
-    from pseudo_labels.cityscapes import gt_path, list_images
+    from pseudo_labels.datasets.cityscapes import gt_path, list_images
     from pseudo_labels.generate_cam_pseudolabels import summarize_cam_sweep, sweep_cam
-    from pseudo_labels.io import read_png
+    from pseudo_labels.core.io import read_png
     from pseudo_labels.synth import write_synthetic_city
     from pseudo_labels.train_cam import depth_edges_for, load_depth, load_tags, train_cam_run
-    from pseudo_labels.weak.tags import class_names
+    from pseudo_labels.stages.weak.tags import class_names
 
     names = class_names("cityscapes")
     rows, tags_all, edges = [], [], []
@@ -192,7 +192,7 @@ def per_class_table(setting: dict, cmp: dict, names) -> list[str]:
 
 def render_markdown(result: dict) -> str:
     """The report (markdown) from the benchmark's JSON result; every number is read from ``result``."""
-    from pseudo_labels.weak.tags import class_names
+    from pseudo_labels.stages.weak.tags import class_names
 
     names = class_names("cityscapes")
     st = result["setup"]

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .panoptic import EvaluationError, PQStats, _where
+from evaluation.pq_stats import EvaluationError, PQStats, _where
 
 #: RAYON pool size hotcoco was started with in this process by :func:`score` (None: not yet)
 _POOL_THREADS: int | None = None

@@ -14,9 +14,9 @@ import shlex
 import time
 from pathlib import Path
 
-from . import cli
-from .errors import PseudoLabelsError
-from .io import read_json
+from pseudo_labels import cli
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.io import read_json
 
 DEMO_N_IMAGES = 12
 DEMO_SIZE = (512, 1024)  # (H, W): the reference's working resolution, so its A_min applies unscaled

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import defaults
-from .cli import add_option, add_runner_arguments, runner_options
-from .errors import PseudoLabelsError
+from pseudo_labels.core import defaults
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
+from pseudo_labels.core.errors import PseudoLabelsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +79,8 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
     """mIoU of trainId PNGs paired by Cityscapes stem (GT: ``*_labelTrainIds.png`` if any, else all PNGs)."""
     from evaluation.semantic import confusion_matrix_with_misses, miou_from_confusion
 
-    from .cityscapes import CLASS_NAMES, index_by_stem
-    from .io import read_png
+    from pseudo_labels.datasets.cityscapes import CLASS_NAMES, index_by_stem
+    from pseudo_labels.core.io import read_png
 
     gt_index = index_by_stem(gt_dir, ".png", "_labelTrainIds")
     if not gt_index:
@@ -131,7 +131,7 @@ class _ScoreImage:
 
 def _runner_map(options, progress: bool):
     """``map_fn`` for :func:`evaluation.panoptic.evaluate_panoptic_folders`: the shared runner (pool / Ray)."""
-    from .runner import run_per_image
+    from pseudo_labels.core.runner import run_per_image
 
     def map_fn(func, jobs):
         summary = run_per_image(_ScoreImage(func), jobs, options=options, desc="evaluate",
@@ -161,7 +161,7 @@ def choose_engine(engine: str, options) -> str:
 def run(args: argparse.Namespace) -> int:
     from evaluation.panoptic import EvaluationError, evaluate_panoptic_folders
 
-    from .io import write_json
+    from pseudo_labels.core.io import write_json
 
     options = runner_options(args)
     if (args.gt_semantic_dir is None) != (args.pred_semantic_dir is None):
@@ -188,6 +188,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import module_main
+    from pseudo_labels.core.arguments import module_main
 
     raise SystemExit(module_main("pseudo_labels.evaluate"))

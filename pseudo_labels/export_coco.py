@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import io
-from .cli import add_option, add_runner_arguments, runner_options, module_main
-from .export import export_coco, load_panoptic_input
+from pseudo_labels.core import io
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options, module_main
+from pseudo_labels.stages.export import export_coco, load_panoptic_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

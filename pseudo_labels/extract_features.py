@@ -16,16 +16,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import defaults
-from .cli import add_option, add_runner_arguments, runner_options
-from .runner import batch_name, error_message
-from .errors import PseudoLabelsError
+from pseudo_labels.core import defaults
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
+from pseudo_labels.core.runner import batch_name, error_message
+from pseudo_labels.core.errors import PseudoLabelsError
 
 STAGE = "extract-features"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .features import BACKBONES, HEADS
+    from pseudo_labels.stages.features import BACKBONES, HEADS
 
     add_option(parser, "--cityscapes-root", required=True, help="dataset root (Cityscapes layout)")
     parser.add_argument("--split", default="val", help="split folder under leftImg8bit (default: val)")
@@ -100,7 +100,7 @@ _EXTRACTORS: dict = {}
 def extractor_of(cfg: ExtractorConfig):
     """The extractor of ``cfg``, built once per process."""
     if cfg not in _EXTRACTORS:
-        from .features import build_extractor
+        from pseudo_labels.stages.features import build_extractor
 
         _EXTRACTORS.clear()
         _EXTRACTORS[cfg] = build_extractor(
@@ -112,8 +112,8 @@ def extractor_of(cfg: ExtractorConfig):
 def extract_batch(job: ExtractJob) -> dict:
     """Read, extract and write one batch. An unreadable image fails alone (named in the result,
     or raised at once with ``fail_fast``); the others of the batch are still written."""
-    from .features import feature_path, save_features
-    from .io import read_image_rgb
+    from pseudo_labels.stages.features import feature_path, save_features
+    from pseudo_labels.core.io import read_image_rgb
 
     images, failed = [], []
     for e in job.entries:
@@ -136,10 +136,10 @@ def extract_batch(job: ExtractJob) -> dict:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .cityscapes import list_images
-    from .features import feature_path
-    from .io import fingerprint_files, prepare_output_dir, read_image_rgb, write_manifest
-    from .runner import run_per_image
+    from pseudo_labels.datasets.cityscapes import list_images
+    from pseudo_labels.stages.features import feature_path
+    from pseudo_labels.core.io import fingerprint_files, prepare_output_dir, read_image_rgb, write_manifest
+    from pseudo_labels.core.runner import run_per_image
 
     opts = runner_options(args)
     if args.batch_size < 1:
@@ -208,6 +208,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import module_main
+    from pseudo_labels.core.arguments import module_main
 
     raise SystemExit(module_main("pseudo_labels.extract_features"))

@@ -7,7 +7,7 @@ taken from the run), ``manifest.json`` and ``cam_eval.json`` (mIoU, per-class Io
 CAM -> mask (the usual choices of the CAM literature): class maps at the patch grid,
 ReLU and division by each class's maximum in the image, bilinear upsampling to the image,
 a constant background score ``--bg-threshold``, argmax over background + the image's
-tagged classes (:func:`pseudo_labels.weak.masks.cams_to_labels`).
+tagged classes (:func:`pseudo_labels.stages.weak.masks.cams_to_labels`).
 
 Which classes an image may take: its tags from ``--tags FILE`` or ``--tags-from-gt``
 (the usual WSSS setting: pseudo-labels for tagged training images), otherwise the
@@ -40,9 +40,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import defaults
-from .cli import add_option, add_runner_arguments, module_main, runner_options
-from .errors import PseudoLabelsError
+from pseudo_labels.core import defaults
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, module_main, runner_options
+from pseudo_labels.core.errors import PseudoLabelsError
 
 STAGE = "generate-cam-pseudolabels"
 
@@ -54,11 +54,11 @@ def cam_scores_for_image(head, features: np.ndarray, image_size: tuple[int, int]
 
     ``features`` (D, h, w); ``tags`` (C,) multi-hot or None (predicted from the logits).
     ReLU + per-class max normalisation at the patch grid
-    (:func:`pseudo_labels.weak.cam.normalize_cams`; untagged classes 0), then bilinear
+    (:func:`pseudo_labels.stages.weak.cam.normalize_cams`; untagged classes 0), then bilinear
     upsampling to ``image_size``.
     """
-    from .weak.cam import compute_cams, normalize_cams, predicted_tags
-    from .weak.masks import upsample_cams
+    from pseudo_labels.stages.weak.cam import compute_cams, normalize_cams, predicted_tags
+    from pseudo_labels.stages.weak.masks import upsample_cams
 
     raw, logits = compute_cams(head, features)
     used = predicted_tags(logits) if tags is None else np.asarray(tags, np.float32)
@@ -70,7 +70,7 @@ def labels_from_scores(scores: np.ndarray, bg_threshold: float, label_space: str
                        tags: np.ndarray | None = None) -> np.ndarray:
     """(C, H, W) normalised CAMs -> (H, W) uint8 labels (argmax over background = ``bg_threshold``
     and the tagged classes); with ``depth``, boundaries snapped to depth edges."""
-    from .weak.masks import cams_to_labels, snap_to_depth_edges
+    from pseudo_labels.stages.weak.masks import cams_to_labels, snap_to_depth_edges
 
     labels = cams_to_labels(scores, bg_threshold, label_space, tags)
     if depth is not None:
@@ -80,10 +80,10 @@ def labels_from_scores(scores: np.ndarray, bg_threshold: float, label_space: str
 
 # --------------------------------------------------------------------------- helpers
 def _run_context(run_dir, root, split, *, tags_file=None, tags_from_gt=False, device="cpu", log=None):
-    from .cityscapes import list_images
-    from .features import build_extractor
-    from .train_cam import cached_features, load_tags
-    from .weak.cam import head_from_checkpoint, load_checkpoint
+    from pseudo_labels.datasets.cityscapes import list_images
+    from pseudo_labels.stages.features import build_extractor
+    from pseudo_labels.train_cam import cached_features, load_tags
+    from pseudo_labels.stages.weak.cam import head_from_checkpoint, load_checkpoint
 
     state = load_checkpoint(run_dir)
     head, config = head_from_checkpoint(state)
@@ -103,8 +103,8 @@ def _run_context(run_dir, root, split, *, tags_file=None, tags_from_gt=False, de
 
 
 def _gt(root, entry, label_space):
-    from .cityscapes import gt_path
-    from .io import read_png
+    from pseudo_labels.datasets.cityscapes import gt_path
+    from pseudo_labels.core.io import read_png
 
     p = gt_path(root, entry, "labelTrainIds")
     return read_png(p) if p.exists() else None
@@ -113,7 +113,7 @@ def _gt(root, entry, label_space):
 def _image_size(entry, gt):
     if gt is not None:
         return gt.shape[:2]
-    from .io import read_image_rgb
+    from pseudo_labels.core.io import read_image_rgb
 
     return read_image_rgb(entry.image_path).shape[:2]
 
@@ -121,7 +121,7 @@ def _image_size(entry, gt):
 def _refine_depth(root, entry, subdir, index):
     if not subdir:
         return None
-    from .train_cam import load_depth
+    from pseudo_labels.train_cam import load_depth
 
     return load_depth(root, entry, subdir, index)
 
@@ -129,7 +129,7 @@ def _refine_depth(root, entry, subdir, index):
 def _depth_index(root, subdir):
     if not subdir or subdir == "disparity":
         return None
-    from .depth import index_depth_folder
+    from pseudo_labels.stages.depth import index_depth_folder
 
     folder = Path(root) / subdir
     return index_depth_folder(folder) if folder.is_dir() else {}
@@ -143,7 +143,7 @@ def _head_of(checkpoint: str):
     """The trained head of a checkpoint file, loaded once per process (keyed by path and mtime)."""
     import os
 
-    from .weak.cam import head_from_checkpoint, load_checkpoint
+    from pseudo_labels.stages.weak.cam import head_from_checkpoint, load_checkpoint
 
     key = (checkpoint, os.stat(checkpoint).st_mtime_ns)
     if key not in _HEADS:
@@ -156,17 +156,17 @@ def _depth_for(root, entry, depth_ref: str | None):
     if not depth_ref:
         return None
     if depth_ref == "disparity":
-        from .train_cam import load_depth
+        from pseudo_labels.train_cam import load_depth
 
         return load_depth(root, entry, "disparity")
-    from .depth import read_depth_npy
+    from pseudo_labels.stages.depth import read_depth_npy
 
     return read_depth_npy(depth_ref)
 
 
 def _confusion(gt_file: str, labels: np.ndarray, n_classes: int, stem: str) -> np.ndarray | None:
-    from .io import read_png
-    from .weak.masks import extended_confusion
+    from pseudo_labels.core.io import read_png
+    from pseudo_labels.stages.weak.masks import extended_confusion
 
     if not gt_file:
         return None
@@ -178,8 +178,8 @@ def _confusion(gt_file: str, labels: np.ndarray, n_classes: int, stem: str) -> n
 
 def _process(item, params: dict) -> np.ndarray | None:
     """One image: CAMs -> label PNG (atomic write); returns its extended confusion (or None without GT)."""
-    from .features import load_features
-    from .io import read_image_rgb, read_png, write_png
+    from pseudo_labels.stages.features import load_features
+    from pseudo_labels.core.io import read_image_rgb, read_png, write_png
 
     entry, feat_file, gt_file, tags, depth_ref, out_file = item
     head = _head_of(params["checkpoint"])
@@ -193,7 +193,7 @@ def _process(item, params: dict) -> np.ndarray | None:
 
 def _confusion_of_finished(item, params: dict) -> np.ndarray | None:
     """Confusion of a label PNG written by an earlier run or another shard."""
-    from .io import read_png
+    from pseudo_labels.core.io import read_png
 
     entry, _, gt_file, _, _, out_file = item
     return _confusion(gt_file, read_png(out_file), params["n_classes"], entry.stem)
@@ -206,17 +206,17 @@ def generate_cam_pseudolabels(run_dir, root, split: str, output_subdir: str, *,
                               options=None, log: Callable[[str], None] | None = None) -> dict:
     """Write the label PNGs, manifest and ``cam_eval.json``; returns the evaluation dict.
 
-    ``options``: :class:`pseudo_labels.runner.RunOptions` (workers, executor, shard, fail-fast,
+    ``options``: :class:`pseudo_labels.core.runner.RunOptions` (workers, executor, shard, fail-fast,
     overwrite); default one local process over every image. With a shard whose siblings are
     not finished yet, returns ``{"complete": False, ...}`` without writing ``cam_eval.json``.
     """
-    from .cityscapes import gt_path, list_images
-    from .features import build_extractor
-    from .io import is_up_to_date, prepare_output_dir, write_json, write_manifest
-    from .runner import RunOptions, run_per_image
-    from .train_cam import ensure_cached_features, load_tags
-    from .weak.cam import CHECKPOINT_NAME, load_checkpoint
-    from .weak.masks import eval_class_names, scores_from_confusion
+    from pseudo_labels.datasets.cityscapes import gt_path, list_images
+    from pseudo_labels.stages.features import build_extractor
+    from pseudo_labels.core.io import is_up_to_date, prepare_output_dir, write_json, write_manifest
+    from pseudo_labels.core.runner import RunOptions, run_per_image
+    from pseudo_labels.train_cam import ensure_cached_features, load_tags
+    from pseudo_labels.stages.weak.cam import CHECKPOINT_NAME, load_checkpoint
+    from pseudo_labels.stages.weak.masks import eval_class_names, scores_from_confusion
 
     t0 = time.time()
     opts = options or RunOptions()
@@ -341,7 +341,7 @@ def summarize_cam_sweep(rows: Sequence[dict]) -> dict:
 
 def plot_cam_sweep_heatmap(summary: Sequence[dict], path, title: str = "") -> Path:
     """PNG heatmap of the mean mIoU over DEAL weight (rows) x background threshold (columns)."""
-    from .report import plot_heatmap
+    from pseudo_labels.report import plot_heatmap
 
     return plot_heatmap(summary, path, "mIoU_mean", title or "CAM pseudo-label mIoU",
                         rows="deal_weight", cols="bg_threshold", row_label="DEAL weight",
@@ -352,7 +352,7 @@ def plot_cam_sweep_heatmap(summary: Sequence[dict], path, title: str = "") -> Pa
 def write_cam_sweep(result: dict, out_json) -> dict:
     """Write the sweep JSON, its CSV (one row per result) and heatmap PNG next to it; returns ``result``
     with ``csv`` and ``heatmap`` paths added."""
-    from .io import write_json
+    from pseudo_labels.core.io import write_json
 
     out_json = Path(out_json)
     out_csv = out_json.with_suffix(".csv")
@@ -387,9 +387,9 @@ def sweep_cam(run_dir, root, split: str, *, deal_weights: Sequence[float] = defa
     best_per_deal_weight}`` (:func:`summarize_cam_sweep`) + CSV + heatmap next to the JSON
     (:func:`write_cam_sweep`). Trained heads stay in ``RUN/sweep/w<W>_s<S>`` and are reused.
     """
-    from .train_cam import train_cam_run
-    from .weak.cam import head_from_checkpoint, load_checkpoint
-    from .weak.masks import eval_class_names, extended_confusion, scores_from_confusion
+    from pseudo_labels.train_cam import train_cam_run
+    from pseudo_labels.stages.weak.cam import head_from_checkpoint, load_checkpoint
+    from pseudo_labels.stages.weak.masks import eval_class_names, extended_confusion, scores_from_confusion
 
     base = load_checkpoint(run_dir)
     meta, cfg = base.get("meta", {}), base["config"]

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import defaults
-from .cli import add_option, add_runner_arguments, runner_options
-from .errors import PseudoLabelsError
+from pseudo_labels.core import defaults
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
+from pseudo_labels.core.errors import PseudoLabelsError
 
 STAGE = "generate-depth"
 SOURCES = ("disparity", "npy", "spidepth", "depth-anything")
@@ -94,7 +94,7 @@ def _predictor(cfg: DepthConfig):
     """One network per process, loaded on first use."""
     key = (cfg.source, cfg.weights, cfg.model_dir, cfg.device, cfg.spidepth_preprocess, cfg.flip)
     if key not in _PREDICTORS:
-        from . import depth
+        from pseudo_labels.stages import depth
 
         if cfg.source == "spidepth":
             _PREDICTORS[key] = depth.SPIdepthPredictor.from_weights(
@@ -106,8 +106,8 @@ def _predictor(cfg: DepthConfig):
 
 def compute_depth(job: DepthJob, cfg: DepthConfig) -> np.ndarray:
     """The (H, W) float32 depth map of one image, normalised as configured (no writing)."""
-    from . import depth
-    from .io import read_image_rgb, read_png
+    from pseudo_labels.stages import depth
+    from pseudo_labels.core.io import read_image_rgb, read_png
 
     if cfg.source == "disparity":
         disparity = read_png(job.disparity_path)
@@ -131,7 +131,7 @@ def compute_depth(job: DepthJob, cfg: DepthConfig) -> np.ndarray:
 
 def process_job(job: DepthJob, cfg: DepthConfig) -> tuple[int, int]:
     """Compute and write one map atomically; returns its shape."""
-    from .io import write_npy
+    from pseudo_labels.core.io import write_npy
 
     d = compute_depth(job, cfg)
     write_npy(job.out_path, d.astype(np.float32, copy=False))
@@ -168,8 +168,8 @@ def output_dir_of(args: argparse.Namespace) -> Path:
 def plan_jobs(root: str | os.PathLike, split: str, source: str, out_dir: str | os.PathLike,
               input_dir: str | None = None, shard: tuple[int, int] | None = None) -> list[DepthJob]:
     """One :class:`DepthJob` per image of the split; missing inputs raise an error naming them."""
-    from .cityscapes import camera_path, disparity_path, list_images, select_shard
-    from .depth import index_depth_folder
+    from pseudo_labels.datasets.cityscapes import camera_path, disparity_path, list_images, select_shard
+    from pseudo_labels.stages.depth import index_depth_folder
 
     entries = select_shard(list_images(root, split), shard)
     out_dir = Path(out_dir)
@@ -225,8 +225,8 @@ def generate_depth(
     plus a manifest; finished maps are kept (resume). Returns the runner's ``RunSummary``
     (raises :class:`PseudoLabelsError` if any image failed). The library entry point of
     ``pseudo-labels generate-depth``; the demo and sweep call this."""
-    from .io import fingerprint_files, prepare_output_dir, write_manifest
-    from .runner import run_per_image
+    from pseudo_labels.core.io import fingerprint_files, prepare_output_dir, write_manifest
+    from pseudo_labels.core.runner import run_per_image
 
     if source not in SOURCES:
         raise PseudoLabelsError(f"unknown depth source {source!r} (choose from {', '.join(SOURCES)})")
@@ -314,6 +314,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import module_main
+    from pseudo_labels.core.arguments import module_main
 
     raise SystemExit(module_main("pseudo_labels.generate_depth"))

@@ -3,7 +3,7 @@
 Pairs semantic PNGs (trainIds, 255 void) with depth ``.npy`` maps by Cityscapes stem
 (folders searched recursively, flat or ``<split>/<city>/`` layouts), resizes both to the
 working resolution (semantic: nearest, PIL pixel-centre convention; depth: PIL bilinear,
-as the reference), runs :func:`pseudo_labels.instances.split_instances_by_depth_edges` and
+as the reference), runs :func:`pseudo_labels.stages.instances.split_instances_by_depth_edges` and
 writes ``<out>/<same relative folder>/<semantic file name without .png>_instance.png``
 (uint16, 0 none, 1..N, at the working resolution), ``stats.json`` (the reference's
 statistics) and ``manifest.json``.
@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import defaults
-from .cityscapes import CLASS_NAMES, NUM_CLASSES, THING_TRAIN_IDS, index_by_stem
-from .cli import add_option, add_runner_arguments, module_main, runner_options
-from .errors import InputFileError, PseudoLabelsError
-from .instances import (
+from pseudo_labels.core import defaults
+from pseudo_labels.datasets.cityscapes import CLASS_NAMES, NUM_CLASSES, THING_TRAIN_IDS, index_by_stem
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, module_main, runner_options
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.stages.instances import (
     check_semantic_ids,
     normalize_depth_map,
     resize_depth_bilinear,
     resize_semantic,
     split_instances_by_depth_edges,
 )
-from .io import is_up_to_date, prepare_output_dir, read_npy, read_png, write_json, write_manifest, write_png
-from .runner import default_workers, run_per_image
+from pseudo_labels.core.io import is_up_to_date, prepare_output_dir, read_npy, read_png, write_json, write_manifest, write_png
+from pseudo_labels.core.runner import default_workers, run_per_image
 
 INSTANCE_SUFFIX = "_instance.png"
 STAGE = "generate-depth-guided-instances"
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     thing_decision = None
     check_ids = things == list(THING_TRAIN_IDS) and args.thing_classes.strip().lower() == "cityscapes"
     if things == "auto":
-        from .thing_stuff import decide_thing_classes_from_files
+        from pseudo_labels.stages.thing_stuff import decide_thing_classes_from_files
 
         thing_decision = decide_thing_classes_from_files(
             [sems[s] for s in stems], [depths[s] for s in stems], tuple(args.resolution),

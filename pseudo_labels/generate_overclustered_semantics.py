@@ -47,19 +47,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import defaults
-from .cityscapes import (
+from pseudo_labels.core import defaults
+from pseudo_labels.datasets.cityscapes import (
     CLASS_NAMES, IGNORE, NUM_CLASSES, ImageEntry, gt_path, label_id_to_train_id_lut, list_images,
 )
-from .cli import add_option, add_runner_arguments, module_main, runner_options
-from .runner import batch_name, error_message
-from .clustering import (
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, module_main, runner_options
+from pseudo_labels.core.runner import batch_name, error_message
+from pseudo_labels.stages.clustering import (
     BACKENDS, CENTROIDS_NAME, UPSAMPLE_MODES, assign_clusters, cluster_png_array, fit_kmeans, fit_sample_budget,
     image_rng, load_centroids, patch_grid, pool_to_grid, resize_nearest, resolve_backend, sample_patch_features,
     sample_quotas, save_centroids,
 )
-from .errors import InputFileError, PseudoLabelsError
-from .mapping import METHODS, apply_mapping, class_confusion, cluster_confusion, map_clusters, void_predicted_pixels
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.stages.mapping import METHODS, apply_mapping, class_confusion, cluster_confusion, map_clusters, void_predicted_pixels
 
 STAGE = "generate-overclustered-semantics"
 RAW_HIDDEN = ".raw_clusters"
@@ -71,7 +71,7 @@ STREAM_BLOCK_IMAGES = 2048
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .features import BACKBONES, HEADS
+    from pseudo_labels.stages.features import BACKBONES, HEADS
 
     add_option(parser, "--cityscapes-root", required=True, help="dataset root (Cityscapes layout)")
     parser.add_argument("--split", default="val", help="split to label (default: val); k-means is fitted on it "
@@ -196,7 +196,7 @@ _EXTRACTORS: dict = {}
 def _extractor(src: FeatureSource):
     key = (src.backbone, src.weights, src.head, src.head_weights, src.device, src.batch_size)
     if key not in _EXTRACTORS:
-        from .features import build_extractor
+        from pseudo_labels.stages.features import build_extractor
 
         _EXTRACTORS.clear()
         _EXTRACTORS[key] = build_extractor(src.backbone, src.weights, src.head, src.device,
@@ -227,8 +227,8 @@ def load_feature_batch(src: FeatureSource, entries: list[ImageEntry], failures: 
     """(entry, (D, h, w) features) of each entry, extracted (one batch) or read from disk
     (``mmap``: memory-mapped float16). An image or feature file that cannot be read is
     added to ``failures`` (raised when None) and left out."""
-    from .features import load_features
-    from .io import read_image_rgb
+    from pseudo_labels.stages.features import load_features
+    from pseudo_labels.core.io import read_image_rgb
 
     fails = failures if failures is not None else _Failures(True)
     if src.features_dir:
@@ -260,7 +260,7 @@ def image_size(path: Path) -> tuple[int, int]:
         raise InputFileError(path, f"cannot read ({exc.strerror})") from None
     if len(head) < 24 or not head.startswith(b"\x89PNG\r\n\x1a\n") or head[12:16] != b"IHDR":
         if path.suffix.lower() != ".png":
-            from .io import read_image_rgb
+            from pseudo_labels.core.io import read_image_rgb
 
             return read_image_rgb(path).shape[:2]
         raise InputFileError(path, "not a readable PNG image")
@@ -270,7 +270,7 @@ def image_size(path: Path) -> tuple[int, int]:
 def read_gt_train_ids(root: str, entry: ImageEntry) -> np.ndarray | None:
     """gtFine trainIds (H, W) uint8 of an image: ``labelTrainIds`` or, failing that,
     ``labelIds`` mapped with cityscapesscripts' table; None when neither exists."""
-    from .io import read_png
+    from pseudo_labels.core.io import read_png
 
     p = gt_path(root, entry, "labelTrainIds")
     if p.exists():
@@ -302,7 +302,7 @@ class SampleJob:
 def sample_batch(job: SampleJob) -> dict:
     """Draw each image's share of the fit sample: at most its quota of patch vectors, on the
     ViT patch grid (dense maps are average-pooled to it first, as the reference), chosen
-    with the image's own generator (:func:`~pseudo_labels.clustering.image_rng`).
+    with the image's own generator (:func:`~pseudo_labels.stages.clustering.image_rng`).
     Returns ``{samples: [(stem, (n, D) float32)], failed: [(stem, message)]}``."""
     failed = _Failures(job.fail_fast)
     quota = {e.stem: q for e, q in zip(job.entries, job.quotas)}
@@ -358,7 +358,7 @@ def assign_batch(job: AssignJob) -> dict:
     Returns the batch's sums: ``cluster_pixels`` (k,), ``confusion`` (k, 19) over the
     images with ground truth, ``n_gt`` / ``no_gt`` (first stem without GT), ``written``,
     ``reused``, ``ok`` (stems finished) and ``failed`` [(stem, message)]."""
-    from .io import read_png, write_png
+    from pseudo_labels.core.io import read_png, write_png
 
     centroids = _centroids(job.centroids_path)
     k = centroids.shape[0]
@@ -419,7 +419,7 @@ class MapJob:
 
 def map_image(job: MapJob) -> bool:
     """Raw cluster PNG -> semantic trainId PNG (uint8, 255 void). Returns True if written."""
-    from .io import read_png, write_png
+    from pseudo_labels.core.io import read_png, write_png
 
     out_path = Path(job.out_dir) / job.entry.relative(".png")
     if job.reuse and out_path.exists():
@@ -434,7 +434,7 @@ def run_blocks(func, jobs: list, opts, desc: str, n_images, reduce) -> list[tupl
     """Run ``func`` over ``jobs`` under the shared runner, :data:`STREAM_BLOCK_IMAGES` images
     per call, folding each result into the caller's state with ``reduce(job, result)`` as
     soon as its block ends (results are not kept). Returns the runner-level failures."""
-    from .runner import run_per_image
+    from pseudo_labels.core.runner import run_per_image
 
     failed: list[tuple[str, str]] = []
     if not jobs:
@@ -469,13 +469,13 @@ def collect_samples(root: str, entries: list[ImageEntry], src: FeatureSource, *,
     """Stream all images once (under the runner) and keep a bounded sample of patch features.
 
     ``max_samples`` is the total budget (None: no cap), spread over the images by
-    :func:`~pseudo_labels.clustering.sample_quotas` (each at most ``samples_per_image``).
+    :func:`~pseudo_labels.stages.clustering.sample_quotas` (each at most ``samples_per_image``).
     The sample is written into one preallocated (budget, D) array as batches finish, so the
     memory is the budget, whatever the number of images. Deterministic for a given seed
     (per-image generators), whatever the worker count or executor.
     Returns ((N, D) float32 L2-normalised, info dict incl. ``failed`` images).
     """
-    from .runner import RunOptions
+    from pseudo_labels.core.runner import RunOptions
 
     opts = options or RunOptions()
     quotas = sample_quotas(len(entries), max_samples, samples_per_image)
@@ -518,7 +518,7 @@ def collect_samples(root: str, entries: list[ImageEntry], src: FeatureSource, *,
 
 # --------------------------------------------------------------------------- run
 def run(args: argparse.Namespace) -> int:
-    from .io import config_hash, fingerprint_files, prepare_output_dir, read_manifest, write_json, write_manifest
+    from pseudo_labels.core.io import config_hash, fingerprint_files, prepare_output_dir, read_manifest, write_json, write_manifest
 
     t0 = time.time()
     opts = runner_options(args)
@@ -698,7 +698,7 @@ def run(args: argparse.Namespace) -> int:
 
     def write_semantics(which: list[ImageEntry], c2c: np.ndarray) -> int:
         nonlocal sem_mapping
-        from .runner import run_per_image
+        from pseudo_labels.core.runner import run_per_image
 
         lut = [int(v) for v in c2c]
         same = sem_mapping == lut

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import defaults
-from .cityscapes import index_by_stem
-from .cli import add_option, add_runner_arguments, module_main, runner_options
-from .errors import InputFileError, PseudoLabelsError
-from .instances import check_semantic_ids, resize_semantic
-from .io import is_up_to_date, prepare_output_dir, read_png, rgb_to_id, write_manifest
-from .panoptic import (
+from pseudo_labels.core import defaults
+from pseudo_labels.datasets.cityscapes import index_by_stem
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, module_main, runner_options
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.stages.instances import check_semantic_ids, resize_semantic
+from pseudo_labels.core.io import is_up_to_date, prepare_output_dir, read_png, rgb_to_id, write_manifest
+from pseudo_labels.stages.panoptic import (
     annotation_entry,
     assemble_panoptic,
     image_entry,
@@ -34,7 +34,7 @@ from .panoptic import (
     write_panoptic_json,
     write_panoptic_png,
 )
-from .runner import default_workers, run_per_image
+from pseudo_labels.core.runner import default_workers, run_per_image
 
 STAGE = "generate-panoptic"
 

@@ -15,9 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import io
-from .cli import module_main
-from .errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core import io
+from pseudo_labels.core.arguments import module_main
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 PARAM_KEYS = ("k", "grad_threshold", "min_area", "depth_blur_sigma", "sigma", "dilation_iters")
 METRIC_KEYS = ("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "mIoU", "avg_instances", "n_images")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import defaults
-from .cityscapes import index_by_stem, panoptic_gt
-from .cli import add_option, module_main, add_runner_arguments, runner_options
-from .errors import PseudoLabelsError
-from .io import read_json, read_manifest, write_bytes, write_json
-from .runner import default_workers, run_per_image
-from .sweep import CC_CELL, Grid, ImageJob, SweepSettings, best_row, result_row, summarize_cells, sweep_image
+from pseudo_labels.core import defaults
+from pseudo_labels.datasets.cityscapes import index_by_stem, panoptic_gt
+from pseudo_labels.core.arguments import add_option, module_main, add_runner_arguments, runner_options
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.io import read_json, read_manifest, write_bytes, write_json
+from pseudo_labels.core.runner import default_workers, run_per_image
+from pseudo_labels.stages.sweep import CC_CELL, Grid, ImageJob, SweepSettings, best_row, result_row, summarize_cells, sweep_image
 
 STAGE = "sweep"
 

@@ -35,9 +35,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from . import io as plio
-from .cityscapes import label_id_to_train_id_lut
-from .defaults import SYNTH_SIZE, SYNTH_SPLIT
+from pseudo_labels.core import io as plio
+from pseudo_labels.datasets.cityscapes import label_id_to_train_id_lut
+from pseudo_labels.core.defaults import SYNTH_SIZE, SYNTH_SPLIT
 
 # --------------------------------------------------------------------------- constants
 #: real Cityscapes camera at 2048x1024 (scaled to the image size per scene)
@@ -834,7 +834,7 @@ def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size
     so train and val can share a root). Image ``i`` uses ``image_seed(seed, i, split)``.
     ``class_dropout``: see :func:`generate_scene` (recorded in the manifest when > 0).
     """
-    from .runner import run_per_image
+    from pseudo_labels.core.runner import run_per_image
 
     if n_images < 1:
         raise ValueError("n_images must be >= 1")
@@ -863,7 +863,7 @@ def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size
 
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser) -> None:
-    from .cli import add_option
+    from pseudo_labels.core.arguments import add_option
 
     add_option(parser, "--out", required=True, help="dataset root to write (Cityscapes layout)")
     add_option(parser, "--n", type=int, default=3, help="number of images (default 3)")
@@ -878,7 +878,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .errors import PseudoLabelsError
+    from pseudo_labels.core.errors import PseudoLabelsError
 
     if args.n < 1:
         raise PseudoLabelsError(f"--n {args.n}: need at least one image")
@@ -894,6 +894,6 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import module_main
+    from pseudo_labels.core.arguments import module_main
 
     raise SystemExit(module_main("pseudo_labels.synth"))

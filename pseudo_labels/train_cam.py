@@ -8,7 +8,7 @@ is written after every epoch and a rerun with the same settings resumes from it.
 
 Depth (for DEAL): ``--depth-subdir D`` reads ``.npy`` maps under ``<root>/D`` (paired by
 stem); ``--depth-subdir disparity`` computes metric depth from the Cityscapes disparity PNG
-and camera JSON of each image (:func:`pseudo_labels.depth.depth_from_disparity`).
+and camera JSON of each image (:func:`pseudo_labels.stages.depth.depth_from_disparity`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import defaults
-from .cli import add_option, module_main
-from .errors import PseudoLabelsError
+from pseudo_labels.core import defaults
+from pseudo_labels.core.arguments import add_option, module_main
+from pseudo_labels.core.errors import PseudoLabelsError
 
 DEPTH_TRANSFORMS = ("none", "log", "inverse")
 
@@ -37,14 +37,14 @@ def load_tags(root, entries, *, tags_file=None, tags_from_gt: bool = False,
     With ``tags_from_gt`` the GT file is read as Cityscapes trainIds (``cityscapes``) or as
     VOC ids (``voc``: 0 background, 1..20, 255 ignore). Errors name the image.
     """
-    from .weak.tags import read_tags_file, tags_for_images, tags_from_label_map
+    from pseudo_labels.stages.weak.tags import read_tags_file, tags_for_images, tags_from_label_map
 
     if (tags_file is None) == (not tags_from_gt):
         raise PseudoLabelsError("give exactly one of --tags FILE or --tags-from-gt")
     if tags_file is not None:
         return tags_for_images([e.stem for e in entries], read_tags_file(tags_file), label_space)
-    from .cityscapes import gt_path
-    from .io import read_png
+    from pseudo_labels.datasets.cityscapes import gt_path
+    from pseudo_labels.core.io import read_png
 
     out = []
     for e in entries:
@@ -61,15 +61,15 @@ def load_depth(root, entry, depth_subdir: str, index: dict | None = None) -> np.
     ``index``: optional stem -> path cache of the .npy folder. Missing depth raises
     :class:`PseudoLabelsError` naming the image.
     """
-    from . import depth as depth_mod
-    from .cityscapes import camera_path, disparity_path
+    from pseudo_labels.stages import depth as depth_mod
+    from pseudo_labels.datasets.cityscapes import camera_path, disparity_path
 
     if depth_subdir == "disparity":
         dp, cp = disparity_path(root, entry), camera_path(root, entry)
         for p in (dp, cp):
             if not Path(p).exists():
                 raise PseudoLabelsError(f"image {entry.stem}: no depth ({p} not found)")
-        from .io import read_png
+        from pseudo_labels.core.io import read_png
 
         return depth_mod.depth_from_disparity(read_png(dp), depth_mod.read_camera(cp))
     if index is None:
@@ -100,8 +100,8 @@ def depth_edges_for(root, entries, depth_subdir: str, grid: tuple[int, int], mu:
     """(N, 1, h, w) float32 sharpened depth edge activations (DEAL's d') at the feature grid."""
     import torch
 
-    from . import depth as depth_mod
-    from .weak.deal import depth_edge_activations
+    from pseudo_labels.stages import depth as depth_mod
+    from pseudo_labels.stages.weak.deal import depth_edge_activations
 
     index = None
     if depth_subdir != "disparity":
@@ -121,8 +121,8 @@ def ensure_cached_features(entries, extractor, cache_dir, log: Callable[[str], N
     Files: ``<cache_dir>/<split>/<city>/<stem>.npy`` (float16). The cache folder's manifest
     records the extractor; a different extractor is an error. Cached files are not read.
     """
-    from .features import feature_path, save_features
-    from .io import read_manifest, write_manifest
+    from pseudo_labels.stages.features import feature_path, save_features
+    from pseudo_labels.core.io import read_manifest, write_manifest
 
     cache_dir = Path(cache_dir)
     desc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in extractor.describe().items()}
@@ -133,7 +133,7 @@ def ensure_cached_features(entries, extractor, cache_dir, log: Callable[[str], N
     paths = [feature_path(cache_dir, e) for e in entries]
     todo = [i for i, p in enumerate(paths) if not p.exists()]
     if todo:
-        from .io import read_image_rgb
+        from pseudo_labels.core.io import read_image_rgb
 
         if log:
             log(f"extracting {extractor.name} features of {len(todo)} images")
@@ -151,7 +151,7 @@ def ensure_cached_features(entries, extractor, cache_dir, log: Callable[[str], N
 def cached_features(entries, extractor, cache_dir, log: Callable[[str], None] | None = None) -> np.ndarray:
     """(N, D, h, w) float16 backbone features, extracted once per image and cached as ``.npy``
     (:func:`ensure_cached_features`); all images must give one feature grid size."""
-    from .features import load_features
+    from pseudo_labels.stages.features import load_features
 
     feats = [load_features(p).astype(np.float16) for p in ensure_cached_features(entries, extractor, cache_dir, log)]
     shapes = {f.shape for f in feats}
@@ -194,11 +194,11 @@ def train_cam_run(
     ``feature_cache``: folder of cached features (default ``out/features``; share one
     between runs on the same images and backbone).
     """
-    from .cityscapes import list_images
-    from .features import build_extractor
-    from .io import fingerprint_files, write_manifest
-    from .weak.cam import CHECKPOINT_NAME, CamTrainConfig, train_cam_head
-    from .weak.tags import class_names
+    from pseudo_labels.datasets.cityscapes import list_images
+    from pseudo_labels.stages.features import build_extractor
+    from pseudo_labels.core.io import fingerprint_files, write_manifest
+    from pseudo_labels.stages.weak.cam import CHECKPOINT_NAME, CamTrainConfig, train_cam_head
+    from pseudo_labels.stages.weak.tags import class_names
 
     t0 = time.time()
     out = Path(out)

@@ -13,15 +13,15 @@ from typing import Sequence
 
 import numpy as np
 
-from . import io
-from .cityscapes import IGNORE, NUM_CLASSES, TRAIN_ID_COLORS, gt_path, index_by_stem, label_id_to_train_id_lut, list_images
-from .cli import add_option, module_main
-from .defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD, VIS_N_PANELS
-from .defaults import VIS_OVERLAY_ALPHA as OVERLAY_ALPHA
-from .defaults import VIS_SHEET_COLUMNS as SHEET_COLUMNS
-from .defaults import VIS_SHEET_MAX_IMAGES as SHEET_MAX_IMAGES
-from .defaults import VIS_TILE_WIDTH as TILE_WIDTH
-from .errors import PseudoLabelsError
+from pseudo_labels.core import io
+from pseudo_labels.datasets.cityscapes import IGNORE, NUM_CLASSES, TRAIN_ID_COLORS, gt_path, index_by_stem, label_id_to_train_id_lut, list_images
+from pseudo_labels.core.arguments import add_option, module_main
+from pseudo_labels.core.defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD, VIS_N_PANELS
+from pseudo_labels.core.defaults import VIS_OVERLAY_ALPHA as OVERLAY_ALPHA
+from pseudo_labels.core.defaults import VIS_SHEET_COLUMNS as SHEET_COLUMNS
+from pseudo_labels.core.defaults import VIS_SHEET_MAX_IMAGES as SHEET_MAX_IMAGES
+from pseudo_labels.core.defaults import VIS_TILE_WIDTH as TILE_WIDTH
+from pseudo_labels.core.errors import PseudoLabelsError
 
 
 def colorize_semantic(train_ids: np.ndarray) -> np.ndarray:
@@ -85,9 +85,9 @@ def instance_overlay(image: np.ndarray, instances: np.ndarray, alpha: float = OV
 
 
 def gradient_magnitude(depth: np.ndarray, sigma: float = DEPTH_BLUR_SIGMA) -> np.ndarray:
-    """|Sobel(gaussian(depth))| from pseudo_labels.instances (local fallback if that module is absent)."""
+    """|Sobel(gaussian(depth))| from pseudo_labels.stages.instances (local fallback if that module is absent)."""
     try:
-        from .instances import depth_gradient_magnitude
+        from pseudo_labels.stages.instances import depth_gradient_magnitude
 
         return depth_gradient_magnitude(depth, sigma)
     except ImportError:  # pragma: no cover - the instances module is part of the package
@@ -225,7 +225,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .export import load_panoptic_input, read_panoptic_image
+    from pseudo_labels.stages.export import load_panoptic_input, read_panoptic_image
 
     if args.n < 0 or args.sheet_n < 0:
         raise PseudoLabelsError("--n and --sheet-n must be >= 0")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.labels import labels as cs_labels
 
-from pseudo_labels import cityscapes as cs
-from pseudo_labels.errors import PseudoLabelsError
+from pseudo_labels.datasets import cityscapes as cs
+from pseudo_labels.core.errors import PseudoLabelsError
 
 
 def test_class_tables_come_from_cityscapesscripts():

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from pseudo_labels import cli
-from pseudo_labels.errors import PseudoLabelsError
+from pseudo_labels.core.errors import PseudoLabelsError
 
 
 def test_every_subcommand_module_exists_and_has_help(capsys):

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from pseudo_labels.clustering import (
+from pseudo_labels.stages.clustering import (
     assign_clusters, cluster_png_array, fit_kmeans, fit_kmeans_raw, kmeans_inertia, l2_normalize,
     load_centroids, pool_to_grid, resize_nearest, sample_patch_features, save_centroids,
 )
-from pseudo_labels.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 
 def blobs(n=3000, d=8, g=6, seed=0):
@@ -144,8 +144,8 @@ def test_centroids_roundtrip_and_reference_file(tmp_path):
 
 
 def test_fit_sample_budget_and_quotas():
-    from pseudo_labels import defaults
-    from pseudo_labels.clustering import fit_sample_budget, sample_quotas
+    from pseudo_labels.core import defaults
+    from pseudo_labels.stages.clustering import fit_sample_budget, sample_quotas
 
     assert fit_sample_budget(80) == defaults.MAX_FIT_SAMPLES
     assert fit_sample_budget(500) == 500 * defaults.KMEANS_MAX_POINTS_PER_CENTROID
@@ -162,7 +162,7 @@ def test_fit_sample_budget_and_quotas():
 
 
 def test_image_rng_depends_on_seed_and_stem_only():
-    from pseudo_labels.clustering import image_rng
+    from pseudo_labels.stages.clustering import image_rng
 
     a = image_rng(42, "aachen_000000_000019").integers(1 << 30, size=4)
     assert np.array_equal(a, image_rng(42, "aachen_000000_000019").integers(1 << 30, size=4))

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pseudo_labels import export, io
-from pseudo_labels.cli import module_main
-from pseudo_labels.cityscapes import THING_TRAIN_IDS, panoptic_categories
-from pseudo_labels.errors import PseudoLabelsError
+from pseudo_labels.core import io
+from pseudo_labels.stages import export
+from pseudo_labels.core.arguments import module_main
+from pseudo_labels.datasets.cityscapes import THING_TRAIN_IDS, panoptic_categories
+from pseudo_labels.core.errors import PseudoLabelsError
 from tests.test_export import STEMS, scene, write_panoptic
 
 H, W = 32, 64

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pseudo_labels.cityscapes import panoptic_gt
+from pseudo_labels.datasets.cityscapes import panoptic_gt
 from pseudo_labels.cli import main
 from tests.test_evaluation_panoptic import (
     ENGINES,
@@ -158,7 +158,7 @@ def test_synth_city_gt_vs_gt_and_perturbed(synth_city, tmp_path):
 
 
 def test_semantic_miou_option(synth_city, tmp_path):
-    from pseudo_labels.io import read_png, write_png
+    from pseudo_labels.core.io import read_png, write_png
 
     gt_dir = synth_city / "gtFine" / "val"
     pred_dir = tmp_path / "sem"

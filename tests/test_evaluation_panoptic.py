@@ -20,8 +20,8 @@ from evaluation.panoptic import (
     resize_nearest,
     summarize_pq,
 )
-from pseudo_labels.cityscapes import panoptic_categories
-from pseudo_labels.io import id_to_rgb, write_json, write_png
+from pseudo_labels.datasets.cityscapes import panoptic_categories
+from pseudo_labels.core.io import id_to_rgb, write_json, write_png
 
 CATEGORIES = panoptic_categories()
 CATS = {c["id"]: c for c in CATEGORIES}

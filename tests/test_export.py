@@ -1,13 +1,14 @@
-"""Tests of pseudo_labels.export: panoptic input checks, CUPS rules, COCO panoptic export."""
+"""Tests of pseudo_labels.stages.export: panoptic input checks, CUPS rules, COCO panoptic export."""
 
 import json
 
 import numpy as np
 import pytest
 
-from pseudo_labels import export, io
-from pseudo_labels.cityscapes import THING_TRAIN_IDS, panoptic_categories
-from pseudo_labels.errors import PseudoLabelsError
+from pseudo_labels.core import io
+from pseudo_labels.stages import export
+from pseudo_labels.datasets.cityscapes import THING_TRAIN_IDS, panoptic_categories
+from pseudo_labels.core.errors import PseudoLabelsError
 
 STEMS = ("aachen_000000_000019", "bochum_000000_000313")
 
@@ -177,7 +178,7 @@ def test_synth_city_ground_truth_exports(synth_city, tmp_path):
     """The synthetic city's panoptic GT (as a prediction) goes through both exports."""
     from panopticapi.evaluation import pq_compute
 
-    from pseudo_labels.cityscapes import panoptic_gt
+    from pseudo_labels.datasets.cityscapes import panoptic_gt
 
     gt_json, gt_dir = panoptic_gt(synth_city, "val")
     inp = export.load_panoptic_input(gt_dir, gt_json)

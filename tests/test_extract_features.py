@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pseudo_labels.cli import main, module_main
-from pseudo_labels.features import BUILTIN_DIM, build_dinov2
-from pseudo_labels.io import read_manifest
+from pseudo_labels.stages.features import BUILTIN_DIM, build_dinov2
+from pseudo_labels.core.io import read_manifest
 
 
 def _outputs(out):
@@ -91,7 +91,7 @@ def test_help_describes_builtin(capsys):
 def test_shards_workers_and_a_corrupt_image(synth_city, tmp_path, capsys):
     import shutil
 
-    from pseudo_labels.cityscapes import list_images
+    from pseudo_labels.datasets.cityscapes import list_images
 
     base = ["extract-features", "--cityscapes-root", str(synth_city), "--backbone", "builtin"]
     assert main([*base, "--out", str(tmp_path / "whole")]) == 0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pseudo_labels import defaults
-from pseudo_labels.errors import PseudoLabelsError
-from pseudo_labels.features import (
+from pseudo_labels.core import defaults
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.features import (
     BUILTIN_DIM,
     build_dinov2,
     build_extractor,
@@ -268,7 +268,7 @@ def test_segment_tr_official_key_names():
 
 
 def test_cause_head_round_trip_and_codebook_lookup(tmp_path):
-    from refs.cause import build_segment_tr
+    from pseudo_labels.stages.cause import build_segment_tr
 
     head, path, cb_path = _tiny_cause(tmp_path)
     loaded = build_segment_tr(path, dim=32)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels.cli import module_main
-from pseudo_labels.io import read_json, read_png
+from pseudo_labels.core.arguments import module_main
+from pseudo_labels.core.io import read_json, read_png
 
 MOD = "pseudo_labels.generate_cam_pseudolabels"
 

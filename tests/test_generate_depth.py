@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels import cli
-from pseudo_labels.io import read_manifest, write_png
+from pseudo_labels.core.io import read_manifest, write_png
 
 CAMERA = {"extrinsic": {"baseline": 0.21}, "intrinsic": {"fx": 2260.0}}
 STEMS = ["aachen_000000_000019", "aachen_000001_000019", "bonn_000002_000019"]

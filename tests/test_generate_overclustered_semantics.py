@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from pseudo_labels.cli import main
-from pseudo_labels.features import BUILTIN_DIM
-from pseudo_labels.io import read_png
+from pseudo_labels.stages.features import BUILTIN_DIM
+from pseudo_labels.core.io import read_png
 
 
 @pytest.fixture(scope="module")
 def feats_city(synth_city, tmp_path_factory):
     """A writable copy of synth_city with builtin features precomputed under features/."""
-    from pseudo_labels.cityscapes import list_images
-    from pseudo_labels.features import build_extractor, save_features
-    from pseudo_labels.io import read_image_rgb
+    from pseudo_labels.datasets.cityscapes import list_images
+    from pseudo_labels.stages.features import build_extractor, save_features
+    from pseudo_labels.core.io import read_image_rgb
 
     root = tmp_path_factory.mktemp("ocs") / "city"
     shutil.copytree(synth_city, root)
@@ -100,7 +100,7 @@ def test_load_centroids_other_split_no_refit(synth_city_train_val, tmp_path):
 
 
 def test_dim_mismatch_names_file_and_writes_nothing(feats_city, tmp_path, capsys):
-    from pseudo_labels.clustering import l2_normalize, save_centroids
+    from pseudo_labels.stages.clustering import l2_normalize, save_centroids
 
     bad = tmp_path / "c.npz"
     save_centroids(bad, l2_normalize(np.random.default_rng(0).standard_normal((5, 7)), axis=1))
@@ -125,12 +125,12 @@ def test_quality_floor_beats_shuffled(synth_city):
     assignment (which a broken mapping or assignment would resemble)."""
     from evaluation.semantic import miou_from_confusion
 
-    from pseudo_labels.cityscapes import list_images
-    from pseudo_labels.clustering import assign_clusters, fit_kmeans, sample_patch_features
-    from pseudo_labels.features import build_extractor
+    from pseudo_labels.datasets.cityscapes import list_images
+    from pseudo_labels.stages.clustering import assign_clusters, fit_kmeans, sample_patch_features
+    from pseudo_labels.stages.features import build_extractor
     from pseudo_labels.generate_overclustered_semantics import read_gt_train_ids
-    from pseudo_labels.io import read_image_rgb
-    from pseudo_labels.mapping import class_confusion, cluster_confusion, map_clusters
+    from pseudo_labels.core.io import read_image_rgb
+    from pseudo_labels.stages.mapping import class_confusion, cluster_confusion, map_clusters
 
     entries = list_images(synth_city, "val")
     feats = build_extractor("builtin").extract([read_image_rgb(e.image_path) for e in entries])
@@ -222,7 +222,7 @@ def test_fit_only_then_shards_equal_an_unsharded_run(feats_city, fitted, capsys)
 
 
 def test_corrupt_image_is_named_and_the_others_complete(synth_city, tmp_path, capsys):
-    from pseudo_labels.cityscapes import list_images
+    from pseudo_labels.datasets.cityscapes import list_images
 
     root = tmp_path / "city"
     shutil.copytree(synth_city, root)
@@ -250,9 +250,9 @@ def test_corrupt_image_is_named_and_the_others_complete(synth_city, tmp_path, ca
 def test_bounded_sample_does_not_grow_with_images(feats_city):
     """The fit sample is the budget, whatever the number of images, and the same for any
     worker count (per-image generators)."""
-    from pseudo_labels.cityscapes import list_images
+    from pseudo_labels.datasets.cityscapes import list_images
     from pseudo_labels.generate_overclustered_semantics import FeatureSource, collect_samples
-    from pseudo_labels.runner import RunOptions
+    from pseudo_labels.core.runner import RunOptions
 
     entries = list_images(feats_city, "val")
     src = FeatureSource(str(feats_city / "features"), "builtin", None, None, None, "cpu", 1)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pseudo_labels import io
-from pseudo_labels.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core import io
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 
 def test_png_round_trip_all_kinds(tmp_path):

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels.cityscapes import TRAIN_ID_TO_LABEL_ID
-from pseudo_labels.panoptic import assemble_panoptic, panoptic_segments
+from pseudo_labels.datasets.cityscapes import TRAIN_ID_TO_LABEL_ID
+from pseudo_labels.stages.panoptic import assemble_panoptic, panoptic_segments
 
 from .test_generate_depth_guided_instances import WORK, prepare_city
 

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels import io, report
-from pseudo_labels.cli import module_main
-from pseudo_labels.errors import PseudoLabelsError
+from pseudo_labels import report
+from pseudo_labels.core import io
+from pseudo_labels.core.arguments import module_main
+from pseudo_labels.core.errors import PseudoLabelsError
 
 
 def sweep(tmp_path, with_best=False):

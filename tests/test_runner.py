@@ -3,8 +3,8 @@ import operator
 
 import pytest
 
-from pseudo_labels.errors import PseudoLabelsError
-from pseudo_labels.runner import run_per_image
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.runner import run_per_image
 
 double = functools.partial(operator.mul, 2)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pseudo_labels.cityscapes import gt_path, list_images
+from pseudo_labels.datasets.cityscapes import gt_path, list_images
 from pseudo_labels.cli import main
-from pseudo_labels.io import read_png, write_png
+from pseudo_labels.core.io import read_png, write_png
 
 WORK = ["--resolution", "128", "256"]
 #: files whose content records how a run went (counts, times), not what it computed

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pseudo_labels import synth
-from pseudo_labels.cityscapes import label_id_to_train_id_lut, list_images, panoptic_gt
-from pseudo_labels.io import read_json, read_manifest, read_png, rgb_to_id
+from pseudo_labels.datasets.cityscapes import label_id_to_train_id_lut, list_images, panoptic_gt
+from pseudo_labels.core.io import read_json, read_manifest, read_png, rgb_to_id
 
 SIZE = (256, 512)
 THING_LABEL_IDS = (24, 25, 26, 27, 28, 31, 32, 33)

@@ -1,8 +1,9 @@
 import numpy as np
 
-from pseudo_labels import io, visualize
-from pseudo_labels.cityscapes import TRAIN_ID_COLORS
-from pseudo_labels.cli import module_main
+from pseudo_labels import visualize
+from pseudo_labels.core import io
+from pseudo_labels.datasets.cityscapes import TRAIN_ID_COLORS
+from pseudo_labels.core.arguments import module_main
 from tests.test_convert_to_cups_format import H, W, city_root
 from tests.test_export import STEMS, write_panoptic
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pseudo_labels.errors import PseudoLabelsError
-from pseudo_labels.weak.cam import (CamHead, CamTrainConfig, compute_cams, head_from_checkpoint, load_checkpoint,
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.weak.cam import (CamHead, CamTrainConfig, compute_cams, head_from_checkpoint, load_checkpoint,
                                     normalize_cams, pool_logits, predicted_tags, train_cam_head)
-from pseudo_labels.weak.masks import (cams_to_labels, extended_confusion, scores_from_confusion, snap_to_depth_edges,
+from pseudo_labels.stages.weak.masks import (cams_to_labels, extended_confusion, scores_from_confusion, snap_to_depth_edges,
                                       upsample_cams)
 
 

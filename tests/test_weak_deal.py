@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pseudo_labels.defaults import DEAL_MU
-from pseudo_labels.weak.deal import (DEAL_EPS, DEALLoss, deal_loss, depth_edge_activations, resample_depth,
+from pseudo_labels.core.defaults import DEAL_MU
+from pseudo_labels.stages.weak.deal import (DEAL_EPS, DEALLoss, deal_loss, depth_edge_activations, resample_depth,
                                      sobel_magnitude)
 
 # sharpened value of an edge map at its minimum (eps) and at its maximum (~1 - eps)

@@ -7,8 +7,8 @@ import pytest
 
 from pseudo_labels import synth
 from pseudo_labels.cli import main
-from pseudo_labels.io import read_manifest
-from pseudo_labels.weak.tags import tags_from_label_map
+from pseudo_labels.core.io import read_manifest
+from pseudo_labels.stages.weak.tags import tags_from_label_map
 
 SIZE = (96, 192)
 VOID = {synth.UNLABELED, synth.EGO, synth.STATIC}

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels.cityscapes import CLASS_NAMES
-from pseudo_labels.errors import PseudoLabelsError
-from pseudo_labels.weak.tags import (VOC_CLASS_NAMES, class_names, image_key, read_tags_file, tags_for_images,
+from pseudo_labels.datasets.cityscapes import CLASS_NAMES
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.weak.tags import (VOC_CLASS_NAMES, class_names, image_key, read_tags_file, tags_for_images,
                                      tags_from_label_map, vector_to_names)
 
 STEM = "aachen_000001_000019"

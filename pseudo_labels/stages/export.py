@@ -44,10 +44,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import io
-from .cityscapes import CLASS_NAMES, IGNORE, NUM_CLASSES, THING_TRAIN_IDS, city_of, index_by_stem, stem_of
-from .defaults import CUPS_SCALE, CUPS_THING_STUFF_THRESHOLD
-from .errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core import io
+from pseudo_labels.datasets.cityscapes import CLASS_NAMES, IGNORE, NUM_CLASSES, THING_TRAIN_IDS, city_of, index_by_stem, stem_of
+from pseudo_labels.core.defaults import CUPS_SCALE, CUPS_THING_STUFF_THRESHOLD
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 # --------------------------------------------------------------------------- CUPS constants
 CUPS_SEMANTIC_SUFFIX = "_leftImg8bit_semantic.png"
@@ -488,7 +488,7 @@ def export_cups(
     ``keep``. Refuses a non-empty ``out_dir`` unless ``overwrite`` (then files CUPS would read that are not
     part of this export are removed, since CUPS reads every such file of the folder).
     """
-    from .runner import run_per_image
+    from pseudo_labels.core.runner import run_per_image
 
     if unmatched_things not in ("void", "keep"):
         raise PseudoLabelsError(f"--unmatched-things {unmatched_things!r}: choose void or keep")
@@ -709,7 +709,7 @@ def export_coco(inp: PanopticInput, out_dir: str | os.PathLike, *, name: str = "
                 overwrite: bool = False, workers: int = 1, options=None) -> dict:
     """Write ``<out>/<name>.json`` + ``<out>/<name>/<stem>.png`` (COCO panoptic, integer image ids
     1..N in stem order, the stem kept in ``file_name`` and ``stem``); return counts."""
-    from .runner import run_per_image
+    from pseudo_labels.core.runner import run_per_image
 
     out = Path(out_dir)
     check_output_folder(out, overwrite)

@@ -2,9 +2,9 @@
 
 Per image (one worker call): the semantic map(s), the depth map and the panoptic ground
 truth are read once; the class masks are computed once, the depth gradient once per
-sigma, the components once per tau (:func:`pseudo_labels.instances.thing_components`),
+sigma, the components once per tau (:func:`pseudo_labels.stages.instances.thing_components`),
 each component's dilation once per dilation count, and every A_min is a filter on
-component sizes (:func:`~pseudo_labels.instances.candidate_instances`); each cell's
+component sizes (:func:`~pseudo_labels.stages.instances.candidate_instances`); each cell's
 instance map is placed into one reused buffer and scored at once
 (:func:`iter_cell_instances`). The ground truth is turned once per image into compact
 segment indices in the evaluation frame (:func:`gt_frame`). Every cell is scored with
@@ -26,7 +26,7 @@ evaluation.
 
 The prediction of a cell is what the single-configuration pipeline writes:
 instances at the working resolution -> panoptic assembled there
-(:func:`pseudo_labels.panoptic.assemble_panoptic`) -> nearest resize to the semantic
+(:func:`pseudo_labels.stages.panoptic.assemble_panoptic`) -> nearest resize to the semantic
 map's size -> (protocol ``reference``) nearest resize to 512x1024 inside the evaluator.
 """
 
@@ -40,10 +40,10 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from . import defaults
-from .cityscapes import NUM_CLASSES, THING_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, panoptic_categories
-from .errors import InputFileError, PseudoLabelsError
-from .instances import (
+from pseudo_labels.core import defaults
+from pseudo_labels.datasets.cityscapes import NUM_CLASSES, THING_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, panoptic_categories
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.stages.instances import (
     candidate_instances,
     check_semantic_ids,
     class_masks,
@@ -379,7 +379,7 @@ class ImageJob:
 
 def read_semantic(path: str, lut: np.ndarray | None) -> np.ndarray:
     """Semantic PNG -> trainIds (H, W) uint8; raw clusters go through ``lut`` (cluster -> trainId)."""
-    from .io import read_png
+    from pseudo_labels.core.io import read_png
 
     sem = read_png(path)
     if sem.ndim != 2:
@@ -399,7 +399,7 @@ def sweep_image(job: ImageJob, grid: Grid, settings: SweepSettings) -> list[dict
     """All cells of one image for every semantic source: [source] -> cell -> (PQStats, n_cand, n_placed)."""
     from evaluation.panoptic import read_panoptic_png
 
-    from .depth import read_depth_npy
+    from pseudo_labels.stages.depth import read_depth_npy
 
     gt = gt_frame(read_panoptic_png(job.gt_png), job.gt_segments, settings.protocol, job.stem)
     work = tuple(settings.work_resolution)

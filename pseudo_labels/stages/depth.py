@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 NORMALIZE_MODES = ("minmax", "none")
 FILL_MODES = ("nearest", "nan")
@@ -68,7 +68,7 @@ def camera_baseline_fx(camera: Mapping[str, Any], source: str | os.PathLike | No
 
 def read_camera(path: str | os.PathLike) -> dict:
     """Read a Cityscapes ``*_camera.json`` and check it has baseline and fx."""
-    from .io import read_json
+    from pseudo_labels.core.io import read_json
 
     camera = read_json(path)
     camera_baseline_fx(camera, source=path)
@@ -193,14 +193,14 @@ def index_depth_folder(folder: str | os.PathLike) -> dict[str, Path]:
     Works for the reference layout ``<folder>/<split>/<city>/<stem>.npy`` and for flat
     folders; file names may carry any suffix after the Cityscapes stem.
     """
-    from .cityscapes import index_by_stem
+    from pseudo_labels.datasets.cityscapes import index_by_stem
 
     return index_by_stem(folder, ".npy")
 
 
 def read_depth_npy(path: str | os.PathLike) -> np.ndarray:
     """Read one depth map: (H, W) or (1, H, W) / (H, W, 1) array -> (H, W) float32."""
-    from .io import read_npy
+    from pseudo_labels.core.io import read_npy
 
     a = read_npy(path)
     if a.ndim == 3 and 1 in (a.shape[0], a.shape[2]):
@@ -278,7 +278,7 @@ class SPIdepthPredictor:
 
     def __init__(self, model, input_size: tuple[int, int] | None = None, preprocess: str = "spidepth",
                  flip: bool | None = None, device: str = "cpu", crop_fraction: float | None = None):
-        from . import defaults
+        from pseudo_labels.core import defaults
 
         if preprocess not in ("spidepth", "full-frame"):
             raise ValueError(f"preprocess must be 'spidepth' or 'full-frame', got {preprocess!r}")
@@ -346,7 +346,7 @@ class DepthAnythingPredictor:
     """
 
     def __init__(self, model, processor, device: str = "cpu", max_ratio: float | None = None):
-        from . import defaults
+        from pseudo_labels.core import defaults
 
         self.device = _torch_device(device)
         self.model = model.to(self.device).eval()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cityscapes import IGNORE, NUM_CLASSES
-from .errors import PseudoLabelsError
+from pseudo_labels.datasets.cityscapes import IGNORE, NUM_CLASSES
+from pseudo_labels.core.errors import PseudoLabelsError
 
 METHODS = ("majority", "hungarian", "none")
 USES_GROUND_TRUTH = {"majority": True, "hungarian": True, "none": False}

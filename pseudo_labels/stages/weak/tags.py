@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 LABEL_SPACES = ("cityscapes", "voc")
 
@@ -35,7 +35,7 @@ VOC_CLASS_NAMES: tuple[str, ...] = (
 def class_names(label_space: str = "cityscapes") -> tuple[str, ...]:
     """Foreground class names of a label space (CAM channel order)."""
     if label_space == "cityscapes":
-        from ..cityscapes import CLASS_NAMES
+        from pseudo_labels.datasets.cityscapes import CLASS_NAMES
 
         return tuple(CLASS_NAMES)
     if label_space == "voc":
@@ -49,7 +49,7 @@ def _norm_name(name: str) -> str:
 
 def image_key(name: str) -> str:
     """Key of an image name/path in a tags file: its Cityscapes stem, else its base name without extension."""
-    from ..cityscapes import stem_of
+    from pseudo_labels.datasets.cityscapes import stem_of
 
     base = os.path.basename(str(name).strip())
     stem = stem_of(base)
@@ -86,7 +86,7 @@ def read_tags_file(path: str | os.PathLike) -> dict[str, list[str]]:
         raise InputFileError(path, "tags file not found", "give --tags FILE (.json or .csv) or --tags-from-gt")
     out: dict[str, list[str]] = {}
     if path.suffix.lower() == ".json":
-        from ..io import read_json
+        from pseudo_labels.core.io import read_json
 
         data = read_json(path)
         if not isinstance(data, Mapping):

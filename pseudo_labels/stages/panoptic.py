@@ -21,11 +21,11 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage
 
-from .cityscapes import NUM_CLASSES, THING_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, panoptic_categories
-from .defaults import STUFF_MIN_AREA
-from .errors import PseudoLabelsError
-from .instances import resize_semantic
-from .io import id_to_rgb, write_json, write_png
+from pseudo_labels.datasets.cityscapes import NUM_CLASSES, THING_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, panoptic_categories
+from pseudo_labels.core.defaults import STUFF_MIN_AREA
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.instances import resize_semantic
+from pseudo_labels.core.io import id_to_rgb, write_json, write_png
 
 PANOPTIC_SUFFIX = "_panoptic.png"
 #: a panoptic id >= this is a thing instance (labelId * 1000 + k)

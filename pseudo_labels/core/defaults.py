@@ -57,7 +57,7 @@ DEPTH_ANYTHING_MAX_RATIO = 100.0  # relative disparity -> depth: far clip at 100
 SPIDEPTH_MIN_DEPTH = 0.01  # SPIdepth Cityscapes eval options (not stored in the checkpoint)
 SPIDEPTH_MAX_DEPTH = 80.0
 
-# --- weakly supervised CAM pseudo-labels (issue 8: pseudo_labels.weak, train-cam, generate-cam-pseudolabels)
+# --- weakly supervised CAM pseudo-labels (issue 8: pseudo_labels.stages.weak, train-cam, generate-cam-pseudolabels)
 # head, lr, epochs and grids: the settings of benchmarks/deal_evidence.py (reports/weak_deal.md)
 CAM_EPOCHS = 40
 CAM_LR = 5e-2

@@ -4,7 +4,7 @@ Model: features F (B, D, h, w) from the frozen backbone (cached per image) ->
 head (1x1 conv, or 1x1 conv - ReLU - 1x1 conv when ``hidden > 0``) -> class maps
 S (B, C, h, w) at patch resolution -> global average pooling -> logits (B, C).
 Loss: multi-label soft margin on the image tags, plus ``deal_weight`` x DEAL
-(:mod:`pseudo_labels.weak.deal`) on S against the depth edges.
+(:mod:`pseudo_labels.stages.weak.deal`) on S against the depth edges.
 
 CAMs for masks are ``relu(S_c) / max relu(S_c)`` per class, in [0, 1], zero for
 classes not in the image's tags.
@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import defaults
-from ..errors import PseudoLabelsError
-from .deal import DEALLoss
+from pseudo_labels.core import defaults
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.weak.deal import DEALLoss
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -108,7 +108,7 @@ def resolve_device(device: str) -> torch.device:
 def save_checkpoint(path: str | os.PathLike, head: CamHead, optimizer: torch.optim.Optimizer | None,
                     epoch: int, config: CamTrainConfig, history: list, meta: Mapping[str, Any] | None = None) -> None:
     """Write the checkpoint atomically (temp file + rename)."""
-    from ..io import atomic_path
+    from pseudo_labels.core.io import atomic_path
 
     state = {
         "format": "pseudo_labels.cam/1",
@@ -166,7 +166,7 @@ def train_cam_head(
 
     ``features``: (N, D, h, w) float16/float32 cached backbone features.
     ``tags``: (N, C) float32 multi-hot. ``depth_edges``: (N, 1, h, w) float32 sharpened
-    depth edge activations (:func:`pseudo_labels.weak.deal.depth_edge_activations`),
+    depth edge activations (:func:`pseudo_labels.stages.weak.deal.depth_edge_activations`),
     needed when ``config.deal_weight > 0``.
     With ``run_dir``, a checkpoint is written after every epoch and, when ``resume``, an
     existing checkpoint with the same config identity is continued up to ``config.epochs``.
@@ -265,7 +265,7 @@ def normalize_cams(cams: np.ndarray, tags: np.ndarray | None = None) -> np.ndarr
     ReLU and each class map of one image is divided by its own maximum, so every tagged class
     peaks at 1 where the classifier is most sure of it, whatever its logit scale. Classes with
     ``tags[c] == 0`` (when given) and classes without positive activation are 0, so that only
-    the image's tags compete in :func:`pseudo_labels.weak.masks.cams_to_labels`.
+    the image's tags compete in :func:`pseudo_labels.stages.weak.masks.cams_to_labels`.
     Normalising at the patch grid and then upsampling bilinearly (as
     :func:`pseudo_labels.generate_cam_pseudolabels.cam_scores_for_image` does) equals
     upsampling first up to interpolation (untagged classes stay 0, values stay in [0, 1]; a

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import PseudoLabelsError
+from pseudo_labels.core.errors import PseudoLabelsError
 
 IGNORE = 255
 
@@ -45,7 +45,7 @@ def cams_to_labels(cams: np.ndarray, bg_threshold: float, label_space: str = "ci
     is background otherwise: 255 (void, unlabelled) for ``cityscapes``, which has no background
     class, and 0 for ``voc``. Only tagged classes can win: with ``tags`` (C,) the other channels
     are ignored here; without, they must already be zero (as
-    :func:`pseudo_labels.weak.cam.normalize_cams` leaves them).
+    :func:`pseudo_labels.stages.weak.cam.normalize_cams` leaves them).
     """
     cams = np.asarray(cams, np.float32)
     if tags is not None:
@@ -122,7 +122,7 @@ def snap_to_depth_edges(labels: np.ndarray, depth: np.ndarray, band: int = 8, si
 # --------------------------------------------------------------------------- scoring
 def eval_class_names(label_space: str = "cityscapes") -> tuple[str, ...]:
     """Names of the scored classes: 19 trainIds, or VOC background + 20 classes."""
-    from .tags import class_names
+    from pseudo_labels.stages.weak.tags import class_names
 
     if label_space == "voc":
         return ("background",) + class_names("voc")

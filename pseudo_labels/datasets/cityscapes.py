@@ -17,7 +17,8 @@ from typing import Iterable
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, labels as _CS_LABELS, trainId2label
 
-from .errors import PseudoLabelsError
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.datasets.base import LabelClass, LabelTable
 
 IGNORE = 255
 NUM_CLASSES = 19
@@ -30,6 +31,12 @@ STUFF_TRAIN_IDS: tuple[int, ...] = tuple(t for t in TRAIN_IDS if not trainId2lab
 TRAIN_ID_TO_LABEL_ID = np.array([trainId2label[t].id for t in TRAIN_IDS], np.int64)
 #: RGB colour of each trainId, (19, 3) uint8
 TRAIN_ID_COLORS = np.array([trainId2label[t].color for t in TRAIN_IDS], np.uint8)
+
+
+#: the 19 evaluated Cityscapes classes (ids = trainIds, category_id = labelId), from cityscapesscripts
+LABELS = LabelTable("cityscapes", tuple(
+    LabelClass(t, trainId2label[t].name, tuple(trainId2label[t].color), bool(trainId2label[t].hasInstances),
+               int(trainId2label[t].id)) for t in TRAIN_IDS), IGNORE)
 
 
 def label_id_to_train_id_lut() -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Conventions
 - Features are ``(D, h, w)`` float arrays, L2-normalised over ``D`` (as
-  :mod:`pseudo_labels.features` writes them); samples are ``(N, D)`` float32.
+  :mod:`pseudo_labels.stages.features` writes them); samples are ``(N, D)`` float32.
 - Centroids are ``(k, D)`` float32, L2-normalised; a pixel belongs to the centroid
   of highest cosine similarity.
 - Cluster maps are ``(H, W)`` int32 ids ``0..k-1``. On disk (raw cluster PNG) they are
@@ -26,7 +26,7 @@ thread count):
 - ``torch``: the same subsample and seeding, Lloyd iterations in torch (CPU or CUDA,
   chunked).
 - ``sklearn``: ``MiniBatchKMeans`` with the reference settings
-  (:data:`pseudo_labels.defaults.SKLEARN_KMEANS`, random_state = seed).
+  (:data:`pseudo_labels.core.defaults.SKLEARN_KMEANS`, random_state = seed).
 
 Measured on 1,000,000 x 90 L2-normalised points, k = 80: see
 ``benchmarks/bench_kmeans.py`` and ``benchmarks/results/bench_kmeans.json``.
@@ -43,8 +43,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import defaults
-from .errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core import defaults
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 BACKENDS = ("auto", "faiss", "torch", "sklearn")
 UPSAMPLE_MODES = ("similarity", "labels")
@@ -467,7 +467,7 @@ def save_centroids(path: str | os.PathLike, centroids: np.ndarray,
     ``cluster_to_class`` (k,) int64 when given, ``metadata`` as a JSON string."""
     import json
 
-    from .io import _json_default, atomic_path
+    from pseudo_labels.core.io import _json_default, atomic_path
 
     arrays: dict[str, np.ndarray] = {"centroids": np.asarray(centroids, np.float32)}
     if cluster_to_class is not None:

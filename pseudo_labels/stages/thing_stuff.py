@@ -46,8 +46,8 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from .defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD
-from .instances import class_masks, depth_gradient_magnitude
+from pseudo_labels.core.defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD
+from pseudo_labels.stages.instances import class_masks, depth_gradient_magnitude
 
 #: decision thresholds (see module docstring)
 RULE = dict(max_area_frac=0.15, min_bottom=0.47, max_elongation=6.0, max_depth_spread=0.05,
@@ -180,9 +180,9 @@ def decide_thing_classes_from_files(sem_paths, depth_paths, resolution: tuple[in
 
     Returns ``{"thing_classes", "statistics", "rule"}`` (for the manifest).
     """
-    from .depth import read_depth_npy
-    from .instances import normalize_depth_map, resize_depth_bilinear, resize_semantic
-    from .io import read_png
+    from pseudo_labels.stages.depth import read_depth_npy
+    from pseudo_labels.stages.instances import normalize_depth_map, resize_depth_bilinear, resize_semantic
+    from pseudo_labels.core.io import read_png
 
     rule = {**RULE, **(rule or {})}
 

@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from .cityscapes import IGNORE, NUM_CLASSES, THING_TRAIN_IDS
-from .defaults import (
+from pseudo_labels.datasets.cityscapes import IGNORE, NUM_CLASSES, THING_TRAIN_IDS
+from pseudo_labels.core.defaults import (
     CONNECTIVITY,
     DEPTH_BLUR_SIGMA,
     DILATION_ITERS,
@@ -45,7 +45,7 @@ from .defaults import (
     MIN_AREA,
     MIN_NEW_PIXELS,
 )
-from .errors import PseudoLabelsError
+from pseudo_labels.core.errors import PseudoLabelsError
 
 _CROSS_U8 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 

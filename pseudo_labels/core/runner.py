@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from .errors import PseudoLabelsError
+from pseudo_labels.core.errors import PseudoLabelsError
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RunOptions:
 
     def select(self, items: Sequence[Any]) -> list[Any]:
         """This shard's part of ``items`` (all of them without ``--shard``)."""
-        from .cityscapes import select_shard
+        from pseudo_labels.datasets.cityscapes import select_shard
 
         return select_shard(items, self.shard)
 

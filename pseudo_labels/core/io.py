@@ -21,8 +21,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__
-from .errors import InputFileError, PseudoLabelsError
+from pseudo_labels import __version__
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 MANIFEST_NAME = "manifest.json"
 

@@ -8,7 +8,7 @@ Written from the paper's definition:
    affine squeeze into ``[eps, 1 - eps]`` (eps = 1e-4) so the logit is finite:
    ``eps + (1 - 2 eps) (g - min) / (max - min + 1e-8)`` (a squeeze, not a clamp, so flat
    regions still receive gradient);
-4. sharpening: ``x' = tanh(mu + logit(x))`` with mu = 2.5 (:data:`pseudo_labels.defaults.DEAL_MU`),
+4. sharpening: ``x' = tanh(mu + logit(x))`` with mu = 2.5 (:data:`pseudo_labels.core.defaults.DEAL_MU`),
    so clear edges go to ~+1 and flat areas to ~-1 (the sign flips at x = sigmoid(-mu) ~ 0.076);
 5. ``L = -1/(h w) sum_ij  (1 / sum_k y_k) sum_k y_k a'_kij d'_ij``  (y = image tags),
    averaged over the images of the batch (images without tags contribute 0).
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..defaults import DEAL_MU
+from pseudo_labels.core.defaults import DEAL_MU
 
 #: clamp for edge maps scaled to (0, 1) before the logit
 DEAL_EPS = 1e-4

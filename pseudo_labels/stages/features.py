@@ -35,8 +35,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import defaults
-from .errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core import defaults
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 #: backbone name -> (embed_dim, depth, num_heads); all DINOv2 ViT/14, mlp ratio 4, layer scale
 DINOV2_ARCHS: dict[str, tuple[int, int, int]] = {
@@ -595,7 +595,7 @@ def build_extractor(
     uses = weights is not None
     if head is None:
         return DinoV2Extractor(model, backbone, uses, **kw)
-    from refs.cause import build_segment_tr
+    from pseudo_labels.stages.cause import build_segment_tr
 
     if head_weights is None and not random_weights:
         raise PseudoLabelsError("--head cause needs --head-weights PATH (CAUSE segment_tr.pth)")
@@ -606,7 +606,7 @@ def build_extractor(
 # --------------------------------------------------------------------------- storage
 def save_features(path: str | os.PathLike, feats: np.ndarray) -> None:
     """Write one image's (D, h, w) features as float16 ``.npy`` (atomically)."""
-    from .io import write_npy
+    from pseudo_labels.core.io import write_npy
 
     feats = np.asarray(feats)
     if feats.ndim != 3:
@@ -620,7 +620,7 @@ def load_features(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     ``mmap``: return the file memory-mapped, read-only, in its stored dtype (float16):
     only the parts a caller touches are read (e.g. the sampled patches of the k-means fit).
     """
-    from .io import read_npy
+    from pseudo_labels.core.io import read_npy
 
     if mmap:
         path = Path(path)
@@ -640,5 +640,5 @@ def load_features(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 
 def feature_path(features_dir: str | os.PathLike, entry) -> Path:
-    """``<features_dir>/<split>/<city>/<stem>.npy`` of an :class:`~pseudo_labels.cityscapes.ImageEntry`."""
+    """``<features_dir>/<split>/<city>/<stem>.npy`` of an :class:`~pseudo_labels.datasets.cityscapes.ImageEntry`."""
     return Path(features_dir) / entry.relative(".npy")
