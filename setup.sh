@@ -1,31 +1,33 @@
 #!/usr/bin/env bash
-# Idempotent set-up: installs the pinned torch pair (only when no torch is importable),
-# then the requirements and this package (editable). A rerun takes seconds.
+# Idempotent set-up: installs the pinned torch pair (requirements-torch.txt; only when no torch is
+# importable, so a CUDA torch of your own is kept), then requirements.txt, requirements-test.txt and
+# this package (editable). A rerun takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
+pins() { grep -E '^(torch|torchvision)==' requirements-torch.txt | tr '\n' ' '; }
 
 if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
   if "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "[setup] torch present without torchvision: installing the matching torchvision"
-    "$PY" -m pip install -q "torchvision==0.29.1" || "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+    "$PY" -m pip install -q "$(grep -E '^torchvision==' requirements-torch.txt)" || "$PY" -m pip install -q $(pins)
   else
-    echo "[setup] installing torch==2.14.1 + torchvision==0.29.1"
-    "$PY" -m pip install -q torch==2.14.1 torchvision==0.29.1
+    echo "[setup] installing $(pins)"
+    "$PY" -m pip install -q $(pins)
   fi
 else
   echo "[setup] torch $("$PY" -c 'import torch; print(torch.__version__)') already installed: kept"
 fi
 
 stamp=".setup-stamp"
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
+want="$(cat requirements-torch.txt requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -c1-16)"
 # imports are checked from / so that this checkout's folder on sys.path does not hide a missing install
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && \
-   (cd / && "$PY" -c "import cityscapesscripts, timm, cv2, faiss, sklearn, panopticapi, hotcoco") >/dev/null 2>&1; then
+   (cd / && "$PY" -c "import cityscapesscripts, timm, cv2, faiss, sklearn, skimage, panopticapi, hotcoco, deptry, threadpoolctl") >/dev/null 2>&1; then
   echo "[setup] requirements already satisfied"
 else
   echo "[setup] installing requirements"
-  "$PY" -m pip install -q -r requirements.txt
+  "$PY" -m pip install -q -r requirements.txt -r requirements-test.txt
   # test reference; its metadata pins numpy<2 although its code runs on numpy 2
   "$PY" -m pip install -q --no-deps panopticapi-lite==0.2.0
   rm -f "$stamp"

@@ -63,7 +63,7 @@ def _opencv():
     if _cv2 is ...:
         try:
             import cv2
-        except ImportError:  # pragma: no cover
+        except ImportError:  # without OpenCV: numpy bincount for the joint table, numpy RGB -> id
             cv2 = None
         _cv2 = cv2
     return _cv2
@@ -462,7 +462,7 @@ def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
         import pyspng
 
         arr = pyspng.load(data)
-    except ImportError:  # pragma: no cover - pyspng is a requirement
+    except ImportError:  # without pyspng: OpenCV's decoder below reads the file
         pass
     except Exception as exc:
         raise EvaluationError(f"{path}: corrupt PNG ({exc})") from None

@@ -460,8 +460,25 @@ def test_read_panoptic_png_roundtrip(tmp_path):
     np.testing.assert_array_equal(read_panoptic_png(tmp_path / "a.png"), ids)
 
 
+def test_read_panoptic_png_without_pyspng(tmp_path, monkeypatch):
+    """The ``except ImportError`` path of read_panoptic_png: OpenCV decodes the same ids."""
+    import sys
+
+    ids = np.random.default_rng(3).integers(0, 1 << 24, size=(6, 5))
+    write_png(tmp_path / "a.png", id_to_rgb(ids))
+    monkeypatch.setitem(sys.modules, "pyspng", None)
+    np.testing.assert_array_equal(read_panoptic_png(tmp_path / "a.png"), ids)
+
+
 def test_numpy_fallback_equals_opencv_path(monkeypatch):
+    import sys
+
     import evaluation.panoptic as ep
+
+    monkeypatch.setattr(ep, "_cv2", ...)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # the except ImportError path of _opencv
+    assert ep._opencv() is None
+    monkeypatch.undo()
 
     rng = np.random.default_rng(21)
     g, gs = make_gt(rng, (64, 128), n_things=9, n_crowd=2)

@@ -96,3 +96,16 @@ def test_full_disk_or_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "blocker").write_text("a file where a folder should be")
     with pytest.raises(PseudoLabelsError, match="cannot create output folder"):
         io.write_json(tmp_path / "blocker" / "x.json", {})
+
+
+def test_read_png_without_pyspng_uses_opencv(tmp_path, monkeypatch):
+    """The ``except ImportError`` path of read_png: OpenCV decodes the same pixels."""
+    import sys
+
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    gray16 = np.random.default_rng(1).integers(0, 65535, (5, 4), dtype=np.uint16)
+    io.write_png(tmp_path / "rgb.png", rgb)
+    io.write_png(tmp_path / "g16.png", gray16)
+    monkeypatch.setitem(sys.modules, "pyspng", None)  # import pyspng -> ImportError
+    np.testing.assert_array_equal(io.read_png(tmp_path / "rgb.png"), rgb)
+    np.testing.assert_array_equal(io.read_png(tmp_path / "g16.png"), gray16)

@@ -83,3 +83,15 @@ def test_pool_workers_share_the_cores():
     s = run_per_image(_torch_threads, [0, 1], workers=2, progress=False)
     assert s.results == [max(1, cores // 2)] * 2
     assert torch.get_num_threads() == before  # the main process is left alone
+
+
+def test_executor_ray_without_ray_is_a_clear_error(monkeypatch):
+    """The ``except ImportError`` path of the Ray executor: a message naming the package."""
+    import sys
+
+    from pseudo_labels.core.errors import PseudoLabelsError
+    from pseudo_labels.core.runner import RunOptions, run_per_image
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(PseudoLabelsError, match="needs the 'ray' package"):
+        run_per_image(abs, [1, 2], executor="ray", progress=False)

@@ -182,7 +182,7 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
         import pyspng
 
         array = pyspng.load(data)
-    except ImportError:  # pragma: no cover - pyspng is in requirements
+    except ImportError:  # without pyspng: OpenCV's decoder (_decode_png_cv2) reads the file
         array = _decode_png_cv2(data, path)
     except Exception as exc:
         raise InputFileError(path, f"corrupt PNG ({exc})") from None

@@ -8,13 +8,15 @@ Items for which ``is_done(item)`` is true are skipped (resume after a kill).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
+import tempfile
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
 from tqdm import tqdm
 
@@ -209,22 +211,88 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
                                 "start one with 'ray start --head' or leave out --ray-address") from None
 
 
+RAY_AUTH_HELP = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, in a file named by "
+                 "RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token ('ray get-auth-token' on the head node prints it); "
+                 "use the same RAY_AUTH_MODE and token on every node and on this machine")
+
+
+def ray_token_source(env: Mapping[str, str] | None = None) -> str | None:
+    """Where Ray would take its auth token from, in Ray's order, or None when there is none."""
+    env = os.environ if env is None else env
+    if env.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if env.get("RAY_AUTH_TOKEN_PATH"):
+        return f"RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']}"
+    home = env.get("HOME") or os.path.expanduser("~")
+    default = os.path.join(home, ".ray", "auth_token")
+    return default if os.path.isfile(default) else None
+
+
+def use_ray_token_auth(env: MutableMapping[str, str] | None = None) -> str | None:
+    """Before connecting to a cluster by address: turn on Ray's token authentication when the
+    environment holds a token (Ray does this by itself only for a local cluster it finds, not for an
+    explicit address, so a token-protected head refuses the connection). A RAY_AUTH_MODE the user set
+    is kept as it is; authentication is never turned off here. Returns the mode in effect (None: unset).
+    Must run before ``import ray`` (Ray reads the mode once, when it loads).
+    """
+    env = os.environ if env is None else env
+    if env.get("RAY_AUTH_MODE"):
+        return env["RAY_AUTH_MODE"]
+    if ray_token_source(env) is not None:
+        env["RAY_AUTH_MODE"] = "token"
+        return "token"
+    return None
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[Callable[[], str]]:
+    """Redirect file descriptor 2 (where Ray's C++ client logs) into a temporary file."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: (tmp.seek(0), tmp.read().decode("utf-8", "replace"))[1]
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def ray_connect_error(address: str | None, exc: BaseException, ray_log: str, mode: str | None) -> PseudoLabelsError:
+    """The user-facing message for a failed ``ray.init``: an authentication failure says so."""
+    if "Unauthenticated" in ray_log or "InvalidAuthToken" in ray_log:
+        if mode == "token":
+            src = ray_token_source() or "no token found"
+            why = f"the cluster rejected this machine's token (token from {src})"
+        else:
+            why = "the cluster requires token authentication and this machine sent no token"
+        return PseudoLabelsError(f"--ray-address {address}: Ray authentication failed: {why}; {RAY_AUTH_HELP}")
+    return PseudoLabelsError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc}); "
+                             "start one with 'ray start --head' or leave out --ray-address")
+
+
 def _run_ray(func, items, todo, record, ray_address, workers) -> None:
+    mode = use_ray_token_auth() if ray_address and "ray" not in sys.modules else os.environ.get("RAY_AUTH_MODE")
     try:
         import ray
-    except ImportError:
+    except ImportError:  # without ray: --executor ray is refused with this message (the local pool still works)
         raise PseudoLabelsError("--executor ray needs the 'ray' package (pip install ray)") from None
     if not ray.is_initialized():
         _check_reachable(ray_address)
         kwargs = {}
         if ray_address is None and workers > 1:
             kwargs["num_cpus"] = workers  # local instance sized like the local pool
-        try:
-            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
-                     ignore_reinit_error=True, **kwargs)
-        except ConnectionError as exc:
-            raise PseudoLabelsError(f"--ray-address {ray_address}: cannot connect to a Ray cluster ({exc}); "
-                                    "start one with 'ray start --head' or leave out --ray-address") from None
+        with _stderr_captured() as ray_log:
+            try:
+                ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+                         ignore_reinit_error=True, **kwargs)
+                failure = None
+            except ConnectionError as exc:
+                failure = exc
+            log = ray_log()
+        if failure is not None:
+            raise ray_connect_error(ray_address, failure, log, mode) from None
     remote = ray.remote(_call)
     pending = {remote.remote(func, items[i]): i for i in todo}
     while pending:
