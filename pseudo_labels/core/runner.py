@@ -16,11 +16,20 @@ import tempfile
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 
 from tqdm import tqdm
 
 from pseudo_labels.core.errors import PseudoLabelsError
+
+
+def select_shard(items: Iterable[Any], shard: tuple[int, int] | None) -> list[Any]:
+    """Deterministic shard ``i`` of ``n`` (0-based): every n-th item starting at i."""
+    items = list(items)
+    if shard is None:
+        return items
+    i, n = shard
+    return items[i::n]
 
 
 @dataclass(frozen=True)
@@ -40,8 +49,6 @@ class RunOptions:
 
     def select(self, items: Sequence[Any]) -> list[Any]:
         """This shard's part of ``items`` (all of them without ``--shard``)."""
-        from pseudo_labels.datasets.cityscapes import select_shard
-
         return select_shard(items, self.shard)
 
     def describe(self) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import id2label, labels as _CS_LABELS, trainId2label
 
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.runner import select_shard  # noqa: F401  (re-exported: the listers' callers shard with it)
 from pseudo_labels.datasets.base import LabelClass, LabelTable
 
 IGNORE = 255
@@ -170,10 +171,41 @@ def panoptic_gt(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
     return gt / f"cityscapes_panoptic_{split}.json", gt / f"cityscapes_panoptic_{split}"
 
 
-def select_shard(items: Iterable, shard: tuple[int, int] | None) -> list:
-    """Deterministic shard ``i`` of ``n`` (0-based): every n-th item starting at i."""
-    items = list(items)
-    if shard is None:
-        return items
-    i, n = shard
-    return items[i::n]
+# --------------------------------------------------------------------------- CAUSE 27-class ids
+#: CAUSE-TR's 27 Cityscapes classes are the labelIds 7..33 in order: class c = labelId c + 7
+CAUSE27_FIRST_LABEL_ID = 7
+CAUSE27_NUM_CLASSES = 27
+CAUSE27_NAMES: tuple[str, ...] = tuple(id2label[CAUSE27_FIRST_LABEL_ID + c].name for c in range(CAUSE27_NUM_CLASSES))
+#: 27 -> 19 tables: ``cityscapes`` = cityscapesscripts' trainIds (classes without one are void 255);
+#: ``reference`` = the reference repository's table, which also merges these three into a trainId class
+CAUSE27_REFERENCE_MERGES: dict[str, str] = {"polegroup": "pole", "caravan": "car", "trailer": "truck"}
+CAUSE27_TABLES = ("reference", "cityscapes")
+
+
+def cause27_to_train_id_lut(table: str = "reference") -> np.ndarray:
+    """(256,) uint8 lookup table CAUSE class (0..26) -> trainId (0..18, 255 void); ids >= 27 -> 255.
+
+    ``table="cityscapes"``: derived from ``cityscapesscripts.helpers.labels`` (labelId c + 7 ->
+    its trainId; parking, rail track, guard rail, bridge, tunnel, polegroup, caravan, trailer
+    have none -> 255). ``table="reference"``: the same plus :data:`CAUSE27_REFERENCE_MERGES`
+    (polegroup -> pole, caravan -> car, trailer -> truck), as the reference's
+    ``remap_cause27_to_trainid.py`` and its evaluator do.
+    """
+    if table not in CAUSE27_TABLES:
+        raise PseudoLabelsError(f"--table {table!r}: choose from {', '.join(CAUSE27_TABLES)}")
+    lut = np.full(256, IGNORE, np.uint8)
+    name_to_train = {trainId2label[t].name: t for t in TRAIN_IDS}
+    for c, name in enumerate(CAUSE27_NAMES):
+        train_id = id2label[CAUSE27_FIRST_LABEL_ID + c].trainId
+        if 0 <= train_id < NUM_CLASSES:
+            lut[c] = train_id
+        elif table == "reference" and name in CAUSE27_REFERENCE_MERGES:
+            lut[c] = name_to_train[CAUSE27_REFERENCE_MERGES[name]]
+    return lut
+
+
+def cause27_label_id_lut() -> np.ndarray:
+    """(256,) uint8 lookup table CAUSE class (0..26) -> Cityscapes labelId (7..33); others -> 0 (unlabeled)."""
+    lut = np.zeros(256, np.uint8)
+    lut[:CAUSE27_NUM_CLASSES] = np.arange(CAUSE27_NUM_CLASSES) + CAUSE27_FIRST_LABEL_ID
+    return lut

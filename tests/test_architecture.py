@@ -1,0 +1,64 @@
+"""The import rules of the layout (docs/architecture.md), checked from the source.
+
+- import-linter contracts in ``pyproject.toml`` (``[tool.importlinter]``): the library layers
+  stages -> datasets -> core never import upwards; ``evaluation`` imports nothing from
+  ``pseudo_labels``; ``refs`` imports nothing of ours; no import cycles among siblings.
+- Commands (the top-level modules of ``pseudo_labels``, e.g. ``pseudo_labels.generate_panoptic``)
+  import no other command and not the ``pseudo-labels`` dispatcher; the library imports no command.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ("pseudo_labels.core", "pseudo_labels.datasets", "pseudo_labels.stages")
+DISPATCHER = "pseudo_labels.cli"
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph("pseudo_labels", "evaluation", "refs", cache_dir=None)
+
+
+def command_modules(graph: grimp.ImportGraph) -> set[str]:
+    """Top-level modules of pseudo_labels that are not the library packages or the dispatcher."""
+    children = graph.find_children("pseudo_labels")
+    return {m for m in children if m not in LIBRARY and m != DISPATCHER and not graph.find_children(m)}
+
+
+def test_import_linter_contracts_hold():
+    proc = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
+                           "lint_imports_command()", "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "BROKEN" not in proc.stdout and "KEPT" in proc.stdout
+
+
+def test_commands_import_no_other_command(graph):
+    commands = command_modules(graph)
+    assert {"pseudo_labels.generate_panoptic", "pseudo_labels.demo", "pseudo_labels.run"} <= commands
+    bad = [f"{c} imports {m}" for c in sorted(commands)
+           for m in sorted(graph.find_modules_directly_imported_by(c)) if m in commands or m == DISPATCHER]
+    assert not bad, "\n".join(bad)
+
+
+def test_library_imports_no_command(graph):
+    commands = command_modules(graph) | {DISPATCHER}
+    library = {d for pkg in LIBRARY for d in graph.find_descendants(pkg)} | set(LIBRARY)
+    bad = [f"{m} imports {i}" for m in sorted(library)
+           for i in sorted(graph.find_modules_directly_imported_by(m)) if i in commands]
+    assert not bad, "\n".join(bad)
+
+
+def test_every_command_is_registered_and_registered_commands_exist(graph):
+    from pseudo_labels.cli import COMMANDS
+
+    registered = {module for module, _ in COMMANDS.values()}
+    assert registered <= command_modules(graph), registered - command_modules(graph)
+    assert command_modules(graph) <= registered, command_modules(graph) - registered
