@@ -55,7 +55,7 @@ FILE_RUNS = [(tool, w) for tool in ("cityscapesscripts", "hotcoco_direct", "ours
 
 
 def make_data(root: Path, n: int, seed: int, size=(1024, 2048)):
-    """GT via pseudo_labels.synth when available, else the test generator; perturbed predictions."""
+    """GT via pseudo_labels.datasets.synthetic_city when available, else the test generator; perturbed predictions."""
     from tests.test_evaluation_panoptic import make_gt, perturb, write_set
 
     rng = np.random.default_rng(seed)
@@ -63,7 +63,7 @@ def make_data(root: Path, n: int, seed: int, size=(1024, 2048)):
     synth_gt = None
     try:
         from pseudo_labels.datasets.cityscapes import panoptic_gt
-        from pseudo_labels.synth import write_synthetic_city
+        from pseudo_labels.datasets.synthetic_city import write_synthetic_city
 
         write_synthetic_city(root / "city", n, seed, size=size, split="val")
         synth_gt = panoptic_gt(root / "city", "val")

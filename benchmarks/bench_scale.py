@@ -1,7 +1,7 @@
 """Scale benchmark: peak memory of the semantic stage vs the number of images, and
 throughput of per-image stages under the local process pool vs Ray.
 
-On a synthetic city (``pseudo_labels.synth``, 256x512 images to keep it fast, built-in
+On a synthetic city (``pseudo_labels.datasets.synthetic_city``, 256x512 images to keep it fast, built-in
 backbone), each measured command runs in a fresh process (the command runs in-process in a
 small measuring script). Memory figures, MiB:
 

@@ -76,7 +76,7 @@ def make_city(root: Path, n: int) -> None:
     from pseudo_labels.datasets.cityscapes import gt_path, list_images
     from pseudo_labels.stages.depth import normalize_depth
     from pseudo_labels.core.io import read_png, write_npy, write_png
-    from pseudo_labels.synth import generate_scene, image_seed, write_synthetic_city
+    from pseudo_labels.datasets.synthetic_city import generate_scene, image_seed, write_synthetic_city
 
     write_synthetic_city(root, n, seed=0, size=(1024, 2048))
     for i, e in enumerate(list_images(root, "val")):

@@ -16,6 +16,12 @@ disparity --normalize minmax``, as the reference's depth maps), then the decisio
   thing pixels and GT stuff pixels whose cluster is decided on their side; 0.5 for any
   constant decision).
 
+The same cities are also decided by the reference repository's rule
+(:mod:`pseudo_labels.stages.thing_stuff_reference`, ``classify-stuff-things``: depth-split
+ratio, big-stuff stage, top ``--reference-n-things`` classes; its depth-edge threshold 0.05
+on the same min-max depth), scored the same way (``reference_rule`` in each seed and
+``summary_reference_rule``).
+
 Ground truth is used for scoring only. Each decision is timed.
 
     python benchmarks/bench_thing_stuff.py --out benchmarks/results/bench_thing_stuff.json [--seeds 0 1 2 3]
@@ -41,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from pseudo_labels.datasets.cityscapes import CLASS_NAMES, THING_TRAIN_IDS, index_by_stem  # noqa: E402
 from pseudo_labels.stages.thing_stuff import RULE, agreement, decide_thing_classes_from_files  # noqa: E402
+from pseudo_labels.stages.thing_stuff_reference import REFERENCE_DEFAULTS, decide_thing_classes_reference  # noqa: E402
 
 SIZE = (512, 1024)
 
@@ -111,31 +118,76 @@ def evaluate_seed(root: Path, k: int, decide=decide_thing_classes_from_files) ->
     t = time.perf_counter()
     dec = decide([raws[s] for s in stems], [deps[s] for s in stems], SIZE)
     t = time.perf_counter() - t
-    decided = set(dec["thing_classes"])
+    out["kmeans_clusters"] = {"k": k, **score_clusters(set(dec["thing_classes"]), *cluster_sides(root, k, stems)),
+                              "decision_s": t}
+    return out
+
+
+def cluster_sides(root: Path, k: int, stems: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster: GT thing pixels and GT stuff pixels (k,) each, at :data:`SIZE`."""
+    from pseudo_labels.core.io import read_png
+    from pseudo_labels.stages.instances import resize_semantic
+
+    gts = index_by_stem(root / "gtFine" / "val", "_gtFine_labelTrainIds.png")
+    raws = index_by_stem(root / f"raw_k{k}" / "val", ".png")
     th = np.zeros(k, np.int64)
     st = np.zeros(k, np.int64)
     for s in stems:
-        from pseudo_labels.stages.instances import resize_semantic
-
         raw = resize_semantic(read_png(raws[s]), SIZE).astype(np.int64).ravel()
         gt = resize_semantic(read_png(gts[s]), SIZE).ravel()
         ok = raw < k
         th += np.bincount(raw[ok & (gt >= 11) & (gt <= 18)], minlength=k)
         st += np.bincount(raw[ok & (gt < 11)], minlength=k)
+    return th, st
+
+
+def score_clusters(decided: set[int], th: np.ndarray, st: np.ndarray) -> dict:
+    """Cluster agreement (true side = majority of its GT pixels) and pixel-balanced accuracy."""
+    k = len(th)
     clusters = [c for c in range(k) if th[c] + st[c] > 0]
     truth = {c for c in clusters if th[c] > st[c]}
     is_dec = np.array([c in decided for c in range(k)])
     thing_recall = float(th[is_dec].sum() / max(th.sum(), 1))
     stuff_recall = float(st[~is_dec].sum() / max(st.sum(), 1))
     score = agreement(decided, truth, clusters)
-    out["kmeans_clusters"] = {
-        "k": k, "n_clusters_scored": len(clusters), "n_thing_clusters": len(truth),
+    return {
+        "n_clusters_scored": len(clusters), "n_thing_clusters": len(truth),
         "n_decided_things": len(decided & set(clusters)), "agreement": score,
         "agreement_everything_stuff": agreement(set(), truth, clusters),
         "p_fair_coin_at_least": p_coin_at_least(score, len(clusters)),
         "thing_pixel_recall": thing_recall, "stuff_pixel_recall": stuff_recall,
-        "pixel_balanced_accuracy": 0.5 * (thing_recall + stuff_recall), "decision_s": t,
+        "pixel_balanced_accuracy": 0.5 * (thing_recall + stuff_recall),
     }
+
+
+def evaluate_seed_reference(root: Path, k: int, n_things: int) -> dict:
+    """The reference's rule on the same maps (GT trainIds with 19 classes; k-means clusters with k)."""
+    from pseudo_labels.core.io import read_npy, read_png
+    from pseudo_labels.stages.instances import resize_semantic
+
+    gts = index_by_stem(root / "gtFine" / "val", "_gtFine_labelTrainIds.png")
+    deps = index_by_stem(root / "depth_disp" / "val", ".npy")
+    raws = index_by_stem(root / f"raw_k{k}" / "val", ".png")
+    stems = sorted(gts)
+    depth = [np.asarray(read_npy(deps[s]), np.float64) for s in stems]
+    out = {}
+    t = time.perf_counter()
+    sems = [resize_semantic(read_png(gts[s]), SIZE) for s in stems]
+    decided = decide_thing_classes_reference(sems, depth, 19, n_things=n_things)
+    t = time.perf_counter() - t
+    present = sorted({int(c) for m in sems for c in np.unique(m) if c < 19})
+    score = agreement(decided, THING_TRAIN_IDS, present)
+    out["gt_classes"] = {
+        "n_classes": len(present), "agreement": score, "p_fair_coin_at_least": p_coin_at_least(score, len(present)),
+        "agreement_everything_stuff": agreement(set(), THING_TRAIN_IDS, present),
+        "wrong": [CLASS_NAMES[c] for c in present if (c in decided) != (c in THING_TRAIN_IDS)],
+        "decided_things": [CLASS_NAMES[c] for c in sorted(decided)], "decision_s": t,
+    }
+    t = time.perf_counter()
+    raw = [resize_semantic(read_png(raws[s]), SIZE) for s in stems]
+    decided = decide_thing_classes_reference(raw, depth, k, n_things=n_things)
+    t = time.perf_counter() - t
+    out["kmeans_clusters"] = {"k": k, **score_clusters(decided, *cluster_sides(root, k, stems)), "decision_s": t}
     return out
 
 
@@ -148,6 +200,8 @@ def main() -> int:
     ap.add_argument("--compare-module", default=None,
                     help="another thing_stuff.py to score on the same cities (e.g. the previous version)")
     ap.add_argument("--note", default=None, help="free text stored in the results (e.g. how the rule was chosen)")
+    ap.add_argument("--reference-n-things", type=int, default=REFERENCE_DEFAULTS["n_things"],
+                    help="n_things of the reference's rule (its default 8)")
     args = ap.parse_args()
     other = load_module(args.compare_module) if args.compare_module else None
     per_seed, per_seed_other = {}, {}
@@ -158,6 +212,7 @@ def main() -> int:
             make_city(root, args.n_images, seed, args.k)
             r = evaluate_seed(root, args.k)
             r["setup_s"] = time.perf_counter() - t
+            r["reference_rule"] = evaluate_seed_reference(root, args.k, args.reference_n_things)
             per_seed[str(seed)] = r
             if other is not None:
                 o = evaluate_seed(root, args.k, other.decide_thing_classes_from_files)
@@ -168,6 +223,9 @@ def main() -> int:
             print(f"seed {seed}: GT classes {g['agreement']:.3f} ({g['n_classes']}; wrong {g['wrong']}); "
                   f"k-means clusters {c['agreement']:.3f} (all-stuff {c['agreement_everything_stuff']:.3f}), "
                   f"pixel-balanced {c['pixel_balanced_accuracy']:.3f}", flush=True)
+            g, c = r["reference_rule"]["gt_classes"], r["reference_rule"]["kmeans_clusters"]
+            print(f"   reference rule: GT classes {g['agreement']:.3f} (wrong {g['wrong']}); k-means clusters "
+                  f"{c['agreement']:.3f}, pixel-balanced {c['pixel_balanced_accuracy']:.3f}", flush=True)
 
     def summary(runs):
         def mean(kind, key):
@@ -191,6 +249,9 @@ def main() -> int:
         "rule": RULE,
         "note": args.note,
         "summary": summary(per_seed),
+        "reference_rule": {"what": "the reference's classify_stuff_things.py rule on the same maps",
+                           "parameters": {**REFERENCE_DEFAULTS, "n_things": args.reference_n_things}},
+        "summary_reference_rule": summary({s: r["reference_rule"] for s, r in per_seed.items()}),
         "per_seed": per_seed,
         "compared_module": None if other is None else {
             "path": args.compare_module, "rule": getattr(other, "RULE", None), "summary": summary(per_seed_other),
@@ -202,6 +263,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res["summary"], indent=1))
+    print("reference rule:", json.dumps(res["summary_reference_rule"], indent=1))
     if other is not None:
         print("compared module:", json.dumps(res["compared_module"]["summary"], indent=1))
     print(f"wrote {out}")

@@ -4,7 +4,7 @@ For every seed s: writes a synthetic city (train split, seed s) with the opt-in 
 dropout (each class left out of each image with probability P, so image tags vary),
 trains the CAM head on builtin-backbone features with tags from GT and depth from the
 synthetic disparity (training seed s), and sweeps DEAL weight x background threshold
-with :func:`pseudo_labels.generate_cam_pseudolabels.sweep_cam`. The rows of all seeds
+with :func:`pseudo_labels.stages.weak.sweep.sweep_cam`. The rows of all seeds
 are summarised together (mean and sample std over seeds, each DEAL weight at its best
 background threshold) and written to ``reports/weak_deal.json`` (+ ``.csv``, heatmap PNG)
 and ``reports/weak_deal.md``. ``--compare-dropout 0`` repeats the sweep on the city
@@ -97,10 +97,11 @@ def run_setting(args, class_dropout: float, tags_min_pixels: int, tmp: Path, log
     """Sweep of one setting (class dropout, tag threshold) over all seeds; rows of every seed + summary +
     diagnostics."""
     from pseudo_labels.datasets.cityscapes import gt_path, list_images
-    from pseudo_labels.generate_cam_pseudolabels import summarize_cam_sweep, sweep_cam
+    from pseudo_labels.stages.weak.sweep import summarize_cam_sweep, sweep_cam
     from pseudo_labels.core.io import read_png
-    from pseudo_labels.synth import write_synthetic_city
-    from pseudo_labels.train_cam import depth_edges_for, load_depth, load_tags, train_cam_run
+    from pseudo_labels.datasets.synthetic_city import write_synthetic_city
+    from pseudo_labels.stages.weak.inputs import depth_edges_for, load_depth, load_tags
+    from pseudo_labels.stages.weak.training import train_cam_run
     from pseudo_labels.stages.weak.tags import class_names
 
     names = class_names("cityscapes")
@@ -408,7 +409,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    from pseudo_labels.generate_cam_pseudolabels import write_cam_sweep
+    from pseudo_labels.stages.weak.sweep import write_cam_sweep
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

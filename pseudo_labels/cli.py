@@ -42,6 +42,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("pseudo_labels.report", "markdown report from a sweep JSON"),
     "train-cam": ("pseudo_labels.train_cam", "train a tag classifier (CAMs) with the depth edge alignment loss"),
     "generate-cam-pseudolabels": ("pseudo_labels.generate_cam_pseudolabels", "semantic pseudo-labels from CAMs"),
+    "synth-rgbt": ("pseudo_labels.synth_rgbt", "write a synthetic RGB-thermal set in the MFNet layout (day + night)"),
+    "run": ("pseudo_labels.run", "run the whole pipeline from one TOML config (resumable)"),
+    "extract-rgbt-features": ("pseudo_labels.extract_rgbt_features", "frozen backbone features of RGB-thermal images, per modality"),
+    "train-crm": ("pseudo_labels.train_crm", "train a CRM student (complementary random masking) on pseudo-labels"),
+    "generate-crm-pseudolabels": ("pseudo_labels.generate_crm_pseudolabels", "semantic labels from a trained CRM student"),
+    "generate-dynaseg-segments": ("pseudo_labels.generate_dynaseg_segments", "unsupervised DynaSeg segments per image"),
+    "refine-semantics": ("pseudo_labels.refine_semantics", "refine semantic pseudo-labels (DynaSeg segments, dense CRF)"),
+    "generate-semantic-pseudolabels-cause": (
+        "pseudo_labels.generate_semantic_pseudolabels_cause",
+        "CAUSE-27 semantic pseudo-labels (DINOv2 + Segment_TR + cluster probe, Hungarian-named)",
+    ),
+    "remap-cause27-to-trainid": ("pseudo_labels.remap_cause27_to_trainid", "remap CAUSE 27-class PNGs to 19 trainIds"),
+    "classify-stuff-things": ("pseudo_labels.classify_stuff_things", "the reference's depth-split stuff/things rule -> stuff_things.json"),
+    "train-darts": ("pseudo_labels.train_darts", "train the DARTS RGB-thermal fusion head on frozen features"),
+    "generate-darts-semantics": (
+        "pseudo_labels.generate_darts_semantics",
+        "DARTS fused codes (or rgb/thermal/concat features) -> k-means -> semantic pseudo-labels, day/night scores",
+    ),
 }
 
 

@@ -5,6 +5,7 @@
 DATA.SCALE = 0.625 of the image, i.e. 640x1280) plus ``pseudo_classes_split_1.pt`` (class counts
 from which CUPS derives thing/stuff). ``--target cups-fork`` writes the reference fork's variant
 (full resolution, uint16 instances, one float32 ``.pt`` per image). Semantic ids are trainIds.
+The work is :func:`pseudo_labels.stages.export.export_cups`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pseudo_labels.core import io
-from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options, module_main
-from pseudo_labels.stages.export import CUPS_DEFAULT_THRESHOLD, CUPS_TARGETS, export_cups, load_panoptic_input
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, module_main, runner_options
+from pseudo_labels.stages.export import CUPS_DEFAULT_THRESHOLD, CUPS_TARGETS, CupsExportConfig, export_cups
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,28 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="thing pixels outside every instance (crowd regions): void (255, default) or keep their class; "
                     "kept ones count against the class being a thing in CUPS's thing/stuff rule")
     add_option(parser, "--overwrite", action="store_true",
-                        help="write into a non-empty folder (stale CUPS label/.pt files in it are removed)")
-
+               help="write into a non-empty folder (stale CUPS label/.pt files in it are removed)")
     add_runner_arguments(parser, workers=1, shard=False, overwrite=False)
 
+
+def config_from_args(args: argparse.Namespace) -> CupsExportConfig:
+    return CupsExportConfig(
+        panoptic_dir=args.panoptic_dir, out=args.out, panoptic_json=args.panoptic_json, target=args.target,
+        cityscapes_root=args.cityscapes_root, split=args.split, threshold=args.thing_stuff_threshold,
+        check_images=not args.no_image_check, unmatched_things=args.unmatched_things, overwrite=args.overwrite,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    inp = load_panoptic_input(args.panoptic_dir, args.panoptic_json)
-    result = export_cups(
-        inp, args.out, target=args.target, cityscapes_root=args.cityscapes_root, split=args.split,
-        threshold=args.thing_stuff_threshold, check_images=not args.no_image_check,
-        unmatched_things=args.unmatched_things,
-        overwrite=args.overwrite, options=runner_options(args),
-    )
-    params = {"target": args.target, "split": result["split"], "thing_stuff_threshold": args.thing_stuff_threshold,
-              "unmatched_things": args.unmatched_things,
-              "image_check": not args.no_image_check and args.cityscapes_root is not None,
-              "cityscapes_root": args.cityscapes_root}
-    io.write_manifest(
-        args.out, "convert-to-cups-format", params, uses_ground_truth=False,
-        inputs={"panoptic_json": str(inp.json_path), "panoptic_dir": str(inp.png_dir),
-                "panoptic_pngs": io.fingerprint_files(im.png_path for im in inp.images)},
-        counts=result["counts"], extra={"cups_config": result["cups_config"]},
-    )
+    result = export_cups(config_from_args(args), runner_options(args))
     c = result["counts"]
     print(f"wrote {c['images']} CUPS pairs ({args.target}, labels {c['label_shape'][0]}x{c['label_shape'][1]}, "
           f"{c['instances']} instances) to {Path(args.out)}; thing classes for CUPS: "

@@ -134,8 +134,8 @@ def test_too_many_instances_is_an_error_with_the_count(tmp_path):
     folder, js = write_panoptic(tmp_path, stems=STEMS[:1], scenes=[many_instances()])
     inp = export.load_panoptic_input(folder, js)
     with pytest.raises(PseudoLabelsError, match=r"512 instances.*uint8 \(at most 255\)"):
-        export.export_cups(inp, tmp_path / "o1", target="cups")
-    res = export.export_cups(inp, tmp_path / "o2", target="cups-fork")
+        export.write_cups_folder(inp, tmp_path / "o1", target="cups")
+    res = export.write_cups_folder(inp, tmp_path / "o2", target="cups-fork")
     assert res["counts"]["max_instances_per_image"] == 512
 
 
@@ -143,7 +143,7 @@ def test_missing_sequence_images_are_reported(tmp_path):
     folder, js = write_panoptic(tmp_path)
     root = city_root(tmp_path, sequence=False)
     with pytest.raises(PseudoLabelsError, match="2 of 2 images CUPS reads are missing.*ln -s leftImg8bit"):
-        export.export_cups(export.load_panoptic_input(folder, js), tmp_path / "o", cityscapes_root=root)
+        export.write_cups_folder(export.load_panoptic_input(folder, js), tmp_path / "o", cityscapes_root=root)
     assert convert("--panoptic-dir", folder, "--cityscapes-root", root, "--out", tmp_path / "o2",
                    "--no-image-check") == 0
 
@@ -152,7 +152,7 @@ def test_threshold_that_breaks_the_split_is_refused(tmp_path):
     folder, js = write_panoptic(tmp_path)
     # 8 thing classes each get p = 1/8 (ratio 1): a threshold of 0.2 would leave no thing class
     with pytest.raises(PseudoLabelsError, match=r"THING_STUFF_THRESHOLD in \[0.0000, 0.1250\)"):
-        export.export_cups(export.load_panoptic_input(folder, js), tmp_path / "o", threshold=0.2)
+        export.write_cups_folder(export.load_panoptic_input(folder, js), tmp_path / "o", threshold=0.2)
 
 
 def test_crowd_pixels_kept_break_the_default_split(tmp_path):
@@ -160,8 +160,8 @@ def test_crowd_pixels_kept_break_the_default_split(tmp_path):
     inp = export.load_panoptic_input(folder, js)
     # the crowd person region lowers person's inside/all ratio below CUPS's 0.08 share
     with pytest.raises(PseudoLabelsError, match=r"not \[11, .*--unmatched-things void"):
-        export.export_cups(inp, tmp_path / "o", unmatched_things="keep")
-    res = export.export_cups(inp, tmp_path / "o2", unmatched_things="keep", threshold=0.05, overwrite=True)
+        export.write_cups_folder(inp, tmp_path / "o", unmatched_things="keep")
+    res = export.write_cups_folder(inp, tmp_path / "o2", unmatched_things="keep", threshold=0.05, overwrite=True)
     assert sorted(res["cups_config"]["thing_classes"]) == list(THING_TRAIN_IDS)
     sem, _ = expected(0, "keep")
     back = export.read_cups_pair(tmp_path / "o2" / f"{STEMS[0]}_leftImg8bit_semantic.png",

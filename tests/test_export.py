@@ -129,7 +129,7 @@ def test_coco_export_round_trip_scores_perfect(tmp_path):
     folder, js = write_panoptic(tmp_path)
     inp = export.load_panoptic_input(folder, js)
     out = tmp_path / "coco"
-    counts = export.export_coco(inp, out)
+    counts = export.write_coco_panoptic(inp, out)
     data = json.loads((out / "panoptic.json").read_text())
     assert counts["images"] == 2
     assert [im["id"] for im in data["images"]] == [1, 2]
@@ -153,7 +153,7 @@ def test_coco_export_readable_by_hotcoco(tmp_path):
 
     folder, js = write_panoptic(tmp_path)
     out = tmp_path / "coco"
-    export.export_coco(export.load_panoptic_input(folder, js), out)
+    export.write_coco_panoptic(export.load_panoptic_input(folder, js), out)
     res = pq_compute(str(out / "panoptic.json"), str(out / "panoptic.json"), str(out / "panoptic"), str(out / "panoptic"))
     assert res["All"]["pq"] == pytest.approx(1.0)
 
@@ -165,8 +165,8 @@ def test_coco_refuses_non_empty_folder(tmp_path):
     (out / "other.txt").write_text("x")
     inp = export.load_panoptic_input(folder, js)
     with pytest.raises(PseudoLabelsError, match="not empty.*--overwrite"):
-        export.export_coco(inp, out)
-    export.export_coco(inp, out, overwrite=True)
+        export.write_coco_panoptic(inp, out)
+    export.write_coco_panoptic(inp, out, overwrite=True)
     assert (out / "panoptic.json").exists()
 
 
@@ -183,14 +183,14 @@ def test_synth_city_ground_truth_exports(synth_city, tmp_path):
     gt_json, gt_dir = panoptic_gt(synth_city, "val")
     inp = export.load_panoptic_input(gt_dir, gt_json)
     assert inp.json_path == gt_json
-    export.export_coco(inp, tmp_path / "coco")
+    export.write_coco_panoptic(inp, tmp_path / "coco")
     c = tmp_path / "coco"
     res = pq_compute(str(c / "panoptic.json"), str(c / "panoptic.json"), str(c / "panoptic"), str(c / "panoptic"))
     assert res["All"]["pq"] == pytest.approx(1.0)
     # CUPS: synth has no leftImg8bit_sequence, so the image check must say so
     with pytest.raises(PseudoLabelsError, match="leftImg8bit_sequence"):
-        export.export_cups(inp, tmp_path / "cups", cityscapes_root=synth_city)
-    res = export.export_cups(inp, tmp_path / "cups2", cityscapes_root=synth_city, check_images=False)
+        export.write_cups_folder(inp, tmp_path / "cups", cityscapes_root=synth_city)
+    res = export.write_cups_folder(inp, tmp_path / "cups2", cityscapes_root=synth_city, check_images=False)
     assert res["split"] == "val" and res["cups_config"]["DATA.DATASET"] == "cityscapes_val"
     for im in inp.images:
         _, sem, inst = export.read_panoptic_image(inp, im)
@@ -210,3 +210,21 @@ def test_export_coco_subcommand_with_underscore_flags(tmp_path):
     assert man["stage"] == "export-coco" and man["counts"]["images"] == 2 and man["uses_ground_truth"] is False
     # a second run refuses the now non-empty folder with one line
     assert main(["export-coco", "--panoptic-dir", str(folder), "--out", str(out)]) == 2
+
+
+def test_folder_level_exports_write_manifests(tmp_path):
+    from pseudo_labels.core.runner import RunOptions
+
+    folder, js = write_panoptic(tmp_path)
+    counts = export.export_coco(export.CocoExportConfig(str(folder), str(tmp_path / "coco"), name="pl"),
+                                RunOptions())
+    assert counts["images"] == 2 and counts["json"] == "pl.json" and (tmp_path / "coco" / "pl").is_dir()
+    man = io.read_manifest(tmp_path / "coco")
+    assert man["parameters"] == {"name": "pl"} and man["inputs"]["panoptic_json"] == str(js)
+    assert man["inputs"]["panoptic_pngs"]["n_files"] == 2
+
+    res = export.export_cups(export.CupsExportConfig(str(folder), str(tmp_path / "cups"), target="cups-fork"))
+    man = io.read_manifest(tmp_path / "cups")
+    assert man["stage"] == "convert-to-cups-format" and man["counts"] == json.loads(json.dumps(res["counts"]))
+    assert man["parameters"]["target"] == "cups-fork" and man["parameters"]["image_check"] is False
+    assert sorted(res["cups_config"]["thing_classes"]) == sorted(THING_TRAIN_IDS)

@@ -332,3 +332,32 @@ def test_load_features_memory_mapped(tmp_path):
         load_features(tmp_path / "trunc.npy", mmap=True)
     with pytest.raises(PseudoLabelsError, match="not found"):
         load_features(tmp_path / "missing.npy", mmap=True)
+
+
+def test_extract_features_folder_library_call(synth_city, tmp_path):
+    """The folder stage as a library call: config in, summary out (what extract-features prints)."""
+    from pseudo_labels.core.io import read_manifest
+    from pseudo_labels.core.runner import RunOptions
+    from pseudo_labels.datasets.cityscapes import list_images
+    from pseudo_labels.stages.features import FeatureConfig, extract_features_folder
+
+    out = tmp_path / "f"
+    cfg = FeatureConfig(str(synth_city), str(out), input_size=[28, 56], batch_size=2)  # a list, as from a file
+    assert cfg.input_size == (28, 56)
+    summary = extract_features_folder(cfg, RunOptions(shard=(0, 2)))
+    assert (summary.done, summary.skipped, summary.failed) == (2, 0, [])
+    assert summary.line().startswith("extract-features (shard 0/2): 2 computed, 0 skipped (already done), 0 failed")
+    assert summary.line().endswith(f"-> {out}")
+    assert sorted(p.stem for p in out.rglob("*.npy")) == [e.stem for e in list_images(synth_city, "val")][0::2]
+    m = read_manifest(out)
+    assert m["parameters"]["input_size"] == [28, 56] and m["features"]["grid"] == [2, 4]
+    again = extract_features_folder(cfg, RunOptions(shard=(0, 2)))
+    assert (again.done, again.skipped) == (0, 2) and "img/s" not in again.line()
+
+
+def test_input_size_values():
+    from pseudo_labels.stages.features import input_size_of
+
+    assert input_size_of([322]) == 322 and input_size_of([28, 56]) == (28, 56)
+    with pytest.raises(PseudoLabelsError, match="give H W"):
+        input_size_of([1, 2, 3])

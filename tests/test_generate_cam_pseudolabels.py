@@ -13,7 +13,7 @@ MOD = "pseudo_labels.generate_cam_pseudolabels"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from pseudo_labels.synth import write_synthetic_city
+    from pseudo_labels.datasets.synthetic_city import write_synthetic_city
 
     base = tmp_path_factory.mktemp("gencam")
     root = base / "city"
@@ -105,7 +105,7 @@ def test_sweep_writes_json_csv_heatmap(trained, tmp_path):
 
 
 def test_summarize_cam_sweep():
-    from pseudo_labels.generate_cam_pseudolabels import summarize_cam_sweep
+    from pseudo_labels.stages.weak.sweep import summarize_cam_sweep
 
     rows = [{"deal_weight": w, "seed": s, "bg_threshold": t, "mIoU": m}
             for w, s, t, m in [(0, 0, 0.1, 10), (0, 1, 0.1, 14), (0, 0, 0.3, 20), (0, 1, 0.3, 22),

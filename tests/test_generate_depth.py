@@ -151,13 +151,16 @@ def test_disparity_recovers_synth_depth_within_quantisation(synth_city, tmp_path
 
 
 def test_library_entry_point_and_overwrite(tmp_path):
-    from pseudo_labels.generate_depth import generate_depth
+    from pseudo_labels.core.runner import RunOptions
+    from pseudo_labels.stages.depth import DepthConfig, generate_depth_maps
 
     make_city(tmp_path, stems=STEMS[:2])
     out = tmp_path / "o"
-    s = generate_depth(tmp_path, "val", "disparity", out, progress=False)
+    cfg = DepthConfig(str(tmp_path), "disparity", str(out))
+    s = generate_depth_maps(cfg)
     assert s.done == 2
-    assert generate_depth(tmp_path, "val", "disparity", out, progress=False).skipped == 2
-    s = generate_depth(tmp_path, "val", "disparity", out, normalize="none", overwrite=True, progress=False)
+    assert generate_depth_maps(cfg, RunOptions()).skipped == 2
+    cfg_none = DepthConfig(str(tmp_path), "disparity", str(out), normalize="none")
+    s = generate_depth_maps(cfg_none, RunOptions(overwrite=True))
     assert s.done == 2 and np.load(out / "val" / "aachen" / f"{STEMS[0]}.npy").max() > 1
-    assert generate_depth(tmp_path, "val", "disparity", out, shard=(1, 2), normalize="none", progress=False).skipped == 1
+    assert generate_depth_maps(cfg_none, RunOptions(shard=(1, 2))).skipped == 1

@@ -61,3 +61,35 @@ def test_apply_mapping_and_scores():
 def test_unknown_method():
     with pytest.raises(Exception):
         map_clusters(np.zeros((2, 19)), "bogus")
+
+
+def test_label_table_instead_of_19_classes():
+    """A 3-class table: confusion, mapping, application and scoring use its size and void."""
+    from pseudo_labels.datasets.base import make_table
+
+    three = make_table("three", [("a", (1, 1, 1), False), ("b", (2, 2, 2), False), ("c", (3, 3, 3), True)])
+    clusters = np.array([[0, 0, 1, 1], [2, 2, 3, 3]])
+    gt = np.array([[0, 0, 2, 2], [1, 1, 5, 255]], np.uint8)  # 5 is not a class of the table: ignored
+    conf = cluster_confusion(clusters, gt, 4, labels=three)
+    assert conf.shape == (4, 3) and conf.sum() == 6 and conf[3].sum() == 0
+    assert np.array_equal(conf, cluster_confusion(clusters, gt, 4, 3))
+    c2c = map_clusters(conf, "hungarian", three)
+    assert c2c.tolist() == [0, 2, 1, 255]
+    assert class_confusion(conf, c2c, labels=three).shape == (3, 3)
+    assert np.trace(class_confusion(conf, c2c, labels=three)) == 6
+    # another void id: unmapped clusters and unknown ids take it
+    odd = make_table("odd", [("a", (1, 1, 1), False), ("b", (2, 2, 2), False)], void=7)
+    conf2 = cluster_confusion(clusters, np.minimum(gt, 1), 4, labels=odd)
+    assert map_clusters(conf2, "none", odd).tolist() == [7] * 4
+    assert map_clusters(conf2, "majority", odd).tolist() == [0, 1, 1, 1]
+    assert apply_mapping(np.array([[0, 9]]), np.array([1, 7]), odd).tolist() == [[1, 7]]
+
+
+def test_apply_mapping_wide_tables_and_bad_ids():
+    from pseudo_labels.datasets.base import make_table
+
+    wide = make_table("wide", [(f"c{i}", (0, 0, 0), False) for i in range(300)], void=65535)
+    out = apply_mapping(np.array([[0, 1, 2]]), np.array([299, 5, 65535]), wide)
+    assert out.dtype == np.uint16 and out.tolist() == [[299, 5, 65535]]
+    # Cityscapes: uint8; a negative or too large class id is void, never wrapped
+    assert apply_mapping(np.array([[0, 1, 2]]), np.array([-1, 300, 18])).tolist() == [[255, 255, 18]]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.datasets.cityscapes import TRAIN_ID_TO_LABEL_ID
+from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.stages.panoptic import assemble_panoptic, panoptic_segments
 
 from .test_generate_depth_guided_instances import WORK, prepare_city
@@ -104,3 +105,114 @@ def test_evaluate_cli_reads_output(pipeline, tmp_path):
                "--pred-folder", str(pipeline / "pan"), "--out", str(tmp_path / "e.json")])
     assert rc == 0
     assert json.loads((tmp_path / "e.json").read_text())["PQ"] > 0
+
+
+# --------------------------------------------------------------------------- a data set that is not Cityscapes
+def _tiny_table():
+    from pseudo_labels.datasets.base import make_table
+
+    # 3 classes, one thing; panoptic ids 1..3 (0 is void in panoptic PNGs)
+    return make_table("tiny", [("ground", (128, 64, 128), False), ("wall", (70, 70, 70), False),
+                               ("box", (0, 0, 142), True)], category_ids={0: 1, 1: 2, 2: 3})
+
+
+@pytest.fixture
+def tiny_dataset(monkeypatch):
+    """Registers the 3-class table as data set 'tiny' (what a new data-set module would do)."""
+    import sys
+    import types
+
+    from pseudo_labels.datasets import DATASET_MODULES
+
+    table = _tiny_table()
+    module = types.ModuleType("tiny_dataset_for_tests")
+    module.LABELS = table
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(DATASET_MODULES, "tiny", module.__name__)
+    return table
+
+
+def _tiny_scene():
+    """64x128: wall above, ground below, two touching boxes (class 2) at different depths, a void strip."""
+    sem = np.zeros((64, 128), np.uint8)
+    sem[:24] = 1
+    sem[30:50, 20:80] = 2
+    sem[60:, :8] = 255
+    depth = np.full((64, 128), 0.8, np.float32)
+    depth[30:50, 20:50] = 0.2
+    depth[30:50, 50:80] = 0.5
+    return sem, depth
+
+
+def test_assemble_with_a_three_class_table():
+    from pseudo_labels.stages.instances import check_semantic_ids, split_instances_by_depth_edges
+
+    tiny = _tiny_table()
+    sem, depth = _tiny_scene()
+    assert check_semantic_ids(sem, labels=tiny) == []
+    assert check_semantic_ids(np.array([[3, 18]], np.uint8), labels=tiny) == [3, 18]
+    inst = split_instances_by_depth_edges(sem, depth, min_area=50, thing_classes=tiny.thing_ids)
+    assert inst.max() == 2  # the depth step splits the touching boxes
+    pan, segs = assemble_panoptic(sem, inst, stuff_min_area=10, labels=tiny)
+    assert sorted(s["id"] for s in segs) == [1, 2, 3000, 3001]
+    assert {s["category_id"] for s in segs} == {1, 2, 3}
+    assert (pan[60:, :8] == 0).all() and (pan[:24] == 2).all()
+    # with the Cityscapes table, class 2 is 'building' (stuff, labelId 11): no instance ids at all
+    _, cs_segs = assemble_panoptic(sem, inst, stuff_min_area=10)
+    assert all(s["id"] < 1000 for s in cs_segs) and 11 in {s["id"] for s in cs_segs}
+
+
+def test_folder_stages_with_a_three_class_table(tiny_dataset, tmp_path):
+    from pseudo_labels.core.io import read_json, read_png, rgb_to_id, write_npy, write_png
+    from pseudo_labels.stages.instances import InstanceConfig, generate_instances
+    from pseudo_labels.stages.panoptic import PanopticConfig, generate_panoptic
+
+    sem, depth = _tiny_scene()
+    stem = "tinytown_000000_000000"
+    write_png(tmp_path / "sem" / f"{stem}_classes.png", sem)
+    write_npy(tmp_path / "depth" / f"{stem}.npy", depth)
+    run = generate_instances(InstanceConfig(str(tmp_path / "sem"), str(tmp_path / "depth"), str(tmp_path / "inst"),
+                                            min_area=50, resolution=(64, 128), dataset="tiny"))
+    assert run.instances == 2 and run.thing_classes == [2]
+    stats = read_json(tmp_path / "inst" / "stats.json")
+    assert stats["per_class_counts"] == {"box": 2}
+    assert read_json(tmp_path / "inst" / "manifest.json")["parameters"]["dataset"] == "tiny"
+
+    pan_run = generate_panoptic(PanopticConfig(str(tmp_path / "sem"), str(tmp_path / "inst"),
+                                               str(tmp_path / "pan.json"), str(tmp_path / "pan"),
+                                               stuff_min_area=10, dataset="tiny"))
+    assert pan_run.json_written and pan_run.done == 1
+    js = read_json(tmp_path / "pan.json")
+    assert js["categories"] == tiny_dataset.panoptic_categories()
+    pan = rgb_to_id(read_png(tmp_path / "pan" / f"{stem}_panoptic.png"))
+    assert sorted(np.unique(pan).tolist()) == [0, 1, 2, 3000, 3001]
+    assert sorted(s["id"] for s in js["annotations"][0]["segments_info"]) == [1, 2, 3000, 3001]
+
+    # an id outside the table (a Cityscapes trainId) is refused, naming the file
+    write_png(tmp_path / "sem" / f"{stem}_classes.png", np.where(sem == 1, 7, sem).astype(np.uint8))
+    with pytest.raises(PseudoLabelsError, match=r"_classes\.png.*unknown class ids \[7\].*tiny class ids 0\.\.2"):
+        generate_instances(InstanceConfig(str(tmp_path / "sem"), str(tmp_path / "depth"), str(tmp_path / "inst2"),
+                                          min_area=50, resolution=(64, 128), dataset="tiny"))
+
+
+def test_tables_whose_class_zero_has_panoptic_id_zero_are_shifted():
+    """Class 0 with panoptic id 0 would be void, and a thing of category 0 would collide with stuff ids."""
+    from pseudo_labels.datasets.base import make_table
+    from pseudo_labels.stages.panoptic import panoptic_categories, panoptic_ids
+
+    table = make_table("zero", [("car", (1, 1, 1), True), ("road", (2, 2, 2), False), ("sky", (3, 3, 3), False)])
+    assert [c.panoptic_id for c in table.classes] == [0, 1, 2]
+    assert panoptic_ids(table).tolist() == [1, 2, 3]
+    assert [c["id"] for c in panoptic_categories(table)] == [1, 2, 3]
+    sem = np.ones((20, 30), np.uint8)
+    sem[:5] = 2
+    sem[10:15, 2:8] = 0
+    sem[10:15, 20:28] = 0
+    inst = np.zeros_like(sem, np.int32)
+    inst[10:15, 2:8] = 1
+    inst[10:15, 20:28] = 2
+    pan, segs = assemble_panoptic(sem, inst, stuff_min_area=1, labels=table)
+    assert sorted(s["id"] for s in segs) == [2, 3, 1000, 1001]
+    assert {s["id"]: s["category_id"] for s in segs} == {2: 2, 3: 3, 1000: 1, 1001: 1}
+    assert (pan != 0).all()
+    assert panoptic_ids().tolist() == TRAIN_ID_TO_LABEL_ID.tolist()  # Cityscapes keeps its labelIds

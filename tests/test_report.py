@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels import report
+from pseudo_labels.stages import report
 from pseudo_labels.core import io
 from pseudo_labels.core.arguments import module_main
 from pseudo_labels.core.errors import PseudoLabelsError

@@ -66,7 +66,7 @@ def test_splitting_beats_one_instance_per_class(city):
     from pseudo_labels.stages.depth import read_depth_npy
     from pseudo_labels.stages.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges
     from pseudo_labels.core.io import read_json, read_png
-    from pseudo_labels.generate_panoptic import panoptic_for_image
+    from pseudo_labels.stages.panoptic import panoptic_for_image
 
     gt = read_json(city / "gtFine" / "cityscapes_panoptic_val.json")
     anns = {a["image_id"]: a for a in gt["annotations"]}
@@ -144,3 +144,28 @@ def test_evaluate_cells_gt_ids_any_size(protocol):
     gt[0, 0] = 25000
     with pytest.raises(PseudoLabelsError, match="25000"):
         evaluate_cells((128, 256), sem, cells, gt, segs, settings)
+
+
+def test_sweep_cells_with_a_three_class_table():
+    """The sweep's scoring takes the label table: a 3-class table with one thing scores its own GT at PQ 100."""
+    from pseudo_labels.stages.panoptic import assemble_panoptic
+    from pseudo_labels.stages.instances import split_instances_by_depth_edges
+    from pseudo_labels.stages.sweep import CC_CELL, Grid, SweepSettings, cell_instances, evaluate_cells, summarize_cells
+
+    from .test_panoptic import _tiny_scene, _tiny_table
+
+    tiny = _tiny_table()
+    sem, depth = _tiny_scene()
+    inst = split_instances_by_depth_edges(sem, depth, 0.2, 50, thing_classes=tiny.thing_ids)
+    gt, segs = assemble_panoptic(sem, inst, stuff_min_area=10, labels=tiny)
+    settings = SweepSettings(work_resolution=sem.shape, stuff_min_area=10, labels=tiny)
+    assert settings.thing_classes == (2,)
+    cells = cell_instances(sem, depth.astype(np.float64), Grid((0.2, 10.0), (50,)), settings)
+    per_image = evaluate_cells(sem.shape, sem, cells, gt, segs, settings)
+    res = summarize_cells([[per_image]], 1, labels=tiny)[0]
+    split_cell = (0.2, 50, 1.0, 3)
+    assert res[split_cell]["PQ"] == pytest.approx(100.0) and res[split_cell]["n_things"] == 1
+    assert set(res[split_cell]["per_class"]) == {"ground", "wall", "box"}
+    # no edges (huge tau) and connected components: the touching boxes stay one instance (at most one match)
+    assert res[(10.0, 50, 1.0, 3)]["PQ_things"] < 50 and res[CC_CELL]["PQ_things"] < 50
+    assert res[CC_CELL]["per_class"]["box"]["FN"] >= 1

@@ -1,4 +1,4 @@
-"""Tests of the synthetic Cityscapes city (pseudo_labels.synth)."""
+"""Tests of the synthetic Cityscapes city (pseudo_labels.datasets.synthetic_city, command pseudo_labels.synth)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pseudo_labels import synth
+from pseudo_labels.datasets import synthetic_city as synth
 from pseudo_labels.datasets.cityscapes import label_id_to_train_id_lut, list_images, panoptic_gt
 from pseudo_labels.core.io import read_json, read_manifest, read_png, rgb_to_id
 

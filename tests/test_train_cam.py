@@ -11,7 +11,7 @@ from pseudo_labels.core.io import read_json, read_png
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    from pseudo_labels.synth import write_synthetic_city
+    from pseudo_labels.datasets.synthetic_city import write_synthetic_city
 
     root = tmp_path_factory.mktemp("camcity")
     stems = write_synthetic_city(root, 3, seed=5, size=(128, 256), split="train")
@@ -24,10 +24,11 @@ def _train(root, out, *extra):
         "--epochs", "2", "--seed", "0", "--out", str(out), *extra])
 
 
-def test_train_generate_and_sweep(city, tmp_path):
+def test_train_generate_and_sweep(city, tmp_path, capsys):
     root, stems = city
     run = tmp_path / "run"
     assert _train(root, run, "--tags-from-gt", "--depth-subdir", "disparity", "--deal_weight", "0.5") == 0
+    assert "uses ground truth: image tags from gtFine labelTrainIds" in capsys.readouterr().out
     import torch
 
     ck = torch.load(run / "checkpoint.pt", weights_only=False)
@@ -44,6 +45,8 @@ def test_train_generate_and_sweep(city, tmp_path):
     assert module_main("pseudo_labels.generate_cam_pseudolabels", [
         "--run", str(run), "--cityscapes-root", str(root), "--split", "train", "--output-subdir", "cam_sem",
         "--bg-threshold", "0.2", "--tags-from-gt", "--refine-depth-subdir", "disparity"]) == 0
+    printed = capsys.readouterr().out
+    assert "uses ground truth: image tags from gtFine" in printed and "trained with tags from ground truth" in printed
     for s in stems:
         lab = read_png(root / "cam_sem" / "train" / s.rsplit("_", 2)[0] / f"{s}.png")
         assert lab.shape == (128, 256) and lab.dtype == np.uint8

@@ -1,6 +1,6 @@
 import numpy as np
 
-from pseudo_labels import visualize
+from pseudo_labels.stages import visualize
 from pseudo_labels.core import io
 from pseudo_labels.datasets.cityscapes import TRAIN_ID_COLORS
 from pseudo_labels.core.arguments import module_main

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages.weak.cam import (CamHead, CamTrainConfig, compute_cams, head_from_checkpoint, load_checkpoint,
+from pseudo_labels.stages.weak.cam import (CamHead, CamHeadConfig, compute_cams, head_from_checkpoint, load_checkpoint,
                                     normalize_cams, pool_logits, predicted_tags, train_cam_head)
 from pseudo_labels.stages.weak.masks import (cams_to_labels, extended_confusion, scores_from_confusion, snap_to_depth_edges,
                                       upsample_cams)
@@ -46,7 +46,7 @@ def test_head_shapes_and_pooling():
 
 def test_training_learns_localises_and_is_reproducible():
     feats, tags, edges = _toy()
-    cfg = CamTrainConfig(num_classes=2, in_dim=4, epochs=30, lr=0.1, batch_size=4, seed=3)
+    cfg = CamHeadConfig(num_classes=2, in_dim=4, epochs=30, lr=0.1, batch_size=4, seed=3)
     h1, hist = train_cam_head(feats, tags, cfg)
     h2, _ = train_cam_head(feats, tags, cfg)
     for k, v in _state(h1).items():
@@ -57,7 +57,7 @@ def test_training_learns_localises_and_is_reproducible():
     n = normalize_cams(cams, tags[0])
     assert n[0, :, :4].mean() > n[0, :, 4:].mean()  # class 0 on the left
     # with DEAL the config changes and so do the weights; DEAL without depth is an error
-    cfg_d = CamTrainConfig(num_classes=2, in_dim=4, epochs=3, lr=0.1, batch_size=4, seed=3, deal_weight=0.5)
+    cfg_d = CamHeadConfig(num_classes=2, in_dim=4, epochs=3, lr=0.1, batch_size=4, seed=3, deal_weight=0.5)
     h3, hist3 = train_cam_head(feats, tags, cfg_d, depth_edges=edges)
     assert hist3[-1]["deal_loss"] != 0
     with pytest.raises(PseudoLabelsError, match="depth"):
@@ -66,9 +66,9 @@ def test_training_learns_localises_and_is_reproducible():
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     feats, tags, edges = _toy()
-    full_cfg = CamTrainConfig(num_classes=2, in_dim=4, epochs=4, lr=0.05, batch_size=3, seed=1, deal_weight=0.2)
+    full_cfg = CamHeadConfig(num_classes=2, in_dim=4, epochs=4, lr=0.05, batch_size=3, seed=1, deal_weight=0.2)
     full, _ = train_cam_head(feats, tags, full_cfg, depth_edges=edges)
-    half_cfg = CamTrainConfig(**{**full_cfg.to_dict(), "epochs": 2})
+    half_cfg = CamHeadConfig(**{**full_cfg.to_dict(), "epochs": 2})
     train_cam_head(feats, tags, half_cfg, depth_edges=edges, run_dir=tmp_path, meta={"x": 1})
     st = load_checkpoint(tmp_path)
     assert st["epoch"] == 2 and st["meta"] == {"x": 1} and st["optimizer"] is not None
@@ -78,7 +78,7 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
         torch.testing.assert_close(v, _state(resumed)[k])
     head, cfg = head_from_checkpoint(load_checkpoint(tmp_path / "checkpoint.pt"))
     assert cfg.epochs == 4
-    other = CamTrainConfig(**{**full_cfg.to_dict(), "lr": 0.5})
+    other = CamHeadConfig(**{**full_cfg.to_dict(), "lr": 0.5})
     with pytest.raises(PseudoLabelsError, match="other settings"):
         train_cam_head(feats, tags, other, depth_edges=edges, run_dir=tmp_path)
 

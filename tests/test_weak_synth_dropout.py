@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from pseudo_labels import synth
+from pseudo_labels.datasets import synthetic_city as synth
 from pseudo_labels.cli import main
 from pseudo_labels.core.io import read_manifest
 from pseudo_labels.stages.weak.tags import tags_from_label_map

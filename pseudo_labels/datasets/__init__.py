@@ -17,6 +17,10 @@ from pseudo_labels.datasets.base import ImageRecord, LabelClass, LabelTable  # n
 #: data-set name -> module defining ``LABELS`` (and its lister); new data sets add a row
 DATASET_MODULES: dict[str, str] = {
     "cityscapes": "pseudo_labels.datasets.cityscapes",
+    "mfnet": "pseudo_labels.datasets.mfnet",
+    "pst900": "pseudo_labels.datasets.pst900",
+    "coco-stuff-27": "pseudo_labels.datasets.coco_stuff",
+    "voc2012": "pseudo_labels.datasets.image_folders",
 }
 
 

@@ -1,6 +1,8 @@
 """Loading the CAUSE-TR models (Kim et al., "Causal Unsupervised Semantic Segmentation") from
 local checkpoint files: the Segment_TR head (``segment_tr.pth``) with its modularity codebook
-(``modular.npy``). The model definitions live in :mod:`refs.cause`; this module turns their
+(``modular.npy``), the cluster probe (``cluster_tr.pth``), and all of them with the DINOv2
+ViT-B/14 backbone from one flat checkpoint folder (:func:`load_cause27_models`, the layout of
+the reference's ``generate_semantic_pseudolabels_cause.py``). The model definitions live in :mod:`refs.cause`; this module turns their
 plain exceptions into messages that name the file. Nothing is downloaded.
 """
 
@@ -12,8 +14,8 @@ import numpy as np
 import torch
 
 from pseudo_labels.core.errors import InputFileError
-from pseudo_labels.stages.features import load_checkpoint
-from refs.cause import SegmentTR, config_from_state_dict, find_codebook
+from pseudo_labels.stages.features import build_dinov2, load_checkpoint
+from refs.cause import ClusterProbe, SegmentTR, config_from_state_dict, find_codebook
 
 
 def build_segment_tr(head_weights: str | os.PathLike | None, codebook: str | os.PathLike | None = None,
@@ -65,3 +67,64 @@ def build_segment_tr(head_weights: str | os.PathLike | None, codebook: str | os.
         raise InputFileError(cb_path, f"codebook must be (n, {cfg['dim']}), got {cb.shape}")
     model.set_codebook(cb)
     return model.eval()
+
+
+def load_cluster_probe(path: str | os.PathLike, reduced_dim: int | None = None) -> ClusterProbe:
+    """The CAUSE cluster probe from ``cluster_tr.pth`` (CAUSE's ``Cluster`` state dict).
+
+    Reads ``cluster_probe`` (n_classes x reduced_dim); ``codebook`` may be present and is
+    ignored (CAUSE replaces it by ``modular.npy`` at inference). ``reduced_dim``: the head's
+    output width, checked. Raises :class:`InputFileError` naming the file otherwise.
+    """
+    state = load_checkpoint(path, "CAUSE cluster probe")
+    probe = state.get("cluster_probe")
+    if probe is None:
+        raise InputFileError(path, f"not a CAUSE cluster checkpoint: no key 'cluster_probe' (keys {sorted(state)[:4]})",
+                             "expected cluster_tr.pth from CAUSE-TR training")
+    if probe.ndim != 2:
+        raise InputFileError(path, f"cluster_probe must be (n_classes, reduced_dim), got {tuple(probe.shape)}")
+    if reduced_dim is not None and int(probe.shape[1]) != int(reduced_dim):
+        raise InputFileError(path, f"cluster_probe has dim {int(probe.shape[1])} but the Segment_TR head gives "
+                             f"{int(reduced_dim)}-d features", "use the cluster_tr.pth trained with this segment_tr.pth")
+    model = ClusterProbe(int(probe.shape[0]), int(probe.shape[1]))
+    with torch.no_grad():
+        model.cluster_probe.copy_(probe.float())
+    return model.eval()
+
+
+#: file names of the flat checkpoint folder (the reference's ``--checkpoint_dir``)
+CAUSE27_CHECKPOINT_FILES = {
+    "backbone": "dinov2_vitb14_pretrain.pth",
+    "head": "segment_tr.pth",
+    "cluster": "cluster_tr.pth",
+    "codebook": "modular.npy",
+}
+
+
+def cause27_checkpoint_paths(checkpoint_dir: str | os.PathLike) -> dict[str, str]:
+    """Paths of the four files in ``checkpoint_dir``; a missing one raises an error naming it."""
+    from pathlib import Path
+
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        raise InputFileError(folder, "checkpoint folder not found",
+                             "it must hold " + ", ".join(CAUSE27_CHECKPOINT_FILES.values()))
+    paths = {k: folder / name for k, name in CAUSE27_CHECKPOINT_FILES.items()}
+    for key, p in paths.items():
+        if not p.is_file():
+            raise InputFileError(p, "missing from the checkpoint folder",
+                                 "place the CAUSE-TR / DINOv2 weights there; nothing is downloaded")
+    return {k: str(p) for k, p in paths.items()}
+
+
+def load_cause27_models(checkpoint_dir: str | os.PathLike, arch: str | None = "dinov2_vitb14"):
+    """(backbone, Segment_TR head, cluster probe) from the flat checkpoint folder, CPU, eval mode.
+
+    ``arch``: the DINOv2 architecture the backbone file must have (None: read it from the
+    file, for tests with tiny checkpoints). Every mismatch names the file.
+    """
+    paths = cause27_checkpoint_paths(checkpoint_dir)
+    backbone = build_dinov2(paths["backbone"], arch)
+    head = build_segment_tr(paths["head"], codebook=paths["codebook"], dim=int(backbone.embed_dim))
+    probe = load_cluster_probe(paths["cluster"], reduced_dim=head.reduced_dim)
+    return backbone, head, probe

@@ -17,16 +17,22 @@ Sources
 
 Normalisation is explicit: :func:`normalize_depth` with ``"minmax"`` (per image,
 what the reference stores) or ``"none"``.
+
+:func:`generate_depth_maps` (:class:`DepthConfig`) is the folder-level stage behind
+``pseudo-labels generate-depth``: listing, manifest, resume, runner and atomic writes.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 NORMALIZE_MODES = ("minmax", "none")
@@ -382,3 +388,216 @@ class DepthAnythingPredictor:
         if self.metric:
             return out.astype(np.float32)
         return depth_from_relative_disparity(out, self.max_ratio)
+
+
+# --------------------------------------------------------------------------- folder level (generate-depth)
+STAGE = "generate-depth"
+SOURCES = ("disparity", "npy", "spidepth", "depth-anything")
+NETWORK_SOURCES = ("spidepth", "depth-anything")
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """What ``generate-depth`` computes: one float32 map per image of ``split`` under ``cityscapes_root``.
+
+    ``source``: one of :data:`SOURCES`; ``output_dir``: maps go to
+    ``<output_dir>/<split>/<city>/<stem>.npy``; ``input_dir`` (``npy``), ``weights`` (``spidepth``:
+    folder with encoder.pth and depth.pth) and ``model_dir`` (``depth-anything``: local transformers
+    folder) name the source's inputs. ``normalize``: ``minmax`` (per image to [0, 1]) or ``none``
+    (metres / network units); ``output_size`` (H, W) of the written maps (default: the input's size).
+    """
+
+    cityscapes_root: str
+    source: str
+    output_dir: str
+    split: str = "val"
+    input_dir: str | None = None
+    weights: str | None = None
+    model_dir: str | None = None
+    normalize: str = defaults.DEPTH_NORMALIZE
+    output_size: tuple[int, int] | None = None
+    spidepth_preprocess: str = defaults.SPIDEPTH_PREPROCESS
+    flip: bool = defaults.SPIDEPTH_FLIP
+    device: str = "cpu"
+
+    def resolved(self) -> "DepthConfig":
+        """Checked copy with absolute model paths and a tuple ``output_size`` (what the workers get)."""
+        if self.source not in SOURCES:
+            raise PseudoLabelsError(f"unknown depth source {self.source!r} (choose from {', '.join(SOURCES)})")
+        if self.source == "spidepth" and not self.weights:
+            raise PseudoLabelsError("--source spidepth needs --weights (folder with encoder.pth and depth.pth)")
+        if self.source == "depth-anything" and not self.model_dir:
+            raise PseudoLabelsError("--source depth-anything needs --model-dir (local transformers folder)")
+        if self.device == "cuda" and self.source in NETWORK_SOURCES:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise PseudoLabelsError("--device cuda: no CUDA device is available (use --device cpu)")
+        return replace(
+            self,
+            output_size=tuple(self.output_size) if self.output_size else None,
+            weights=str(Path(self.weights).resolve()) if self.weights else None,
+            model_dir=str(Path(self.model_dir).resolve()) if self.model_dir else None,
+            flip=bool(self.flip),
+        )
+
+    def parameters(self) -> dict:
+        """The manifest's ``parameters`` (what changes the maps; options of other sources are None)."""
+        s = self.source
+        return {
+            "split": self.split,
+            "source": s,
+            "normalize": self.normalize,
+            "output_size": list(self.output_size) if self.output_size else None,
+            "input_dir": str(Path(self.input_dir).resolve()) if self.input_dir and s == "npy" else None,
+            "weights": self.weights if s == "spidepth" else None,
+            "model_dir": self.model_dir if s == "depth-anything" else None,
+            "spidepth_preprocess": self.spidepth_preprocess if s == "spidepth" else None,
+            "flip": self.flip if s == "spidepth" else None,
+            "depth_anything_max_ratio": defaults.DEPTH_ANYTHING_MAX_RATIO if s == "depth-anything" else None,
+            "disparity_fill": defaults.DISPARITY_FILL if s == "disparity" else None,
+        }
+
+
+@dataclass(frozen=True)
+class DepthJob:
+    """Everything one image needs (picklable)."""
+
+    stem: str
+    out_path: str
+    image_path: str
+    disparity_path: str = ""
+    camera_path: str = ""
+    npy_path: str = ""
+
+
+_PREDICTORS: dict = {}
+
+
+def _predictor(cfg: DepthConfig):
+    """One network per process, loaded on first use."""
+    key = (cfg.source, cfg.weights, cfg.model_dir, cfg.device, cfg.spidepth_preprocess, cfg.flip)
+    if key not in _PREDICTORS:
+        if cfg.source == "spidepth":
+            _PREDICTORS[key] = SPIdepthPredictor.from_weights(
+                cfg.weights, device=cfg.device, preprocess=cfg.spidepth_preprocess, flip=cfg.flip)
+        else:
+            _PREDICTORS[key] = DepthAnythingPredictor.from_pretrained(cfg.model_dir, device=cfg.device)
+    return _PREDICTORS[key]
+
+
+def compute_depth(job: DepthJob, cfg: DepthConfig) -> np.ndarray:
+    """The (H, W) float32 depth map of one image, normalised as configured (no writing)."""
+    from pseudo_labels.core.io import read_image_rgb, read_png
+
+    if cfg.source == "disparity":
+        disparity = read_png(job.disparity_path)
+        camera = read_camera(job.camera_path)
+        try:
+            d = depth_from_disparity(disparity, camera)
+        except (PseudoLabelsError, ValueError) as exc:
+            raise PseudoLabelsError(f"{job.disparity_path}: {exc}") from None
+    elif cfg.source == "npy":
+        d = read_depth_npy(job.npy_path)
+    else:
+        d = _predictor(cfg).predict(read_image_rgb(job.image_path))
+    if cfg.output_size is not None:
+        d = resize_depth(d, cfg.output_size)
+    try:
+        return normalize_depth(d, cfg.normalize)
+    except PseudoLabelsError as exc:
+        raise PseudoLabelsError(f"{job.stem}: {exc}") from None
+
+
+def process_depth_job(job: DepthJob, cfg: DepthConfig) -> tuple[int, int]:
+    """Compute and write one map atomically; returns its shape."""
+    from pseudo_labels.core.io import write_npy
+
+    d = compute_depth(job, cfg)
+    write_npy(job.out_path, d.astype(np.float32, copy=False))
+    return d.shape
+
+
+def _depth_job_done(job: DepthJob) -> bool:
+    return os.path.exists(job.out_path)
+
+
+def _depth_job_name(job: DepthJob) -> str:
+    return job.stem
+
+
+def plan_depth_jobs(cfg: DepthConfig, shard: tuple[int, int] | None = None) -> list[DepthJob]:
+    """One :class:`DepthJob` per image of the split (this shard's); missing inputs raise an error naming them."""
+    from pseudo_labels.datasets.cityscapes import camera_path, disparity_path, list_images, select_shard
+
+    root, source, input_dir = cfg.cityscapes_root, cfg.source, cfg.input_dir
+    entries = select_shard(list_images(root, cfg.split), shard)
+    npy_index = {}
+    if source == "npy":
+        if not input_dir:
+            raise PseudoLabelsError("--source npy needs --input-dir (folder of <stem>*.npy depth maps)")
+        npy_index = index_depth_folder(input_dir)
+    jobs, missing = [], []
+    for e in entries:
+        kw = {}
+        if source == "disparity":
+            dp, cp = disparity_path(root, e), camera_path(root, e)
+            missing += [str(p) for p in (dp, cp) if not p.is_file()]
+            kw = dict(disparity_path=str(dp), camera_path=str(cp))
+        elif source == "npy":
+            if e.stem not in npy_index:
+                missing.append(f"{e.stem} (no {e.stem}*.npy under {input_dir})")
+            kw = dict(npy_path=str(npy_index.get(e.stem, "")))
+        jobs.append(DepthJob(e.stem, str(Path(cfg.output_dir) / e.relative(".npy")), str(e.image_path), **kw))
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise PseudoLabelsError(
+            f"--source {source}: missing input for {len(missing)} file(s) of split '{cfg.split}': "
+            + "; ".join(missing[:5]) + more
+        )
+    return jobs
+
+
+def _depth_inputs(cfg: DepthConfig, jobs: list[DepthJob]) -> dict:
+    from pseudo_labels.core.io import fingerprint_files
+
+    inputs = {"cityscapes_root": str(Path(cfg.cityscapes_root).resolve()),
+              "images": fingerprint_files(j.image_path for j in jobs)}
+    if cfg.source == "disparity":
+        inputs["disparity"] = fingerprint_files(j.disparity_path for j in jobs)
+        inputs["camera"] = fingerprint_files(j.camera_path for j in jobs)
+    elif cfg.source == "npy":
+        inputs["npy"] = fingerprint_files(j.npy_path for j in jobs)
+    return inputs
+
+
+def generate_depth_maps(config: DepthConfig, options=None):
+    """Write one float32 depth map per image of the split to ``<output_dir>/<split>/<city>/<stem>.npy``
+    plus a manifest; finished maps are kept (resume). ``options``: a
+    :class:`~pseudo_labels.core.runner.RunOptions` (network sources always run in one process).
+    Returns the runner's ``RunSummary``; raises :class:`PseudoLabelsError` if any image failed.
+    The library entry point of ``pseudo-labels generate-depth``.
+    """
+    from pseudo_labels.core.io import prepare_output_dir, write_manifest
+    from pseudo_labels.core.runner import RunOptions, run_per_image
+
+    options = options or RunOptions()
+    cfg = config.resolved()
+    if cfg.source in NETWORK_SOURCES:
+        options = replace(options, workers=1)
+    parameters = cfg.parameters()
+    jobs = plan_depth_jobs(cfg, options.shard)
+    resume = prepare_output_dir(cfg.output_dir, STAGE, parameters, overwrite=options.overwrite)
+    summary = run_per_image(functools.partial(process_depth_job, cfg=cfg), jobs, options=options,
+                            desc=f"depth ({cfg.source})", name_of=_depth_job_name,
+                            is_done=_depth_job_done if resume else None)
+    write_manifest(
+        cfg.output_dir, STAGE, parameters,
+        uses_ground_truth=False,  # disparity is a sensor input (stereo), not labels
+        inputs=_depth_inputs(cfg, jobs),
+        counts={"images": len(jobs), "done": summary.done, "skipped": summary.skipped,
+                "failed": len(summary.failed)},
+        extra={"shard": list(options.shard) if options.shard else None},
+    )
+    summary.raise_if_failed("depth maps")
+    return summary

@@ -468,7 +468,42 @@ def stale_cups_files(out: str | os.PathLike, keep: Iterable[str]) -> list[Path]:
                   ("_instance.png" in p.name or "_semantic.png" in p.name or ".pt" in p.name))
 
 
-def export_cups(
+def _write_class_split_files(out: Path, t: CupsTarget, stems: Sequence[str], inside: np.ndarray, all_: np.ndarray,
+                             per_obj: np.ndarray, prior: np.ndarray) -> None:
+    """The class-distribution ``.pt`` file(s) of the target (``prior``: one pixel per absent thing
+    class), then remove files CUPS would read that are not part of this export."""
+    keep = {n for s in stems for n in cups_file_names(s)}
+    if t.per_image_pt:
+        keep |= {f"{s}_leftImg8bit.pt" for s in stems}
+        if prior.any():
+            _write_pt(out / CUPS_PRIOR_FILE, prior, prior, None, t.pt_dtype)
+            keep.add(CUPS_PRIOR_FILE)
+    else:
+        _write_pt(out / CUPS_SPLIT_FILE, inside + prior, all_ + prior, per_obj, t.pt_dtype)
+        keep.add(CUPS_SPLIT_FILE)
+    for p in stale_cups_files(out, keep):
+        p.unlink()
+
+
+def _check_cups_split(out: Path, inside: np.ndarray, all_: np.ndarray, threshold: float,
+                      unmatched_things: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, float] | None]:
+    """(things, stuff, valid threshold interval) under CUPS's rule; raises unless the things are
+    the Cityscapes thing classes."""
+    things, stuff = cups_thing_stuff_split(inside, all_, threshold)
+    interval = cups_threshold_interval(inside, all_, THING_TRAIN_IDS)
+    if set(things) != set(THING_TRAIN_IDS):
+        where = (f"DATA.THING_STUFF_THRESHOLD in [{interval[0]:.4f}, {interval[1]:.4f}) gives it"
+                 if interval else "no threshold gives it (thing classes with few pixels inside instances)")
+        if unmatched_things == "keep":
+            where += "; --unmatched-things void removes thing pixels outside instances from the counts"
+        raise PseudoLabelsError(
+            f"{out}: with DATA.THING_STUFF_THRESHOLD {threshold} CUPS would take classes {sorted(things)} as things, "
+            f"not {list(THING_TRAIN_IDS)}; {where}; set --thing-stuff-threshold to the value your CUPS config uses"
+        )
+    return things, stuff, interval
+
+
+def write_cups_folder(
     inp: PanopticInput,
     out_dir: str | os.PathLike,
     *,
@@ -517,29 +552,8 @@ def export_cups(
     absent = [c for c in THING_TRAIN_IDS if all_[c] == 0]
     prior = np.zeros(NUM_CLASSES, np.int64)
     prior[absent] = 1
-    t = CUPS_TARGETS[target]
-    keep = {n for s in stems for n in cups_file_names(s)}
-    if t.per_image_pt:
-        keep |= {f"{s}_leftImg8bit.pt" for s in stems}
-        if absent:
-            _write_pt(out / CUPS_PRIOR_FILE, prior, prior, None, t.pt_dtype)
-            keep.add(CUPS_PRIOR_FILE)
-    else:
-        _write_pt(out / CUPS_SPLIT_FILE, inside + prior, all_ + prior, per_obj, t.pt_dtype)
-        keep.add(CUPS_SPLIT_FILE)
-    for p in stale_cups_files(out, keep):
-        p.unlink()
-    things, stuff = cups_thing_stuff_split(inside + prior, all_ + prior, threshold)
-    interval = cups_threshold_interval(inside + prior, all_ + prior, THING_TRAIN_IDS)
-    if set(things) != set(THING_TRAIN_IDS):
-        where = (f"DATA.THING_STUFF_THRESHOLD in [{interval[0]:.4f}, {interval[1]:.4f}) gives it"
-                 if interval else "no threshold gives it (thing classes with few pixels inside instances)")
-        if unmatched_things == "keep":
-            where += "; --unmatched-things void removes thing pixels outside instances from the counts"
-        raise PseudoLabelsError(
-            f"{out}: with DATA.THING_STUFF_THRESHOLD {threshold} CUPS would take classes {sorted(things)} as things, "
-            f"not {list(THING_TRAIN_IDS)}; {where}; set --thing-stuff-threshold to the value your CUPS config uses"
-        )
+    _write_class_split_files(out, CUPS_TARGETS[target], stems, inside, all_, per_obj, prior)
+    things, stuff, interval = _check_cups_split(out, inside + prior, all_ + prior, threshold, unmatched_things)
     n_inst = [r["instances"] for r in results]
     counts = {
         "images": len(results),
@@ -705,7 +719,7 @@ def export_coco_image(job: CocoJob) -> dict:
     return {"image": image, "annotation": ann}
 
 
-def export_coco(inp: PanopticInput, out_dir: str | os.PathLike, *, name: str = "panoptic",
+def write_coco_panoptic(inp: PanopticInput, out_dir: str | os.PathLike, *, name: str = "panoptic",
                 overwrite: bool = False, workers: int = 1, options=None) -> dict:
     """Write ``<out>/<name>.json`` + ``<out>/<name>/<stem>.png`` (COCO panoptic, integer image ids
     1..N in stem order, the stem kept in ``file_name`` and ``stem``); return counts."""
@@ -728,3 +742,79 @@ def export_coco(inp: PanopticInput, out_dir: str | os.PathLike, *, name: str = "
     io.write_json(out / f"{name}.json", data)
     return {"images": len(jobs), "segments": sum(len(r["annotation"]["segments_info"]) for r in summary.results),
             "json": f"{name}.json", "png_folder": name}
+
+
+# --------------------------------------------------------------------------- folder level (the export commands)
+@dataclass(frozen=True)
+class CupsExportConfig:
+    """What ``convert-to-cups-format`` writes: a CUPS pseudo-label folder from a panoptic prediction.
+
+    ``panoptic_dir``: panoptic PNGs (recursive); ``panoptic_json``: its JSON (default:
+    ``<panoptic_dir>.json``, else the only JSON inside). ``target``: ``cups`` (upstream
+    visinf/cups, labels at 0.625 scale, uint8) or ``cups-fork`` (the reference fork, full
+    resolution, uint16 instances). ``cityscapes_root`` / ``split``: where CUPS reads the images
+    (checked unless ``check_images`` is False). ``threshold``: the CUPS config's
+    DATA.THING_STUFF_THRESHOLD; ``unmatched_things``: ``void`` or ``keep``.
+    """
+
+    panoptic_dir: str
+    out: str
+    panoptic_json: str | None = None
+    target: str = "cups"
+    cityscapes_root: str | None = None
+    split: str | None = None
+    threshold: float = CUPS_DEFAULT_THRESHOLD
+    check_images: bool = True
+    unmatched_things: str = "void"
+    overwrite: bool = False
+
+
+def _input_fingerprint(inp: PanopticInput) -> dict:
+    return {"panoptic_json": str(inp.json_path), "panoptic_dir": str(inp.png_dir),
+            "panoptic_pngs": io.fingerprint_files(im.png_path for im in inp.images)}
+
+
+def export_cups(config: CupsExportConfig, options=None) -> dict:
+    """Read the panoptic input, write the CUPS folder (:func:`write_cups_folder`) and its manifest.
+
+    Returns ``{"counts", "cups_config", "split"}``; ``options``: a
+    :class:`~pseudo_labels.core.runner.RunOptions` (workers / executor).
+    """
+    cfg = config
+    inp = load_panoptic_input(cfg.panoptic_dir, cfg.panoptic_json)
+    result = write_cups_folder(
+        inp, cfg.out, target=cfg.target, cityscapes_root=cfg.cityscapes_root, split=cfg.split,
+        threshold=cfg.threshold, check_images=cfg.check_images, unmatched_things=cfg.unmatched_things,
+        overwrite=cfg.overwrite, options=options,
+    )
+    params = {"target": cfg.target, "split": result["split"], "thing_stuff_threshold": cfg.threshold,
+              "unmatched_things": cfg.unmatched_things,
+              "image_check": cfg.check_images and cfg.cityscapes_root is not None,
+              "cityscapes_root": cfg.cityscapes_root}
+    io.write_manifest(cfg.out, "convert-to-cups-format", params, uses_ground_truth=False,
+                      inputs=_input_fingerprint(inp), counts=result["counts"],
+                      extra={"cups_config": result["cups_config"]})
+    return result
+
+
+@dataclass(frozen=True)
+class CocoExportConfig:
+    """What ``export-coco`` writes: ``<out>/<name>.json`` + ``<out>/<name>/<stem>.png`` (COCO panoptic,
+    integer image ids 1..N in stem order) from ``panoptic_dir`` / ``panoptic_json`` (as for CUPS)."""
+
+    panoptic_dir: str
+    out: str
+    panoptic_json: str | None = None
+    name: str = "panoptic"
+    overwrite: bool = False
+
+
+def export_coco(config: CocoExportConfig, options=None) -> dict:
+    """Read the panoptic input, write the COCO panoptic export (:func:`write_coco_panoptic`) and its
+    manifest; return the counts (images, segments, json, png_folder)."""
+    cfg = config
+    inp = load_panoptic_input(cfg.panoptic_dir, cfg.panoptic_json)
+    counts = write_coco_panoptic(inp, cfg.out, name=cfg.name, overwrite=cfg.overwrite, options=options)
+    io.write_manifest(cfg.out, "export-coco", {"name": cfg.name}, uses_ground_truth=False,
+                      inputs=_input_fingerprint(inp), counts=counts)
+    return counts

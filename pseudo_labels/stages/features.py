@@ -30,6 +30,7 @@ import math
 import os
 import re
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -37,6 +38,7 @@ import numpy as np
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.runner import RunOptions, RunSummary
 
 #: backbone name -> (embed_dim, depth, num_heads); all DINOv2 ViT/14, mlp ratio 4, layer scale
 DINOV2_ARCHS: dict[str, tuple[int, int, int]] = {
@@ -642,3 +644,209 @@ def load_features(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 def feature_path(features_dir: str | os.PathLike, entry) -> Path:
     """``<features_dir>/<split>/<city>/<stem>.npy`` of an :class:`~pseudo_labels.datasets.cityscapes.ImageEntry`."""
     return Path(features_dir) / entry.relative(".npy")
+
+
+# --------------------------------------------------------------------------- folder stage (extract-features)
+STAGE = "extract-features"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What ``extract-features`` computes: features of every image of ``split`` under
+    ``cityscapes_root`` into ``<out>/<split>/<city>/<stem>.npy`` (see the module docstring
+    for backbones, heads and ``input_size``: (H, W) or one int, the short side)."""
+
+    cityscapes_root: str
+    out: str
+    split: str = "val"
+    backbone: str = "builtin"
+    weights: str | None = None
+    head: str | None = None
+    head_weights: str | None = None
+    codebook: str | None = None
+    device: str = "cpu"
+    batch_size: int = defaults.BATCH_SIZE
+    input_size: int | tuple[int, int] = defaults.FEATURE_INPUT_SIZE
+    limit: int = 0  # only the first N images of the split (0: all), applied before sharding
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.input_size, (int, np.integer)):  # a list from a config file: hashable tuple
+            object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+
+    def parameters(self) -> dict:
+        """The parameters that determine the output values (the manifest's config hash)."""
+        resolved = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731
+        size = self.input_size
+        return {"split": self.split, "backbone": self.backbone, "weights": resolved(self.weights),
+                "head": self.head, "head_weights": resolved(self.head_weights), "codebook": resolved(self.codebook),
+                "input_size": list(size) if isinstance(size, tuple) else size}
+
+    def extractor(self) -> "ExtractorConfig":
+        return ExtractorConfig(self.backbone, self.weights, self.head, self.head_weights, self.codebook,
+                               self.device, self.input_size, self.batch_size)
+
+
+def input_size_of(values: Sequence[int]) -> int | tuple[int, int]:
+    """``--input-size`` values -> (H, W) for two values, the short side for one."""
+    values = list(values)
+    if len(values) == 1:
+        return int(values[0])
+    if len(values) == 2:
+        return (int(values[0]), int(values[1]))
+    raise PseudoLabelsError(f"--input-size {values}: give H W or a single short side")
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """The arguments of :func:`build_extractor` (hashable: one extractor per process and config)."""
+
+    backbone: str
+    weights: str | None
+    head: str | None
+    head_weights: str | None
+    codebook: str | None
+    device: str
+    input_size: int | tuple[int, int]
+    batch_size: int
+
+
+_EXTRACTORS: dict = {}
+
+
+def extractor_of(cfg: ExtractorConfig) -> FeatureExtractor:
+    """The extractor of ``cfg``, built once per process (the previous one is dropped)."""
+    if cfg not in _EXTRACTORS:
+        _EXTRACTORS.clear()
+        _EXTRACTORS[cfg] = build_extractor(
+            cfg.backbone, cfg.weights, head=cfg.head, device=cfg.device, input_size=cfg.input_size,
+            head_weights=cfg.head_weights, codebook=cfg.codebook, batch_size=cfg.batch_size)
+    return _EXTRACTORS[cfg]
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """One batch of images: extract and write their features (picklable)."""
+
+    entries: tuple
+    out: str
+    config: ExtractorConfig
+    fail_fast: bool
+
+
+def extract_batch(job: ExtractJob) -> dict:
+    """Read, extract and write one batch. An unreadable image fails alone (named in the result,
+    or raised at once with ``fail_fast``); the others of the batch are still written.
+    Returns ``{done: int, failed: [(stem, message)], grid: [h, w] or None}``."""
+    from pseudo_labels.core.io import read_image_rgb
+    from pseudo_labels.core.runner import error_message
+
+    images, failed = [], []
+    for e in job.entries:
+        try:
+            images.append((e, read_image_rgb(e.image_path)))
+        except Exception as exc:  # noqa: BLE001 - reported per image
+            msg = error_message(exc)
+            if job.fail_fast:
+                raise PseudoLabelsError(msg if e.stem in msg else f"{e.stem}: {msg}") from None
+            failed.append((e.stem, msg))
+    grid = None
+    if images:
+        feats = extractor_of(job.config).extract([im for _, im in images], batch_size=job.config.batch_size)
+        for (e, _), f in zip(images, feats):
+            save_features(feature_path(job.out, e), f)
+            grid = list(f.shape[1:])
+    return {"done": len(images), "failed": failed, "grid": grid}
+
+
+@dataclass
+class FeatureRunSummary(RunSummary):
+    """:class:`~pseudo_labels.core.runner.RunSummary` of :func:`extract_features_folder`:
+    ``done`` images computed, ``skipped`` already there, ``failed`` [(stem, message)]."""
+
+    out: str = ""
+    seconds: float = 0.0
+    shard: tuple[int, int] | None = None
+
+    def line(self) -> str:
+        rate = f", {self.done / self.seconds:.2f} img/s" if self.done and self.seconds > 0 else ""
+        shard = f" (shard {self.shard[0]}/{self.shard[1]})" if self.shard else ""
+        return (f"{STAGE}{shard}: {self.done} computed, {self.skipped} skipped (already done), "
+                f"{len(self.failed)} failed{rate} -> {self.out}")
+
+    def raise_if_failed(self, what: str = "images") -> None:
+        if self.failed:
+            names = "; ".join(f"{n}: {m}" for n, m in self.failed[:5])
+            more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
+            raise PseudoLabelsError(f"{len(self.failed)} {what} failed: {names}{more}; the others were written, "
+                                    "rerun to retry the failed ones")
+
+
+def _feature_grid(out: Path, entries: list, extractor: FeatureExtractor) -> list[int] | None:
+    """(h, w) of the features: from a written file, else predicted from the first image."""
+    from pseudo_labels.core.io import read_image_rgb
+
+    for e in entries:
+        if feature_path(out, e).exists():
+            return list(np.load(feature_path(out, e), mmap_mode="r").shape[1:])
+    if entries:
+        try:
+            return list(extractor.output_grid(read_image_rgb(entries[0].image_path).shape[:2]))
+        except PseudoLabelsError:
+            return None
+    return None
+
+
+def extract_features_folder(config: FeatureConfig, options: RunOptions | None = None) -> FeatureRunSummary:
+    """Features of every image of ``config.split`` (this shard's part) into ``config.out``,
+    with a manifest; finished files are reused (resume) unless ``options.overwrite``.
+    Failed images are named in the summary (call ``raise_if_failed``); the others are written."""
+    import time
+
+    from pseudo_labels.core.io import fingerprint_files, prepare_output_dir, write_manifest
+    from pseudo_labels.core.runner import batch_name, run_per_image
+    from pseudo_labels.datasets.cityscapes import list_images
+
+    opts = options or RunOptions()
+    if config.batch_size < 1:
+        raise PseudoLabelsError("--batch-size must be >= 1")
+    out = Path(config.out)
+    params = config.parameters()
+    entries = list_images(config.cityscapes_root, config.split)
+    if config.limit and config.limit > 0:
+        entries = entries[: config.limit]
+    entries = opts.select(entries)
+    cfg = config.extractor()
+    extractor = extractor_of(cfg)  # wrong weights / CUDA fail here, before anything is written
+    reuse = prepare_output_dir(out, STAGE, params, overwrite=opts.overwrite)
+    inputs = {"cityscapes_root": str(Path(config.cityscapes_root).resolve()),
+              "images": fingerprint_files(e.image_path for e in entries)}
+    features_info = {**extractor.describe(), "dtype": "float16", "layout": "<split>/<city>/<stem>.npy, (D, h, w)"}
+    # the manifest comes first: a changed rerun into this folder is refused even after a kill
+    write_manifest(out, STAGE, params, uses_ground_truth=False, inputs=inputs,
+                   counts={"status": "running", "images": len(entries)},
+                   extra={"features": features_info, **opts.describe()})
+    todo = [e for e in entries if not (reuse and feature_path(out, e).exists())]
+    t0 = time.time()
+    jobs = [ExtractJob(tuple(todo[i:i + config.batch_size]), str(out), cfg, opts.fail_fast)
+            for i in range(0, len(todo), config.batch_size)]
+    runs = run_per_image(extract_batch, jobs, options=opts, desc="features", name_of=lambda j: batch_name(j.entries))
+    summary = FeatureRunSummary(results=[], skipped=len(entries) - len(todo), failed=list(runs.failed), out=str(out),
+                                seconds=time.time() - t0, shard=opts.shard)
+    grid = None
+    for r in runs.results:
+        if r is not None:
+            summary.done += r["done"]
+            summary.failed.extend(r["failed"])
+            grid = grid or r["grid"]
+    grid = grid or _feature_grid(out, entries, extractor)
+    failed = summary.failed
+    write_manifest(
+        out, STAGE, params, uses_ground_truth=False, inputs=inputs,
+        counts={"status": "finished" if not failed else "finished with failures", "images": len(entries),
+                "computed": summary.done, "skipped": summary.skipped, "failed": len(failed)},
+        extra={"features": {**features_info, "grid": grid}, "device": extractor.device, "batch_size": config.batch_size,
+               "runner": {"workers": opts.workers, "executor": opts.executor}, **opts.describe(),
+               "failed": [{"image": n, "error": m} for n, m in failed],
+               "seconds": round(summary.seconds, 3)},
+    )
+    return summary

@@ -2,8 +2,9 @@
 
 Pure functions on numpy arrays. Conventions:
 
-* ``semantic``: (H, W) uint8/uint16 class map (Cityscapes trainIds 0..18, 255 void, or
-  pseudo-class ids with ``thing_classes`` given explicitly).
+* ``semantic``: (H, W) uint8/uint16 class map: ids 0..C-1 of a label table (Cityscapes:
+  trainIds 0..18, 255 void; default thing ids = the table's) or pseudo-class ids with
+  ``thing_classes`` given explicitly.
 * ``depth``: (H, W) float depth, any unit; the split does not normalise unless asked
   (the reference's depth maps are already min-max normalised per image when written).
 * result: (H, W) int32 instance map, 0 = no instance, 1..N, every instance inside one class.
@@ -24,19 +25,24 @@ The implementation works inside component bounding boxes (``scipy.ndimage.find_o
 and splits the work into reusable pieces so that a parameter sweep computes the gradient
 once per sigma, the components once per tau and the dilations once per component:
 :func:`depth_gradient_magnitude` -> :func:`thing_components` -> :func:`candidate_instances`
--> :func:`place_instances`. :func:`split_instances_by_depth_edges` chains them.
+-> :func:`place_instances`. :func:`split_instances_by_depth_edges` chains them. The map
+primitives (resizes, gradient, class masks) live in :mod:`pseudo_labels.stages.maps`.
+:func:`generate_instances` is the folder-level stage (``generate-depth-guided-instances``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
-from pseudo_labels.datasets.cityscapes import IGNORE, NUM_CLASSES, THING_TRAIN_IDS
+from pseudo_labels.datasets import cityscapes
+from pseudo_labels.datasets.base import LabelTable
 from pseudo_labels.core.defaults import (
     CONNECTIVITY,
     DEPTH_BLUR_SIGMA,
@@ -44,87 +50,28 @@ from pseudo_labels.core.defaults import (
     GRAD_THRESHOLD,
     MIN_AREA,
     MIN_NEW_PIXELS,
+    WORK_RESOLUTION,
 )
-from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.runner import RunOptions, RunSummary, run_per_image
+from pseudo_labels.stages.maps import (  # noqa: F401  (part of this stage's interface)
+    ClassMasks,
+    class_boxes,
+    class_masks,
+    depth_gradient_magnitude,
+    gradient_margin,
+    normalize_depth_map,
+    resize_depth_bilinear,
+    resize_semantic,
+)
+
+#: thing ids of the default label table (Cityscapes trainIds 11..18)
+DEFAULT_THING_IDS: tuple[int, ...] = cityscapes.LABELS.thing_ids
 
 _CROSS_U8 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 
 
-# --------------------------------------------------------------------------- inputs
-def normalize_depth_map(depth: np.ndarray, mode: str = "none") -> np.ndarray:
-    """``none``: depth as float64 unchanged; ``minmax``: (d - min) / (max - min), constant -> 0.
-
-    Raises :class:`PseudoLabelsError` if the depth has NaN or infinite values.
-    """
-    d = np.asarray(depth, np.float64)
-    if not np.isfinite(d).all():
-        bad = int(d.size - np.count_nonzero(np.isfinite(d)))
-        raise PseudoLabelsError(f"depth map has {bad} NaN/infinite values (fill or mask them before splitting)")
-    if mode == "none":
-        return d
-    if mode == "minmax":
-        lo, hi = float(d.min()), float(d.max())
-        if hi <= lo:
-            return np.zeros_like(d)
-        return (d - lo) / (hi - lo)
-    raise PseudoLabelsError(f"unknown depth normalisation {mode!r} (choose none or minmax)")
-
-
-def resize_semantic(semantic: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label map to ``size`` = (H, W).
-
-    Pixel-centre convention, identical to PIL ``Image.NEAREST`` (what the reference uses;
-    for a 2x downsample it keeps the odd rows/columns, unlike ``cv2.INTER_NEAREST``).
-    """
-    h, w = size
-    if semantic.shape[:2] == (h, w):
-        return semantic
-    if semantic.dtype in (np.uint8, np.uint16, np.int16, np.float32):
-        return cv2.resize(semantic, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-    H, W = semantic.shape[:2]
-    rows = np.minimum(((np.arange(h) + 0.5) * (H / h)).astype(np.int64), H - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * (W / w)).astype(np.int64), W - 1)
-    return semantic[rows[:, None], cols[None, :]]
-
-
-def resize_depth_bilinear(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float depth map to ``size`` = (H, W), float32.
-
-    Uses PIL ``Image.BILINEAR`` on a float32 ('F') image exactly as the reference does
-    (when shrinking, PIL widens the triangle filter, i.e. it antialiases).
-    """
-    from PIL import Image
-
-    h, w = size
-    d = np.asarray(depth, np.float32)
-    if d.shape == (h, w):
-        return d
-    return np.asarray(Image.fromarray(d, mode="F").resize((w, h), Image.BILINEAR), np.float32)
-
-
-# --------------------------------------------------------------------------- step 1
-def depth_gradient_magnitude(depth: np.ndarray, sigma: float = DEPTH_BLUR_SIGMA, dtype=np.float32) -> np.ndarray:
-    """|Sobel(gaussian(depth, sigma))|: (H, W) ``dtype`` (float32 by default).
-
-    Computed in float64: ``scipy.ndimage.gaussian_filter`` (skipped for sigma <= 0), then
-    ``scipy.ndimage.sobel`` along x and y (3x3, weights 1-2-1, **not** divided by 8),
-    magnitude ``sqrt(gx^2 + gy^2)``. Units: depth units per pixel (x 8). Pass
-    ``dtype=np.float64`` for the exact values the split thresholds.
-    """
-    d = np.asarray(depth, np.float64)
-    if sigma > 0:
-        d = ndimage.gaussian_filter(d, sigma=sigma)
-    gx = ndimage.sobel(d, axis=1)
-    gy = ndimage.sobel(d, axis=0)
-    g = np.sqrt(gx * gx + gy * gy)
-    return g.astype(dtype, copy=False)
-
-
-def gradient_margin(sigma: float) -> int:
-    """Pixels of context |Sobel(gaussian(., sigma))| needs: scipy's gaussian radius + 1 (Sobel)."""
-    return (int(4.0 * float(sigma) + 0.5) if sigma > 0 else 0) + 1
-
-
+# --------------------------------------------------------------------------- step 1 (edges)
 def thing_box(semantic: np.ndarray, thing_classes: Iterable[int], margin: int = 0) -> tuple[slice, slice] | None:
     """Bounding box of all pixels of ``thing_classes``, grown by ``margin`` (clipped); None if none."""
     m = np.isin(semantic, [int(c) for c in thing_classes])
@@ -138,7 +85,7 @@ def thing_box(semantic: np.ndarray, thing_classes: Iterable[int], margin: int = 
 
 
 def depth_edges(depth: np.ndarray, semantic: np.ndarray, grad_threshold: float, sigma: float = DEPTH_BLUR_SIGMA,
-                thing_classes: Iterable[int] = THING_TRAIN_IDS) -> np.ndarray:
+                thing_classes: Iterable[int] = DEFAULT_THING_IDS) -> np.ndarray:
     """E = |Sobel(gaussian(D, sigma))| > tau, (H, W) bool, exact where thing classes lie.
 
     Computed only in the thing classes' bounding box plus the filters' reach: scipy's
@@ -204,50 +151,10 @@ def _structure(connectivity: int) -> np.ndarray:
     raise PseudoLabelsError(f"connectivity must be 4 or 8, got {connectivity}")
 
 
-def class_boxes(semantic: np.ndarray, classes: Iterable[int]) -> dict:
-    """Bounding box (row slice, col slice) of each of ``classes`` present in ``semantic``."""
-    out = {}
-    for c in sorted({int(c) for c in classes}):
-        x, y, w, h = cv2.boundingRect((semantic == c).view(np.uint8))
-        if w > 0:
-            out[c] = (slice(y, y + h), slice(x, x + w))
-    return out
-
-
-@dataclass
-class ClassMasks:
-    """Per class of one semantic map: bounding box, box-sized bool mask and pixel count.
-
-    Computed once per image by :func:`class_masks` and reused by every edge map
-    (:func:`thing_components`) and every dilation (the class mask limits the reach).
-    """
-
-    shape: tuple[int, int]
-    boxes: dict
-    masks: dict
-    area: dict
-
-
-def class_masks(semantic: np.ndarray, classes: Iterable[int]) -> ClassMasks:
-    """:class:`ClassMasks` of ``classes`` in ``semantic`` (absent classes: area 0, no box)."""
-    classes = sorted({int(c) for c in classes})
-    boxes = class_boxes(semantic, classes)
-    masks, area = {}, {}
-    for c in classes:
-        box = boxes.get(c)
-        if box is None:
-            area[c] = 0
-            continue
-        m = semantic[box] == c
-        masks[c] = m
-        area[c] = int(np.count_nonzero(m))
-    return ClassMasks(tuple(semantic.shape), boxes, masks, area)
-
-
 def thing_components(
     semantic: np.ndarray,
     edges: np.ndarray,
-    thing_classes: Sequence[int] = THING_TRAIN_IDS,
+    thing_classes: Sequence[int] = DEFAULT_THING_IDS,
     min_size: int = MIN_AREA,
     connectivity: int = CONNECTIVITY,
     pad: int = DILATION_ITERS,
@@ -389,7 +296,7 @@ def place_instances(
 # --------------------------------------------------------------------------- all steps
 def _thing_list(thing_classes) -> list[int]:
     if thing_classes is None:
-        return list(THING_TRAIN_IDS)
+        return list(DEFAULT_THING_IDS)
     return sorted({int(c) for c in thing_classes})
 
 
@@ -402,7 +309,7 @@ def split_instances_by_depth_edges(
     dilation_iters: int = DILATION_ITERS,
     connectivity: int = CONNECTIVITY,
     normalize: str = "none",
-    thing_classes: Iterable[int] = THING_TRAIN_IDS,
+    thing_classes: Iterable[int] = DEFAULT_THING_IDS,
     gradient: np.ndarray | None = None,
     min_new_pixels: int = MIN_NEW_PIXELS,
 ) -> np.ndarray:
@@ -440,7 +347,7 @@ def split_instances_by_depth_edges(
 
 def connected_component_instances(
     semantic: np.ndarray,
-    thing_classes: Iterable[int] = THING_TRAIN_IDS,
+    thing_classes: Iterable[int] = DEFAULT_THING_IDS,
     min_area: int = MIN_NEW_PIXELS,
     connectivity: int = CONNECTIVITY,
 ) -> np.ndarray:
@@ -455,8 +362,14 @@ def connected_component_instances(
     return out
 
 
-def check_semantic_ids(semantic: np.ndarray, num_classes: int = NUM_CLASSES, ignore: int = IGNORE) -> list[int]:
-    """Class ids of ``semantic`` that are neither 0..num_classes-1 nor ``ignore`` (sorted)."""
+def check_semantic_ids(semantic: np.ndarray, num_classes: int | None = None, ignore: int | None = None,
+                       labels: LabelTable = cityscapes.LABELS) -> list[int]:
+    """Class ids of ``semantic`` that are neither 0..num_classes-1 nor ``ignore`` (sorted).
+
+    ``num_classes`` / ``ignore`` default to the label table's class count and void id.
+    """
+    num_classes = labels.num_classes if num_classes is None else num_classes
+    ignore = labels.void if ignore is None else ignore
     if semantic.dtype == np.uint8 and semantic.ndim == 2 and 0 < semantic.size < (1 << 24):  # exact counts
         hist = cv2.calcHist([np.ascontiguousarray(semantic)], [0], None, [256], [0, 256]).ravel()
         vals = np.flatnonzero(hist)
@@ -465,3 +378,272 @@ def check_semantic_ids(semantic: np.ndarray, num_classes: int = NUM_CLASSES, ign
     else:
         vals = np.unique(semantic)
     return [int(v) for v in vals if not (0 <= v < num_classes or v == ignore)]
+
+
+def expected_ids_text(labels: LabelTable) -> str:
+    """How error messages name the valid ids of a label table (Cityscapes: ``trainIds 0..18 or 255``)."""
+    kind = "trainIds" if labels.name == "cityscapes" else f"{labels.name} class ids"
+    return f"{kind} 0..{labels.num_classes - 1} or {labels.void}"
+
+
+# --------------------------------------------------------------------------- folder level (generate-depth-guided-instances)
+STAGE = "generate-depth-guided-instances"
+INSTANCE_SUFFIX = "_instance.png"
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """What ``generate-depth-guided-instances`` computes.
+
+    ``semantic_dir``: class-id PNGs (ids of the ``dataset``'s label table, void 255) and
+    ``depth_dir``: float ``.npy`` maps (any size), both searched recursively and paired by
+    Cityscapes stem. Instance PNGs (uint16, 0 none, 1..N, at ``resolution`` = (H, W))
+    go to ``output_dir`` under the semantic file's relative folder. ``thing_classes``:
+    ``"dataset"`` (the table's thing ids, ids checked against the table), ``"cityscapes"``
+    (Cityscapes trainIds 11..18, checked), ``"auto"`` (label-free decision from depth
+    statistics, :mod:`pseudo_labels.stages.thing_stuff`) or an explicit id list / ``"11,13"``.
+    ``min_area`` in pixels at ``resolution``; ``grad_threshold`` in depth units per pixel (x8).
+    """
+
+    semantic_dir: str
+    depth_dir: str
+    output_dir: str
+    grad_threshold: float = GRAD_THRESHOLD
+    min_area: int = MIN_AREA
+    sigma: float = DEPTH_BLUR_SIGMA
+    dilation_iters: int = DILATION_ITERS
+    connectivity: int = CONNECTIVITY
+    normalize: str = "none"
+    resolution: tuple[int, int] = WORK_RESOLUTION
+    thing_classes: str | Sequence[int] = "dataset"
+    skip_missing: bool = False
+    dataset: str = "cityscapes"
+
+
+@dataclass
+class InstanceRun(RunSummary):
+    """The runner's summary plus what the stage found: instances written, images without depth."""
+
+    instances: int = 0
+    missing_depth: int = 0
+    thing_classes: list = field(default_factory=list)
+
+    def line(self) -> str:
+        msg = f"{super().line()}; {self.instances} instances"
+        if self.missing_depth:
+            msg += f"; {self.missing_depth} image(s) without depth skipped"
+        return msg
+
+
+@dataclass(frozen=True)
+class InstanceJob:
+    stem: str
+    semantic_path: str
+    depth_path: str
+    out_path: str
+
+
+def resolve_thing_classes(spec: str | Sequence[int], labels: LabelTable) -> tuple[list[int] | str, LabelTable | None]:
+    """(thing ids or ``"auto"``, table to check semantic ids against or None) of a ``thing_classes`` spec.
+
+    ``"dataset"`` / the table's name -> the table's thing ids (checked); ``"cityscapes"`` ->
+    Cityscapes trainIds 11..18 (checked against Cityscapes); ``"auto"``; ``"11,13"`` or a
+    sequence of ints -> those ids (not checked: pseudo-class maps may use any id).
+    """
+    if not isinstance(spec, str):
+        ids = sorted({int(c) for c in spec})
+        text = ",".join(map(str, ids))
+    else:
+        t = spec.strip().lower()
+        if t in ("dataset", labels.name):
+            return list(labels.thing_ids), labels
+        if t == "cityscapes":
+            return list(cityscapes.LABELS.thing_ids), cityscapes.LABELS
+        if t == "auto":
+            return "auto", None
+        text = spec
+        try:
+            ids = sorted({int(x) for x in t.replace(" ", "").split(",") if x})
+        except ValueError:
+            raise PseudoLabelsError(f"--thing-classes {spec!r}: expected auto, dataset, cityscapes or a list "
+                                    "like 11,12,13") from None
+    if not ids or min(ids) < 0:
+        raise PseudoLabelsError(f"--thing-classes {text!r}: expected non-negative class ids")
+    return ids, None
+
+
+def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None, normalize: str = "none"):
+    """Read one (semantic, depth) pair and resize both to ``resolution``; errors name the file.
+
+    ``check_labels``: a table whose ids the semantic map must use (None: any ids).
+    Returns (semantic (H, W) as stored, depth (H, W) float64 normalised as asked).
+    """
+    from pseudo_labels.core.io import read_npy, read_png
+
+    sem = read_png(sem_path)
+    if sem.ndim != 2:
+        raise InputFileError(sem_path, f"expected a single-channel class map, got shape {sem.shape}")
+    if check_labels is not None:
+        bad = check_semantic_ids(sem, labels=check_labels)
+        if bad:
+            raise InputFileError(sem_path, f"unknown class ids {bad[:10]} (expected {expected_ids_text(check_labels)})",
+                                 "map pseudo-classes to class ids first, or pass --thing-classes auto|LIST")
+    depth = np.squeeze(read_npy(depth_path))
+    if depth.ndim != 2:
+        raise InputFileError(depth_path, f"expected a 2-D depth map, got shape {depth.shape}")
+    if not np.isfinite(depth).all():
+        raise InputFileError(depth_path, "depth has NaN/infinite values", "fill invalid pixels when writing depth")
+    sem = resize_semantic(sem, tuple(resolution))
+    depth = resize_depth_bilinear(depth.astype(np.float32), tuple(resolution))
+    return sem, normalize_depth_map(depth, normalize)
+
+
+def instance_stats(sem: np.ndarray, inst: np.ndarray) -> dict:
+    """``{"n": instances, "per_class": {class id: instances}}`` of one instance map."""
+    n = int(inst.max())
+    per_class: dict[int, int] = {}
+    if n:
+        first = np.zeros(n + 1, np.int64)
+        first[inst.ravel()] = sem.ravel()  # any pixel: an instance lies in one class
+        for c in first[1:]:
+            per_class[int(c)] = per_class.get(int(c), 0) + 1
+    return {"n": n, "per_class": per_class}
+
+
+def process_instance_job(job: InstanceJob, params: dict, thing_classes: list[int],
+                         check_labels: LabelTable | None) -> dict:
+    """Split and write one image (uint16 PNG, atomic); returns its :func:`instance_stats`."""
+    from pseudo_labels.core.io import write_png
+
+    sem, depth = load_pair(job.semantic_path, job.depth_path, params["resolution"], check_labels, params["normalize"])
+    inst = split_instances_by_depth_edges(
+        sem, depth,
+        grad_threshold=params["grad_threshold"], min_area=params["min_area"], sigma=params["sigma"],
+        dilation_iters=params["dilation_iters"], connectivity=params["connectivity"],
+        thing_classes=thing_classes,
+    )
+    if inst.max() > 65535:
+        raise PseudoLabelsError(f"{job.stem}: more than 65535 instances")
+    write_png(job.out_path, inst.astype(np.uint16))
+    return instance_stats(sem, inst)
+
+
+def _instance_job_done(job: InstanceJob) -> bool:
+    from pseudo_labels.core.io import is_up_to_date
+
+    return is_up_to_date(job.out_path, job.semantic_path, job.depth_path)
+
+
+def _stats_of_finished(job: InstanceJob, params: dict) -> dict:
+    """Statistics of an instance PNG written by an earlier (resumed) run."""
+    from pseudo_labels.core.io import read_png
+
+    sem, _ = load_pair(job.semantic_path, job.depth_path, params["resolution"], None, params["normalize"])
+    return instance_stats(sem, read_png(job.out_path).astype(np.int64))
+
+
+def _pair_inputs(cfg: InstanceConfig, options: RunOptions, auto: bool):
+    """(semantic index, depth index, this shard's stems, stems with depth, stems without depth)."""
+    sems = cityscapes.index_by_stem(cfg.semantic_dir, ".png")
+    if not sems:
+        raise PseudoLabelsError(f"{cfg.semantic_dir}: no semantic PNGs with a Cityscapes stem (<city>_<seq>_<frame>...)")
+    depths = cityscapes.index_by_stem(cfg.depth_dir, ".npy")
+    mine = set(options.select(sorted(sems)))  # --shard: this shard's images (by sorted stem)
+    # 'auto' decides thing classes from every image, so it needs all depth maps even in a shard
+    missing = [s for s in sems if s not in depths and (auto or s in mine)]
+    if missing and not cfg.skip_missing:
+        raise PseudoLabelsError(
+            f"{cfg.depth_dir}: no depth map for {len(missing)} image(s), e.g. {missing[0]} "
+            f"(expected {missing[0]}*.npy; pass --skip-missing to skip them)"
+        )
+    if cfg.grad_threshold < 0 or cfg.min_area < 1 or cfg.dilation_iters < 0 or cfg.sigma < 0:
+        raise PseudoLabelsError("--grad-threshold and --sigma must be >= 0, --min-area >= 1, --dilation-iters >= 0")
+    return sems, depths, mine, [s for s in sems if s in depths], missing
+
+
+def _instance_parameters(cfg: InstanceConfig, things: list[int]) -> dict:
+    """The manifest's ``parameters`` (``dataset`` only when it is not Cityscapes: older manifests stay valid)."""
+    params = {
+        "grad_threshold": cfg.grad_threshold, "min_area": cfg.min_area, "sigma": cfg.sigma,
+        "dilation_iters": cfg.dilation_iters, "connectivity": cfg.connectivity,
+        "normalize": cfg.normalize, "resolution": list(cfg.resolution), "thing_classes": things,
+        "min_new_pixels": MIN_NEW_PIXELS,
+    }
+    if cfg.dataset != "cityscapes":
+        params["dataset"] = cfg.dataset
+    return params
+
+
+def _write_instance_stats(cfg: InstanceConfig, labels: LabelTable, done: list[dict], things: list[int],
+                          params: dict, skipped: int, missing: int) -> int:
+    """``stats.json`` (the reference's statistics); returns the number of instances."""
+    from pseudo_labels.core.io import write_json
+
+    counts = [r["n"] for r in done]
+    per_class: dict[int, int] = {c: 0 for c in things}
+    for r in done:
+        for c, n in r["per_class"].items():
+            per_class[c] = per_class.get(c, 0) + n
+
+    def name(c: int) -> str:
+        return labels.names[c] if 0 <= c < labels.num_classes else f"class_{c}"
+
+    write_json(Path(cfg.output_dir) / "stats.json", {
+        "total_images": len(done),
+        "total_instances": int(sum(counts)),
+        "avg_instances_per_image": round(sum(counts) / max(len(done), 1), 2),
+        "max_instances_per_image": max(counts) if counts else 0,
+        "min_instances_per_image": min(counts) if counts else 0,
+        "per_class_counts": {name(c): n for c, n in sorted(per_class.items())},
+        "config": params,
+        "skipped_existing": skipped,
+        "missing_depth": missing,
+    })
+    return int(sum(counts))
+
+
+def generate_instances(config: InstanceConfig, options: RunOptions | None = None) -> InstanceRun:
+    """Split the thing classes of every semantic map into instances (folder level, resumable).
+
+    Writes ``<output_dir>/<relative folder>/<semantic name>_instance.png``, ``stats.json`` and
+    ``manifest.json``. Returns an :class:`InstanceRun`; raises :class:`PseudoLabelsError` when
+    an image failed or inputs are missing (without ``skip_missing``).
+    """
+    import sys
+
+    from pseudo_labels.core.io import prepare_output_dir, write_manifest
+    from pseudo_labels.datasets import label_table
+
+    cfg, options = config, options or RunOptions()
+    labels = label_table(cfg.dataset)
+    things, check_labels = resolve_thing_classes(cfg.thing_classes, labels)
+    sems, depths, mine, stems, missing = _pair_inputs(cfg, options, things == "auto")
+    thing_decision = None
+    if things == "auto":
+        from pseudo_labels.stages.thing_stuff import decide_thing_classes_from_files
+
+        thing_decision = decide_thing_classes_from_files(
+            [sems[s] for s in stems], [depths[s] for s in stems], tuple(cfg.resolution),
+            grad_threshold=cfg.grad_threshold, sigma=cfg.sigma, normalize=cfg.normalize, labels=labels)
+        things = sorted(thing_decision["thing_classes"])
+        print(f"thing classes (auto): {things}", file=sys.stderr)
+    params = _instance_parameters(cfg, things)
+    resume = prepare_output_dir(cfg.output_dir, STAGE, params, overwrite=options.overwrite)
+    jobs = [InstanceJob(s, str(sems[s]), str(depths[s]),
+                        str(Path(cfg.output_dir) / sems[s].relative_to(cfg.semantic_dir).parent
+                            / (sems[s].name[: -len(".png")] + INSTANCE_SUFFIX)))
+            for s in stems if s in mine]
+    worker = functools.partial(process_instance_job, params=params, thing_classes=things, check_labels=check_labels)
+    summary = run_per_image(worker, jobs, options=options, desc="instances", name_of=lambda j: j.stem,
+                            is_done=_instance_job_done if resume else None)
+    summary.raise_if_failed()
+    done = [r if r is not None else _stats_of_finished(j, params) for r, j in zip(summary.results, jobs)]
+    n_inst = _write_instance_stats(cfg, labels, done, things, params, summary.skipped, len(missing))
+    write_manifest(
+        cfg.output_dir, STAGE, params, uses_ground_truth=False,
+        inputs={"semantic_dir": str(cfg.semantic_dir), "depth_dir": str(cfg.depth_dir)},
+        counts={"images": len(jobs), "done": summary.done, "skipped_existing": summary.skipped,
+                "missing_depth": len(missing), "instances": n_inst},
+        extra={"thing_classes_decision": thing_decision, **options.describe()},
+    )
+    return InstanceRun(**vars(summary), instances=n_inst, missing_depth=len(missing), thing_classes=list(things))

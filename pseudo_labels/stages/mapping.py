@@ -1,6 +1,8 @@
 """Stage 3: cluster -> class mapping of over-clustered semantics.
 
-Ids: clusters 0..k-1 (anything outside is void); trainIds 0..18, 255 void / unmapped.
+Ids: clusters 0..k-1 (anything outside is void); classes 0..C-1 of a
+:class:`~pseudo_labels.datasets.base.LabelTable` (default Cityscapes: trainIds 0..18),
+the table's void id (255) for void / unmapped.
 
 Methods of :func:`map_clusters`:
 
@@ -19,21 +21,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from pseudo_labels.datasets.cityscapes import IGNORE, NUM_CLASSES
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.datasets.base import LabelTable
+from pseudo_labels.datasets.cityscapes import LABELS
 
 METHODS = ("majority", "hungarian", "none")
 USES_GROUND_TRUTH = {"majority": True, "hungarian": True, "none": False}
 
 
-def cluster_confusion(clusters: np.ndarray, gt_train_ids: np.ndarray, k: int,
-                      num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Pixel confusion of one image: (k, num_classes) int64, rows clusters, columns trainIds.
+def _num_classes(num_classes: int | None, labels: LabelTable) -> int:
+    return labels.num_classes if num_classes is None else int(num_classes)
+
+
+def cluster_confusion(clusters: np.ndarray, gt_train_ids: np.ndarray, k: int, num_classes: int | None = None,
+                      labels: LabelTable = LABELS) -> np.ndarray:
+    """Pixel confusion of one image: (k, C) int64, rows clusters, columns class ids.
 
     clusters: (H, W) int cluster ids (values outside 0..k-1 are void, ignored).
-    gt_train_ids: (H, W) trainIds (values outside 0..num_classes-1, e.g. 255, ignored).
+    gt_train_ids: (H, W) class ids (values outside 0..C-1, e.g. 255, ignored).
+    C = ``num_classes``, default ``labels.num_classes`` (Cityscapes: 19).
     Sum the result over images to accumulate.
     """
+    num_classes = _num_classes(num_classes, labels)
     clusters = np.asarray(clusters).ravel().astype(np.int64)
     gt = np.asarray(gt_train_ids).ravel().astype(np.int64)
     if clusters.shape != gt.shape:
@@ -43,18 +52,20 @@ def cluster_confusion(clusters: np.ndarray, gt_train_ids: np.ndarray, k: int,
     return np.bincount(idx, minlength=k * num_classes).reshape(k, num_classes).astype(np.int64)
 
 
-def map_clusters(confusion: np.ndarray, method: str = "majority") -> np.ndarray:
-    """Cluster -> trainId from a (k, C) confusion; returns (k,) int64, 255 = unmapped.
+def map_clusters(confusion: np.ndarray, method: str = "majority", labels: LabelTable = LABELS) -> np.ndarray:
+    """Cluster -> class id from a (k, C) confusion (C from its shape); returns (k,) int64,
+    ``labels.void`` (255) = unmapped.
 
     ``majority`` and ``hungarian`` read the confusion with ground truth (they use labels);
-    ``none`` returns all 255. Clusters that never overlap a labelled pixel stay 255.
+    ``none`` returns all void. Clusters that never overlap a labelled pixel stay void.
     """
+    void = labels.void
     confusion = np.asarray(confusion)
     if confusion.ndim != 2:
         raise ValueError(f"confusion must be (k, C), got {confusion.shape}")
     k = confusion.shape[0]
     if method == "none":
-        return np.full(k, IGNORE, np.int64)
+        return np.full(k, void, np.int64)
     from evaluation import matching
 
     if method == "majority":
@@ -64,31 +75,38 @@ def map_clusters(confusion: np.ndarray, method: str = "majority") -> np.ndarray:
     else:
         raise PseudoLabelsError(f"unknown mapping {method!r} (choose {', '.join(METHODS)})")
     mapping = mapping.copy()
-    mapping[confusion.sum(axis=1) == 0] = IGNORE
+    mapping[(mapping < 0) | (mapping >= confusion.shape[1])] = void  # the matcher's "unmatched"
+    mapping[confusion.sum(axis=1) == 0] = void
     # a cluster matched to a class it never overlaps (hungarian with k < C) stays unmapped
-    rows = np.flatnonzero(mapping != IGNORE)
-    mapping[rows[confusion[rows, mapping[rows]] == 0]] = IGNORE
+    rows = np.flatnonzero(mapping != void)
+    mapping[rows[confusion[rows, mapping[rows]] == 0]] = void
     return mapping
 
 
-def apply_mapping(clusters: np.ndarray, cluster_to_class: np.ndarray) -> np.ndarray:
-    """(H, W) cluster ids -> (H, W) uint8 trainIds via ``cluster_to_class`` (k,);
-    void / out-of-range cluster ids -> 255."""
+def apply_mapping(clusters: np.ndarray, cluster_to_class: np.ndarray, labels: LabelTable = LABELS) -> np.ndarray:
+    """(H, W) cluster ids -> (H, W) class ids via ``cluster_to_class`` (k,); void /
+    out-of-range cluster ids, and negative ids or ids the dtype cannot hold -> ``labels.void``.
+    uint8 when the table's ids and void fit in 0..255 (Cityscapes), else uint16."""
+    void = labels.void
+    dtype = np.uint8 if max(labels.num_classes - 1, void) <= 255 else np.uint16
     lut = np.asarray(cluster_to_class, np.int64)
     k = lut.shape[0]
     clusters = np.asarray(clusters)
-    out = np.full(clusters.shape, IGNORE, np.uint8)
+    out = np.full(clusters.shape, void, dtype)
     valid = (clusters >= 0) & (clusters < k)
-    out[valid] = np.where(lut <= 255, lut, IGNORE).astype(np.uint8)[clusters[valid].astype(np.int64)]
+    known = (lut >= 0) & (lut <= np.iinfo(dtype).max)
+    out[valid] = np.where(known, lut, void).astype(dtype)[clusters[valid].astype(np.int64)]
     return out
 
 
-def class_confusion(cluster_conf: np.ndarray, cluster_to_class: np.ndarray,
-                    num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Semantic confusion (num_classes x num_classes, rows GT, columns prediction) of the
-    mapped output, from the (k, C) cluster confusion: no need to re-read any image.
+def class_confusion(cluster_conf: np.ndarray, cluster_to_class: np.ndarray, num_classes: int | None = None,
+                    labels: LabelTable = LABELS) -> np.ndarray:
+    """Semantic confusion (C x C, rows GT, columns prediction; C = ``num_classes``, default
+    ``labels.num_classes``) of the mapped output, from the (k, C) cluster confusion: no
+    need to re-read any image.
     Pixels of unmapped clusters (predicted void) appear in no column; count them with
     :func:`void_predicted_pixels`."""
+    num_classes = _num_classes(num_classes, labels)
     cluster_conf = np.asarray(cluster_conf, np.int64)
     lut = np.asarray(cluster_to_class, np.int64)
     cm = np.zeros((num_classes, num_classes), np.int64)
@@ -97,7 +115,6 @@ def class_confusion(cluster_conf: np.ndarray, cluster_to_class: np.ndarray,
         if rows.any():
             cm[:, c] = cluster_conf[rows].sum(axis=0)
     return cm
-
 
 
 def void_predicted_pixels(cluster_conf: np.ndarray, cluster_to_class: np.ndarray) -> int:

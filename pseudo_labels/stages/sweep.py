@@ -35,20 +35,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from itertools import product
+from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from pseudo_labels.core import defaults
-from pseudo_labels.datasets.cityscapes import NUM_CLASSES, THING_TRAIN_IDS, TRAIN_ID_TO_LABEL_ID, panoptic_categories
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.datasets import cityscapes
+from pseudo_labels.datasets.base import LabelTable
 from pseudo_labels.stages.instances import (
     candidate_instances,
     check_semantic_ids,
     class_masks,
     connected_component_instances,
     depth_gradient_magnitude,
+    expected_ids_text,
     gradient_margin,
     normalize_depth_map,
     place_instances,
@@ -56,6 +59,7 @@ from pseudo_labels.stages.instances import (
     resize_semantic,
     thing_components,
 )
+from pseudo_labels.stages.panoptic import panoptic_categories, panoptic_ids
 
 METRIC_KEYS = ("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "SQ_stuff", "RQ_stuff", "SQ_things", "RQ_things")
 
@@ -81,15 +85,24 @@ CC_CELL = ("cc", 0, 0.0, 0)
 
 @dataclass
 class SweepSettings:
-    """Everything but the grid that the per-image work needs (picklable)."""
+    """Everything but the grid that the per-image work needs (picklable).
+
+    ``labels``: the label table of the semantic maps (class ids 0..C-1, void; panoptic ids and
+    categories); ``thing_classes`` default to its thing ids.
+    """
 
     protocol: str = defaults.PROTOCOL
     work_resolution: tuple[int, int] = defaults.WORK_RESOLUTION
     connectivity: int = defaults.CONNECTIVITY
     normalize: str = "none"
     stuff_min_area: int = defaults.STUFF_MIN_AREA
-    thing_classes: tuple[int, ...] = THING_TRAIN_IDS
-    luts: list = field(default_factory=list)  # per semantic source: cluster -> trainId LUT or None
+    thing_classes: tuple[int, ...] | None = None
+    luts: list = field(default_factory=list)  # per semantic source: cluster -> class-id LUT or None
+    labels: LabelTable = cityscapes.LABELS
+
+    def __post_init__(self) -> None:
+        if self.thing_classes is None:
+            self.thing_classes = tuple(self.labels.thing_ids)
 
 
 # --------------------------------------------------------------------------- per-image pieces
@@ -203,11 +216,17 @@ def _small_uint(n: int):
     return np.uint8 if n < 256 else (np.uint16 if n < 65536 else np.uint32)
 
 
-def _stuff_lut(sem_counts: np.ndarray, things: set[int], stuff_min_area: int) -> np.ndarray:
-    lut = np.zeros(NUM_CLASSES + 1, np.int64)
-    for c in range(NUM_CLASSES):
+def _stuff_lut(sem_counts: np.ndarray, things: set[int], stuff_min_area: int,
+               labels: LabelTable = cityscapes.LABELS) -> np.ndarray:
+    """(C + 1,) class id -> stuff segment id (its panoptic id; 0 for things and small classes)."""
+    label_of = panoptic_ids(labels)
+    if label_of.max(initial=0) > 255:
+        raise PseudoLabelsError(f"label table {labels.name}: the sweep keeps stuff ids in uint8, but panoptic "
+                                f"ids go up to {int(label_of.max())}")
+    lut = np.zeros(labels.num_classes + 1, np.int64)
+    for c in range(labels.num_classes):
         if c not in things and sem_counts[c] >= stuff_min_area:
-            lut[c] = TRAIN_ID_TO_LABEL_ID[c]
+            lut[c] = label_of[c]
     return lut
 
 
@@ -304,7 +323,9 @@ def evaluate_cells(
     from evaluation.panoptic import pq_stats_image
 
     protocol = settings.protocol
-    cats = {c["id"]: c for c in panoptic_categories()}
+    labels = settings.labels
+    C = labels.num_classes
+    cats = {c["id"]: c for c in panoptic_categories(labels)}
     thing_cats = {cid for cid, c in cats.items() if c["isthing"]}
     stuff_cats = set(cats) - thing_cats
     things = set(settings.thing_classes)
@@ -317,9 +338,9 @@ def evaluate_cells(
     G = len(gt.segments)
 
     # --- stuff: once per image (segment id = category id, < 256)
-    counts = _histogram(sem_work, NUM_CLASSES)
-    lut = _stuff_lut(counts, things, settings.stuff_min_area)
-    stuff_work = _apply_lut(sem_work, lut[:NUM_CLASSES].astype(np.uint8))
+    counts = _histogram(sem_work, C)
+    lut = _stuff_lut(counts, things, settings.stuff_min_area, labels)
+    stuff_work = _apply_lut(sem_work, lut[:C].astype(np.uint8))
     stuff_eval = _resample(stuff_work, rows, cols)
     present = np.flatnonzero(_histogram(stuff_eval, 256))
     st = pq_stats_image(gt.index, _gt_list(gt, np.flatnonzero(gt.counts)), stuff_eval,
@@ -345,7 +366,7 @@ def evaluate_cells(
 
     out: dict[tuple, tuple[Any, int, int]] = {}
     cache: dict[bytes, Any] = {}
-    label_of = TRAIN_ID_TO_LABEL_ID
+    label_of = panoptic_ids(labels)
     items = ((c, *v) for c, v in cells.items()) if isinstance(cells, dict) else cells
     for cell, inst, classes, n_cand in items:
         n = len(classes)
@@ -377,8 +398,9 @@ class ImageJob:
     gt_segments: list
 
 
-def read_semantic(path: str, lut: np.ndarray | None) -> np.ndarray:
-    """Semantic PNG -> trainIds (H, W) uint8; raw clusters go through ``lut`` (cluster -> trainId)."""
+def read_semantic(path: str, lut: np.ndarray | None, labels: LabelTable = cityscapes.LABELS) -> np.ndarray:
+    """Semantic PNG -> class ids of ``labels`` (H, W) uint8 (Cityscapes: trainIds); raw clusters go
+    through ``lut`` (cluster -> class id)."""
     from pseudo_labels.core.io import read_png
 
     sem = read_png(path)
@@ -389,9 +411,9 @@ def read_semantic(path: str, lut: np.ndarray | None) -> np.ndarray:
             raise InputFileError(path, f"cluster id {int(sem.max())} >= number of clusters {len(lut) - 1}")
         sem = lut[sem]
     else:
-        bad = check_semantic_ids(sem)
+        bad = check_semantic_ids(sem, labels=labels)
         if bad:
-            raise InputFileError(path, f"unknown class ids {bad[:10]} (expected trainIds 0..18 or 255)")
+            raise InputFileError(path, f"unknown class ids {bad[:10]} (expected {expected_ids_text(labels)})")
     return sem.astype(np.uint8, copy=False)
 
 
@@ -412,7 +434,7 @@ def sweep_image(job: ImageJob, grid: Grid, settings: SweepSettings) -> list[dict
     results = []
     for k, path in enumerate(job.semantic_paths):
         lut = settings.luts[k] if settings.luts else None
-        sem = read_semantic(path, lut)
+        sem = read_semantic(path, lut, settings.labels)
         sem_work = resize_semantic(sem, work)
         cells = iter_cell_instances(sem_work, depth_work, grid, settings)
         results.append(evaluate_cells(sem.shape, sem_work, cells, None, None, settings, job.stem, gt=gt))
@@ -420,11 +442,14 @@ def sweep_image(job: ImageJob, grid: Grid, settings: SweepSettings) -> list[dict
 
 
 # --------------------------------------------------------------------------- summary
-def summarize_cells(per_image: list[list[dict]], n_sources: int, categories=None) -> list[dict[tuple, dict]]:
-    """Sum per-image stats per (source, cell) and summarise: [source] -> cell -> metrics."""
+def summarize_cells(per_image: list[list[dict]], n_sources: int, categories=None,
+                    labels: LabelTable = cityscapes.LABELS) -> list[dict[tuple, dict]]:
+    """Sum per-image stats per (source, cell) and summarise: [source] -> cell -> metrics.
+
+    ``categories``: the panoptic categories (default: those of ``labels``)."""
     from evaluation.panoptic import summarize_pq
 
-    categories = categories or panoptic_categories()
+    categories = categories or panoptic_categories(labels)
     out = []
     for k in range(n_sources):
         acc: dict[tuple, list] = {}
@@ -472,3 +497,255 @@ def best_row(rows: list[dict]) -> dict | None:
     if not cands:
         return None
     return max(cands, key=lambda r: r["PQ"])
+
+
+# --------------------------------------------------------------------------- whole split (pseudo-labels sweep)
+@dataclass(frozen=True)
+class SweepConfig:
+    """What ``sweep`` scores: every grid cell of the splitting on a split of a Cityscapes-layout root.
+
+    Reads ``<root>/<semantic subdir>/<split>/**.png`` for each of ``semantic_subdirs`` (class ids of
+    ``dataset``'s table; raw clusters when ``kmeans_centroids.npz`` beside them maps them;
+    ``"gtFine"`` uses the GT labelTrainIds), ``<root>/<depth_subdir>/<split>/**.npy`` and the panoptic
+    ground truth of the split (scoring only). ``out``: the result JSON; the CSV and heatmap PNGs
+    go next to it. ``resolution`` (H, W): working resolution of the splitting; ``max_images``:
+    first N images only.
+    """
+
+    cityscapes_root: str
+    semantic_subdirs: tuple[str, ...]
+    out: str
+    split: str = "val"
+    depth_subdir: str = "depth_spidepth"
+    grad_thresholds: tuple[float, ...] = defaults.SWEEP_GRAD_THRESHOLDS
+    min_areas: tuple[int, ...] = defaults.SWEEP_MIN_AREAS
+    sigmas: tuple[float, ...] = (defaults.DEPTH_BLUR_SIGMA,)
+    dilation_iters: tuple[int, ...] = (defaults.DILATION_ITERS,)
+    connectivity: int = defaults.CONNECTIVITY
+    normalize: str = "none"
+    resolution: tuple[int, int] = defaults.WORK_RESOLUTION
+    protocol: str = defaults.PROTOCOL
+    cc_baseline: bool = True
+    max_images: int | None = None
+    skip_missing: bool = False
+    dataset: str = "cityscapes"
+
+
+def load_cluster_lut(folder: Path, split: str, labels: LabelTable = cityscapes.LABELS
+                     ) -> tuple[np.ndarray | None, int | None]:
+    """(cluster -> class-id LUT, k) from ``folder/kmeans_centroids.npz`` or (None, None).
+
+    The LUT is None when the per-image maps already hold class ids, as the manifest of
+    ``generate-overclustered-semantics`` (``outputs.content``) says; without a manifest
+    (the reference layout) maps next to a mapped centroids file are raw cluster ids.
+    Clusters mapped outside the table's classes become void.
+    """
+    from pseudo_labels.core.io import read_manifest
+
+    f = folder / "kmeans_centroids.npz"
+    if not f.exists():
+        return None, None
+    manifest = read_manifest(folder / split) or {}
+    already_mapped = manifest.get("outputs", {}).get("content") == "trainIds"
+    with np.load(f) as z:
+        if already_mapped:
+            return None, int(len(z["centroids"]))
+        if "cluster_to_class" not in z:
+            raise PseudoLabelsError(f"{f}: no cluster_to_class array (map the clusters first)")
+        c2c = np.asarray(z["cluster_to_class"]).astype(np.int64)
+    k = len(c2c)
+    lut = np.full(max(256, k + 1), labels.void, np.uint8)
+    lut[:k] = np.where((c2c >= 0) & (c2c < labels.num_classes), c2c, labels.void)
+    if k < 255:
+        lut[255] = labels.void
+    return lut, k
+
+
+def semantic_index(root: Path, subdir: str, split: str) -> dict:
+    """Stem -> semantic PNG under ``<root>/<subdir>/<split>`` (``gtFine``: the labelTrainIds files)."""
+    folder = root / subdir / split
+    if subdir.rstrip("/") == "gtFine":
+        return cityscapes.index_by_stem(folder, "_gtFine_labelTrainIds.png")
+    return cityscapes.index_by_stem(folder, ".png")
+
+
+def _sweep_jobs(cfg: SweepConfig, labels: LabelTable) -> tuple[list[ImageJob], list, list, list[str]]:
+    """(one job per image, semantic sources, their LUTs and k, stems skipped for missing inputs)."""
+    from pseudo_labels.core.io import read_json
+
+    root = Path(cfg.cityscapes_root)
+    gt_json, gt_folder = cityscapes.panoptic_gt(root, cfg.split)
+    anns = {a["image_id"]: a for a in read_json(gt_json).get("annotations", [])}
+    if not anns:
+        raise PseudoLabelsError(f"{gt_json}: no annotations")
+    stems = sorted(anns)
+    sources = list(dict.fromkeys(cfg.semantic_subdirs))
+    sem_idx = [semantic_index(root, s, cfg.split) for s in sources]
+    luts_ks = [load_cluster_lut(root / s, cfg.split, labels) for s in sources]
+    depth_idx = cityscapes.index_by_stem(root / cfg.depth_subdir / cfg.split, ".npy")
+    missing = [s for s in stems if s not in depth_idx or any(s not in ix for ix in sem_idx)]
+    if missing and not cfg.skip_missing:
+        s = missing[0]
+        what = "depth map" if s not in depth_idx else "semantic map"
+        raise PseudoLabelsError(f"no {what} for {len(missing)} image(s) of {gt_json.name}, e.g. {s} "
+                                "(pass --skip-missing to skip them)")
+    stems = [s for s in stems if s not in missing]
+    if cfg.max_images:
+        stems = stems[: cfg.max_images]
+    if not stems:
+        raise PseudoLabelsError("no image has semantics, depth and ground truth")
+    if min(cfg.min_areas) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
+        raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
+    jobs = [ImageJob(s, [str(ix[s]) for ix in sem_idx], str(depth_idx[s]), str(gt_folder / anns[s]["file_name"]),
+                     anns[s]["segments_info"]) for s in stems]
+    return jobs, sources, luts_ks, missing
+
+
+def _sweep_runs(grid: Grid, sources: list, ks: list, per_source: list) -> tuple[list[dict], list[dict]]:
+    """(one run per semantic source with its rows and best row, all rows)."""
+    runs, all_rows = [], []
+    cells = grid.cells() + ([CC_CELL] if grid.cc_baseline else [])
+    for src, k, res in zip(sources, ks, per_source):
+        rows = []
+        for cell in cells:
+            row = result_row(cell, res[cell])
+            row["semantic_subdir"] = src
+            row["k"] = k
+            rows.append(row)
+        runs.append({"semantic_subdir": src, "k": k, "results": rows, "best": best_row(rows)})
+        all_rows.extend(rows)
+    return runs, all_rows
+
+
+def run_sweep(config: SweepConfig, options=None) -> dict:
+    """Score every cell on every image (shared runner), write the JSON, the CSV and the heatmaps.
+
+    Returns the result written to ``config.out`` (the reference's schema plus sigma,
+    dilation, SQ/RQ splits and per-class numbers; ``best`` = highest-PQ depth-guided row).
+    """
+    import functools
+    import time
+
+    from pseudo_labels.core.runner import RunOptions, run_per_image
+    from pseudo_labels.datasets import label_table
+
+    t0 = time.time()
+    cfg, options = config, options or RunOptions()
+    labels = label_table(cfg.dataset)
+    jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels)
+    luts, ks = zip(*luts_ks)
+    grid = Grid(tuple(cfg.grad_thresholds), tuple(cfg.min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
+                cc_baseline=cfg.cc_baseline)
+    settings = SweepSettings(protocol=cfg.protocol, work_resolution=tuple(cfg.resolution),
+                             connectivity=cfg.connectivity, normalize=cfg.normalize, luts=list(luts), labels=labels)
+    worker = functools.partial(sweep_image, grid=grid, settings=settings)
+    summary = run_per_image(worker, jobs, options=options, desc="sweep", name_of=lambda j: j.stem)
+    summary.raise_if_failed()
+    per_source = summarize_cells(summary.results, len(sources), labels=labels)
+    eval_res = list(defaults.REFERENCE_EVAL_RESOLUTION) if cfg.protocol == "reference" else None
+    if eval_res is None:
+        from evaluation.panoptic import read_panoptic_png
+        eval_res = list(read_panoptic_png(jobs[0].gt_png).shape)
+    runs, all_rows = _sweep_runs(grid, sources, ks, per_source)
+    out = {
+        "split": cfg.split,
+        "k": ks[0] if len(ks) == 1 else list(ks),
+        "eval_resolution": eval_res,
+        "depth_subdir": cfg.depth_subdir,
+        "protocol": cfg.protocol,
+        "semantic_subdir": sources[0] if len(sources) == 1 else sources,
+        "work_resolution": list(cfg.resolution),
+        "grid": {"grad_thresholds": list(grid.grad_thresholds), "min_areas": list(grid.min_areas),
+                 "sigmas": list(grid.sigmas), "dilation_iters": list(grid.dilation_iters),
+                 "connectivity": cfg.connectivity, "normalize": cfg.normalize},
+        "n_images": len(jobs),
+        "n_missing_skipped": len(missing),
+        "uses_ground_truth": {"evaluation": "Cityscapes panoptic GT (scoring only)"},
+        "results": all_rows,
+        "best": best_row(all_rows),
+        "runs": runs if len(runs) > 1 else None,
+        "elapsed_seconds": round(time.time() - t0, 2),
+    }
+    write_sweep_outputs(Path(cfg.out), out, runs, grid)
+    return out
+
+
+def write_sweep_outputs(out_path: Path, out: dict, runs: list[dict], grid: Grid) -> None:
+    """The JSON, ``<out>.csv`` and one heatmap per semantic source (``<out>_heatmap[_<tag>].png``)."""
+    from pseudo_labels.core.io import write_json
+
+    write_json(out_path, out)
+    write_csv(out_path.with_suffix(".csv"), out["results"])
+    for run_ in runs:
+        tag = f"k{run_['k']}" if run_["k"] is not None else Path(run_["semantic_subdir"]).name
+        if len(runs) == 1:
+            name = out_path.with_name(out_path.stem + "_heatmap.png")
+        else:
+            name = out_path.with_name(f"{out_path.stem}_heatmap_{tag}.png")
+        write_heatmap(name, run_["results"], grid, run_["best"], title=f"{run_['semantic_subdir']} ({tag})")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """One line per row: grid values and the summary metrics (floats with 4 decimals)."""
+    import csv
+    import io
+
+    from pseudo_labels.core.io import write_bytes
+
+    cols = ["semantic_subdir", "k", "mode", "grad_threshold", "min_area", "sigma", "dilation_iters", "PQ", "PQ_stuff",
+            "PQ_things", "SQ", "RQ", "SQ_stuff", "RQ_stuff", "SQ_things", "RQ_things", "avg_instances",
+            "avg_placed_instances", "n_images"]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([("" if r.get(c) is None else (f"{r[c]:.4f}" if isinstance(r[c], float) else r[c])) for c in cols])
+    write_bytes(path, buf.getvalue().encode())
+
+
+def write_heatmap(path: Path, rows: list[dict], grid: Grid, best: dict | None, title: str = "") -> None:
+    """PQ over tau (rows) x A_min (columns) at the best row's sigma / dilation (PNG)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pseudo_labels.core.io import write_bytes
+
+    sigma = best["sigma"] if best else grid.sigmas[0]
+    dil = best["dilation_iters"] if best else grid.dilation_iters[0]
+    taus, areas = list(grid.grad_thresholds), list(grid.min_areas)
+    pq = np.full((len(taus), len(areas)), np.nan)
+    for r in rows:
+        if r["mode"] == "depth-guided" and r["sigma"] == sigma and r["dilation_iters"] == dil:
+            pq[taus.index(r["grad_threshold"]), areas.index(r["min_area"])] = r["PQ"]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(areas), 1.0 + 0.6 * len(taus)))
+    im = ax.imshow(pq, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(areas)), [str(a) for a in areas])
+    ax.set_yticks(range(len(taus)), [f"{t:g}" for t in taus])
+    ax.set_xlabel("A_min (px)")
+    ax.set_ylabel("tau")
+    for i in range(len(taus)):
+        for j in range(len(areas)):
+            if np.isfinite(pq[i, j]):
+                ax.text(j, i, f"{pq[i, j]:.1f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_title(f"PQ {title} sigma={sigma:g} dil={dil}", fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def format_best(out: dict) -> str:
+    """Two lines: the size of the sweep and its best depth-guided configuration."""
+    b = out["best"]
+    head = f"{len(out['results'])} rows, {out['n_images']} images, protocol {out['protocol']}"
+    if b is None:
+        return head + "\nno depth-guided configuration scored"
+    return (head + f"\nbest: {b['semantic_subdir']} tau={b['grad_threshold']:g} A_min={b['min_area']} "
+            f"sigma={b['sigma']:g} dilation={b['dilation_iters']}: PQ {b['PQ']:.2f}  PQ_st {b['PQ_stuff']:.2f}  "
+            f"PQ_th {b['PQ_things']:.2f}  SQ {b['SQ']:.2f}  RQ {b['RQ']:.2f}  inst/img {b['avg_instances']:.1f}")

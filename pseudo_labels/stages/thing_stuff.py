@@ -47,7 +47,9 @@ import cv2
 import numpy as np
 
 from pseudo_labels.core.defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD
-from pseudo_labels.stages.instances import class_masks, depth_gradient_magnitude
+from pseudo_labels.datasets import cityscapes
+from pseudo_labels.datasets.base import LabelTable
+from pseudo_labels.stages.maps import class_masks, depth_gradient_magnitude
 
 #: decision thresholds (see module docstring)
 RULE = dict(max_area_frac=0.15, min_bottom=0.47, max_elongation=6.0, max_depth_spread=0.05,
@@ -97,16 +99,21 @@ def image_components(sem: np.ndarray, depth: np.ndarray, edges: np.ndarray, clas
 def class_statistics(
     semantic_maps: Iterable[np.ndarray],
     depth_maps: Iterable[np.ndarray],
-    ignore: Sequence[int] = (255, 65535),
+    ignore: Sequence[int] | None = None,
     grad_threshold: float = GRAD_THRESHOLD,
     sigma: float = DEPTH_BLUR_SIGMA,
     min_frac: float = RULE["min_frac"],
+    labels: LabelTable = cityscapes.LABELS,
 ) -> dict[int, dict]:
     """Per class id: the statistics of the module docstring (and ``n_images``).
 
-    ``semantic_maps``: (H, W) integer class maps; ``depth_maps``: (H, W) float, same size,
-    any unit (spreads are relative, positions are fractions of the image).
+    ``semantic_maps``: (H, W) integer class maps (any ids: pseudo-classes may exceed the
+    table's classes); ``depth_maps``: (H, W) float, same size, any unit (spreads are
+    relative, positions are fractions of the image). ``ignore``: ids left out (default:
+    the label table's void id and 65535).
     """
+    if ignore is None:
+        ignore = (labels.void, 65535)
     areas: dict[int, list] = {}
     comps: dict[int, list] = {}
     for sem, depth in zip(semantic_maps, depth_maps):
@@ -175,13 +182,14 @@ def agreement(decided: Iterable[int], true_things: Iterable[int], classes: Itera
 
 def decide_thing_classes_from_files(sem_paths, depth_paths, resolution: tuple[int, int],
                                     grad_threshold: float = GRAD_THRESHOLD, sigma: float = DEPTH_BLUR_SIGMA,
-                                    normalize: str = "none", rule: dict | None = None) -> dict:
+                                    normalize: str = "none", rule: dict | None = None,
+                                    labels: LabelTable = cityscapes.LABELS) -> dict:
     """File edge of :func:`decide_thing_classes`: maps read and resized to ``resolution``.
 
     Returns ``{"thing_classes", "statistics", "rule"}`` (for the manifest).
     """
     from pseudo_labels.stages.depth import read_depth_npy
-    from pseudo_labels.stages.instances import normalize_depth_map, resize_depth_bilinear, resize_semantic
+    from pseudo_labels.stages.maps import normalize_depth_map, resize_depth_bilinear, resize_semantic
     from pseudo_labels.core.io import read_png
 
     rule = {**RULE, **(rule or {})}
@@ -194,6 +202,7 @@ def decide_thing_classes_from_files(sem_paths, depth_paths, resolution: tuple[in
         for p in depth_paths:
             yield normalize_depth_map(resize_depth_bilinear(read_depth_npy(p), resolution), normalize)
 
-    stats = class_statistics(sems(), depths(), grad_threshold=grad_threshold, sigma=sigma, min_frac=rule["min_frac"])
+    stats = class_statistics(sems(), depths(), grad_threshold=grad_threshold, sigma=sigma, min_frac=rule["min_frac"],
+                             labels=labels)
     things = sorted(c for c, s in stats.items() if is_thing(s, rule))
     return {"thing_classes": things, "statistics": {str(c): s for c, s in stats.items()}, "rule": rule}

@@ -37,8 +37,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass
-class CamTrainConfig:
-    """Training hyper-parameters (all stored in the checkpoint)."""
+class CamHeadConfig:
+    """Hyper-parameters of the CAM head and its training loop (all stored in the checkpoint)."""
 
     num_classes: int
     in_dim: int
@@ -106,7 +106,7 @@ def resolve_device(device: str) -> torch.device:
 
 # --------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str | os.PathLike, head: CamHead, optimizer: torch.optim.Optimizer | None,
-                    epoch: int, config: CamTrainConfig, history: list, meta: Mapping[str, Any] | None = None) -> None:
+                    epoch: int, config: CamHeadConfig, history: list, meta: Mapping[str, Any] | None = None) -> None:
     """Write the checkpoint atomically (temp file + rename)."""
     from pseudo_labels.core.io import atomic_path
 
@@ -139,9 +139,9 @@ def load_checkpoint(run_dir_or_file: str | os.PathLike) -> dict:
     return state
 
 
-def head_from_checkpoint(state: Mapping[str, Any]) -> tuple[CamHead, CamTrainConfig]:
+def head_from_checkpoint(state: Mapping[str, Any]) -> tuple[CamHead, CamHeadConfig]:
     """Rebuild the trained head (eval mode, CPU) and its config from a checkpoint dict."""
-    config = CamTrainConfig(**state["config"])
+    config = CamHeadConfig(**state["config"])
     head = CamHead(config.in_dim, config.num_classes, config.hidden)
     head.load_state_dict(state["head"])
     head.pooling = config.pooling
@@ -150,10 +150,65 @@ def head_from_checkpoint(state: Mapping[str, Any]) -> tuple[CamHead, CamTrainCon
 
 
 # --------------------------------------------------------------------------- training
+def _resume(ckpt_path: Path | None, head: CamHead, opt: torch.optim.Optimizer, config: CamHeadConfig,
+            resume: bool, log: Callable[[str], None] | None) -> tuple[int, list[dict]]:
+    """Load an existing checkpoint with the same config identity into ``head`` and ``opt``;
+    returns (epochs already done, their history), (0, []) without a checkpoint."""
+    if ckpt_path is None or not ckpt_path.exists():
+        return 0, []
+    if not resume:
+        raise PseudoLabelsError(f"{ckpt_path}: a checkpoint exists (use --restart to overwrite it, or another --out)")
+    state = load_checkpoint(ckpt_path)
+    old = CamHeadConfig(**state["config"])
+    if old.identity() != config.identity():
+        diff = {k: (old.identity()[k], v) for k, v in config.identity().items() if old.identity().get(k) != v}
+        raise PseudoLabelsError(
+            f"{ckpt_path}: was trained with other settings {diff} (use --restart, or another --out)")
+    head.load_state_dict(state["head"])
+    if state.get("optimizer"):
+        opt.load_state_dict(state["optimizer"])
+    start = int(state["epoch"])
+    if log and start:
+        log(f"resuming from epoch {start} ({ckpt_path})")
+    return start, list(state.get("history", []))
+
+
+def _train_epoch(head: CamHead, opt: torch.optim.Optimizer, deal: DEALLoss, config: CamHeadConfig, epoch: int,
+                 feats_t: torch.Tensor, tags_t: torch.Tensor, edges_t: torch.Tensor | None,
+                 dev: torch.device) -> dict:
+    """One epoch in the seeded order ``default_rng([seed, epoch])``; returns the mean
+    ``{loss, cls_loss, deal_loss}`` over its batches."""
+    n = feats_t.shape[0]
+    bs = max(1, int(config.batch_size))
+    head.train()
+    order = np.random.default_rng([config.seed, epoch]).permutation(n)
+    sums = {"loss": 0.0, "cls_loss": 0.0, "deal_loss": 0.0}
+    batches = 0
+    for b0 in range(0, n, bs):
+        idx = torch.from_numpy(order[b0: b0 + bs])
+        x = feats_t[idx].to(dev, torch.float32)
+        y = tags_t[idx].to(dev)
+        cams = head(x)
+        cls = F.multilabel_soft_margin_loss(pool_logits(cams, config.pooling), y)
+        loss = cls
+        dl = torch.zeros((), device=dev)
+        if config.deal_weight > 0:
+            dl = deal(cams, y, depth_edges=edges_t[idx].to(dev))
+            loss = cls + config.deal_weight * dl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums["loss"] += float(loss.detach())
+        sums["cls_loss"] += float(cls.detach())
+        sums["deal_loss"] += float(dl.detach())
+        batches += 1
+    return {k: v / max(batches, 1) for k, v in sums.items()}
+
+
 def train_cam_head(
     features: np.ndarray,
     tags: np.ndarray,
-    config: CamTrainConfig,
+    config: CamHeadConfig,
     *,
     depth_edges: np.ndarray | None = None,
     run_dir: str | os.PathLike | None = None,
@@ -184,54 +239,13 @@ def train_cam_head(
     head = CamHead(config.in_dim, config.num_classes, config.hidden).to(dev)
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     deal = DEALLoss(mu=config.deal_mu)
-    history: list[dict] = []
-    start = 0
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
-    if ckpt_path is not None and ckpt_path.exists():
-        if not resume:
-            raise PseudoLabelsError(f"{ckpt_path}: a checkpoint exists (use --restart to overwrite it, or another --out)")
-        state = load_checkpoint(ckpt_path)
-        old = CamTrainConfig(**state["config"])
-        if old.identity() != config.identity():
-            diff = {k: (old.identity()[k], v) for k, v in config.identity().items() if old.identity().get(k) != v}
-            raise PseudoLabelsError(
-                f"{ckpt_path}: was trained with other settings {diff} (use --restart, or another --out)")
-        head.load_state_dict(state["head"])
-        if state.get("optimizer"):
-            opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"])
-        history = list(state.get("history", []))
-        if log and start:
-            log(f"resuming from epoch {start} ({ckpt_path})")
-
+    start, history = _resume(ckpt_path, head, opt, config, resume, log)
     feats_t = torch.from_numpy(np.ascontiguousarray(features))
     tags_t = torch.from_numpy(np.ascontiguousarray(tags, dtype=np.float32))
     edges_t = None if depth_edges is None else torch.from_numpy(np.ascontiguousarray(depth_edges, dtype=np.float32))
-    bs = max(1, int(config.batch_size))
     for epoch in range(start, config.epochs):
-        head.train()
-        order = np.random.default_rng([config.seed, epoch]).permutation(n)
-        sums = {"loss": 0.0, "cls_loss": 0.0, "deal_loss": 0.0}
-        batches = 0
-        for b0 in range(0, n, bs):
-            idx = torch.from_numpy(order[b0: b0 + bs])
-            x = feats_t[idx].to(dev, torch.float32)
-            y = tags_t[idx].to(dev)
-            cams = head(x)
-            cls = F.multilabel_soft_margin_loss(pool_logits(cams, config.pooling), y)
-            loss = cls
-            dl = torch.zeros((), device=dev)
-            if config.deal_weight > 0:
-                dl = deal(cams, y, depth_edges=edges_t[idx].to(dev))
-                loss = cls + config.deal_weight * dl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums["loss"] += float(loss.detach())
-            sums["cls_loss"] += float(cls.detach())
-            sums["deal_loss"] += float(dl.detach())
-            batches += 1
-        rec = {"epoch": epoch + 1, **{k: v / max(batches, 1) for k, v in sums.items()}}
+        rec = {"epoch": epoch + 1, **_train_epoch(head, opt, deal, config, epoch, feats_t, tags_t, edges_t, dev)}
         history.append(rec)
         if log:
             log(f"epoch {epoch + 1}/{config.epochs}: loss {rec['loss']:.4f} (cls {rec['cls_loss']:.4f}, "
@@ -267,7 +281,7 @@ def normalize_cams(cams: np.ndarray, tags: np.ndarray | None = None) -> np.ndarr
     ``tags[c] == 0`` (when given) and classes without positive activation are 0, so that only
     the image's tags compete in :func:`pseudo_labels.stages.weak.masks.cams_to_labels`.
     Normalising at the patch grid and then upsampling bilinearly (as
-    :func:`pseudo_labels.generate_cam_pseudolabels.cam_scores_for_image` does) equals
+    :func:`pseudo_labels.stages.weak.masks.cam_scores_for_image` does) equals
     upsampling first up to interpolation (untagged classes stay 0, values stay in [0, 1]; a
     one-patch peak can come out slightly below 1, as bilinear samples fall between patch centres).
 

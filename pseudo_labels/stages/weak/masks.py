@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pseudo_labels.core.defaults import CAM_REFINE_BAND
 from pseudo_labels.core.errors import PseudoLabelsError
 
 IGNORE = 255
@@ -61,6 +62,34 @@ def cams_to_labels(cams: np.ndarray, bg_threshold: float, label_space: str = "ci
     if label_space == "voc":
         return np.where(fg, best + 1, 0).astype(np.uint8)
     raise PseudoLabelsError(f"unknown label space {label_space!r}")
+
+
+def cam_scores_for_image(head, features: np.ndarray, image_size: tuple[int, int],
+                         tags: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised CAMs upsampled to the image: (C, H, W) float32 in [0, 1], and the tags used (C,).
+
+    ``head``: a trained :class:`pseudo_labels.stages.weak.cam.CamHead`; ``features`` (D, h, w);
+    ``tags`` (C,) multi-hot or None (predicted from the logits). ReLU + per-class max
+    normalisation at the patch grid (:func:`pseudo_labels.stages.weak.cam.normalize_cams`;
+    untagged classes 0), then bilinear upsampling to ``image_size`` (H, W).
+    """
+    from pseudo_labels.stages.weak.cam import compute_cams, normalize_cams, predicted_tags
+
+    raw, logits = compute_cams(head, features)
+    used = predicted_tags(logits) if tags is None else np.asarray(tags, np.float32)
+    return upsample_cams(normalize_cams(raw, used), image_size), used
+
+
+def labels_from_scores(scores: np.ndarray, bg_threshold: float, label_space: str,
+                       depth: np.ndarray | None = None, band: int = CAM_REFINE_BAND,
+                       tags: np.ndarray | None = None) -> np.ndarray:
+    """(C, H, W) normalised CAMs -> (H, W) uint8 labels (argmax over background = ``bg_threshold``
+    and the tagged classes, :func:`cams_to_labels`); with ``depth`` (h, w), boundaries snapped to
+    depth edges within ``band`` px (:func:`snap_to_depth_edges`)."""
+    labels = cams_to_labels(scores, bg_threshold, label_space, tags)
+    if depth is not None:
+        labels = snap_to_depth_edges(labels, depth, band=band)
+    return labels
 
 
 def depth_edge_map(depth: np.ndarray, sigma: float = 1.0) -> np.ndarray:

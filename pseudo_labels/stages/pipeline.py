@@ -1,0 +1,690 @@
+"""The whole pipeline from one TOML file: ``pseudo-labels run --config pipeline.toml``.
+
+A config names the data (``[data]``: root, split, output folder, the sub-folders of the root
+that hold semantics / depth / features), how per-image stages run (``[runner]``) and the
+stages to run, one table each, in this order::
+
+    synth -> features -> semantics -> depth -> instances -> panoptic -> evaluate -> sweep
+          -> exports.cups -> exports.coco -> visualize -> report
+
+A stage runs when its table is present. Its keys are the fields of the stage's config
+dataclass (``SemanticConfig``, ``DepthConfig``, ...; defaults from
+:mod:`pseudo_labels.core.defaults`) except the input/output paths, which the pipeline fills
+from ``[data]`` (:class:`Layout`), so the stages chain. Each stage is run through the same
+folder-level library function its command calls, so a run gives the same files as the
+commands typed by hand. A key that no stage knows is an error naming the key and the file.
+
+Resume: per-image stages skip finished images (their manifests decide, as when the
+command is rerun). Whole-split stages (evaluate, sweep, exports, visualize, report) are
+skipped when ``<out>/pipeline_state.json`` records the same configuration for them, their
+output exists and no earlier stage did any work in this run.
+
+Relative paths in a config file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import importlib
+import os
+import time
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pseudo_labels.core import defaults, io
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.runner import RunOptions
+
+STATE_NAME = "pipeline_state.json"
+
+#: keys of the tables the pipeline itself reads (value: default)
+DATA_KEYS: dict[str, Any] = {
+    "root": None,  # required: dataset root in the Cityscapes layout
+    "split": "val",
+    "out": "pipeline_out",
+    "semantic_subdir": "pseudo_semantic_k80",
+    "depth_subdir": "depth_disparity",
+    "features_subdir": "features",
+    "dataset": "cityscapes",  # label table (pseudo_labels.datasets.label_table) of every stage that has one
+}
+#: config fields set from [data] in every stage that has them (not allowed in the stage tables)
+FROM_DATA = ("dataset",)
+RUNNER_KEYS: dict[str, Any] = {"workers": 1, "executor": "local", "ray_address": "", "fail_fast": False,
+                               "overwrite": False}
+
+
+# --------------------------------------------------------------------------- where things go
+@dataclass(frozen=True)
+class Layout:
+    """Every path of one run. Semantics, depth and features live under the data root (as the
+    commands write them); everything else under ``out``."""
+
+    root: Path
+    split: str
+    out: Path
+    semantic_subdir: str
+    depth_subdir: str
+    features_subdir: str
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / self.features_subdir
+
+    @property
+    def semantic_dir(self) -> Path:
+        """The semantic trainId PNGs of the split (``<root>/<semantic_subdir>/<split>``)."""
+        return self.root / self.semantic_subdir / self.split
+
+    @property
+    def depth_dir(self) -> Path:
+        return self.root / self.depth_subdir / self.split
+
+    @property
+    def gt_semantic_dir(self) -> Path:
+        return self.root / "gtFine" / self.split
+
+    @property
+    def gt_panoptic(self) -> tuple[Path, Path]:
+        """(JSON, PNG folder) of the Cityscapes panoptic ground truth of the split."""
+        gt = self.root / "gtFine"
+        return gt / f"cityscapes_panoptic_{self.split}.json", gt / f"cityscapes_panoptic_{self.split}"
+
+    instances_dir = property(lambda self: self.out / "instances")
+    panoptic_json = property(lambda self: self.out / "panoptic.json")
+    panoptic_dir = property(lambda self: self.out / "panoptic")
+    evaluation_json = property(lambda self: self.out / "evaluation.json")
+    sweep_json = property(lambda self: self.out / "sweep.json")
+    cups_dir = property(lambda self: self.out / "cups")
+    coco_dir = property(lambda self: self.out / "coco")
+    overlays_dir = property(lambda self: self.out / "overlays")
+    report_md = property(lambda self: self.out / "report" / "report.md")
+
+
+# --------------------------------------------------------------------------- the stages
+@dataclass
+class StepOutcome:
+    """What one stage did: ``did_work`` False when everything was already there."""
+
+    did_work: bool
+    line: str
+    result: Any = None
+    ground_truth: str = ""  # what ground truth the stage read ("" none)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One table of the config: its config dataclass (``module:Class``), the fields the pipeline
+    fills (``paths(layout) -> {field: value}``), extra keys the pipeline reads itself, and how it runs."""
+
+    name: str
+    title: str
+    config_class: str
+    paths: Callable[[Layout], dict]
+    run: Callable[[Any, RunOptions, Layout, Callable[[str], None]], StepOutcome]
+    per_image: bool = False  # resumes by itself, image by image
+    output: Callable[[Layout], Path] | None = None  # whole-split stages: the file/folder that proves it finished
+    pipeline_keys: Mapping[str, Any] = field(default_factory=dict)
+
+    def cls(self) -> type:
+        module, name = self.config_class.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def keys(self) -> dict[str, tuple[Any, Any]]:
+        """Keys allowed in the table -> (default or ``dataclasses.MISSING`` when required, type hint)."""
+        out = {}
+        filled = set(self.paths(_DUMMY_LAYOUT)) | set(FROM_DATA)
+        hints = _field_hints(self.cls())
+        for f in dataclasses.fields(self.cls()):
+            if f.name in filled or not f.init:
+                continue
+            default = f.default
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            out[f.name] = (default, hints.get(f.name, Any))
+        out.update({k: (v, type(v)) for k, v in self.pipeline_keys.items()})
+        return out
+
+
+_DUMMY_LAYOUT = Layout(Path("root"), "split", Path("out"), "semantic", "depth", "features")
+
+
+def _summary_outcome(summary, ground_truth: str = "") -> StepOutcome:
+    """A RunSummary (done / skipped / failed; raises when an image failed) -> StepOutcome."""
+    summary.raise_if_failed()
+    return StepOutcome(did_work=summary.done > 0, line=summary.line(), result=summary, ground_truth=ground_truth)
+
+
+def _run_synth(config, options: RunOptions, layout: Layout, log) -> StepOutcome:
+    from pseudo_labels.datasets.synthetic_city import MANIFEST_NAME, write_synthetic_city_config
+
+    manifest = layout.root / MANIFEST_NAME
+    before = manifest.stat().st_mtime_ns if manifest.exists() else None
+    stems = write_synthetic_city_config(layout.root, config, split=layout.split, workers=options.workers,
+                                        name_of=lambda f: f"[synth] {f}")
+    wrote = not manifest.exists() or manifest.stat().st_mtime_ns != before
+    h, w = config.size
+    what = "wrote" if wrote else "kept (same parameters)"
+    return StepOutcome(wrote, f"{what} {len(stems)} synthetic images ({h}x{w}, split {layout.split}) in {layout.root}")
+
+
+def _run_features(config, options, layout, log):
+    from pseudo_labels.stages.features import extract_features_folder
+
+    return _summary_outcome(extract_features_folder(config, options))
+
+
+def _run_semantics(config, options, layout, log):
+    from pseudo_labels.stages.semantics import generate_semantics
+
+    summary = generate_semantics(config, options, notify=lambda note: log(f"    {note}"))
+    gt = "; ".join(f"{k}: {v}" for k, v in summary.ground_truth_use.items()) or "no (label-free)"
+    if summary.status != "finished":
+        raise PseudoLabelsError(f"[semantics] stopped ({summary.status}): {summary.message}")
+    return _summary_outcome(summary, gt)
+
+
+def _run_depth(config, options, layout, log):
+    from pseudo_labels.stages.depth import generate_depth_maps
+
+    return _summary_outcome(generate_depth_maps(config, options))
+
+
+def _run_instances(config, options, layout, log):
+    from pseudo_labels.stages.instances import generate_instances
+
+    return _summary_outcome(generate_instances(config, options))
+
+
+def _run_panoptic(config, options, layout, log):
+    from pseudo_labels.stages.panoptic import generate_panoptic
+
+    return _summary_outcome(generate_panoptic(config, options))
+
+
+def _run_evaluate(config, options, layout, log):
+    from pseudo_labels.stages.scoring import evaluate_folders
+
+    result = evaluate_folders(config, options)
+    line = f"PQ {result['PQ']:.2f}  SQ {result['SQ']:.2f}  RQ {result['RQ']:.2f}"
+    if "semantic" in result:
+        line += f"  mIoU {result['semantic']['mIoU']:.2f}"
+    return StepOutcome(True, line + f" -> {layout.evaluation_json}", result,
+                       "panoptic ground truth" + (" and gtFine semantics" if "semantic" in result else "")
+                       + " (scoring only)")
+
+
+def _run_sweep(config, options, layout, log):
+    from pseudo_labels.stages.sweep import run_sweep
+
+    result = run_sweep(config, options)
+    b = result.get("best")
+    line = f"{len(result['results'])} rows" + (
+        f"; best tau={b['grad_threshold']:g} A_min={b['min_area']}: PQ {b['PQ']:.2f}" if b else "")
+    return StepOutcome(True, line + f" -> {layout.sweep_json}", result, "panoptic ground truth (scoring only)")
+
+
+def _run_cups(config, options, layout, log):
+    from pseudo_labels.stages.export import export_cups
+
+    result = export_cups(config, options)
+    return StepOutcome(True, f"CUPS export -> {layout.cups_dir}", result)
+
+
+def _run_coco(config, options, layout, log):
+    from pseudo_labels.stages.export import export_coco
+
+    result = export_coco(config, options)
+    return StepOutcome(True, f"COCO panoptic export -> {layout.coco_dir}", result)
+
+
+def _run_visualize(config, options, layout, log):
+    from pseudo_labels.stages.visualize import write_overlays
+
+    res = write_overlays(config)
+    return StepOutcome(True, f"wrote {res['panels']} panels and a contact sheet of {res['contact_sheet_images']} "
+                             f"images to {res['out']}", res,
+                       "gtFine semantics shown in the panels" if res["panels_with_gt"] else "")
+
+
+def _run_report(config, options, layout, log):
+    from pseudo_labels.stages.report import write_report
+
+    res = write_report(config)
+    return StepOutcome(True, f"wrote {res['report']}", res)
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("synth", "synthetic city", "pseudo_labels.datasets.synthetic_city:SyntheticCityConfig",
+              lambda L: {}, _run_synth),
+    StageSpec("features", "features", "pseudo_labels.stages.features:FeatureConfig",
+              lambda L: {"cityscapes_root": str(L.root), "out": str(L.features_dir), "split": L.split},
+              _run_features, per_image=True),
+    StageSpec("semantics", "features + k-means + cluster-to-class mapping", "pseudo_labels.stages.semantics:SemanticConfig",
+              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_subdir": L.semantic_subdir},
+              _run_semantics, per_image=True),
+    StageSpec("depth", "depth maps", "pseudo_labels.stages.depth:DepthConfig",
+              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_dir": str(L.root / L.depth_subdir)},
+              _run_depth, per_image=True),
+    StageSpec("instances", "depth-guided instance splitting", "pseudo_labels.stages.instances:InstanceConfig",
+              lambda L: {"semantic_dir": str(L.semantic_dir), "depth_dir": str(L.depth_dir),
+                         "output_dir": str(L.instances_dir)},
+              _run_instances, per_image=True),
+    StageSpec("panoptic", "panoptic assembly", "pseudo_labels.stages.panoptic:PanopticConfig",
+              lambda L: {"semantic_dir": str(L.semantic_dir), "instance_dir": str(L.instances_dir),
+                         "out_json": str(L.panoptic_json), "out_folder": str(L.panoptic_dir)},
+              _run_panoptic, per_image=True),
+    StageSpec("evaluate", "evaluation against the panoptic ground truth", "pseudo_labels.stages.scoring:EvaluateConfig",
+              lambda L: {"gt_json": str(L.gt_panoptic[0]), "gt_folder": str(L.gt_panoptic[1]),
+                         "pred_json": str(L.panoptic_json), "pred_folder": str(L.panoptic_dir),
+                         "gt_semantic_dir": str(L.gt_semantic_dir), "pred_semantic_dir": str(L.semantic_dir),
+                         "out": str(L.evaluation_json)},
+              _run_evaluate, output=lambda L: L.evaluation_json, pipeline_keys={"semantic": True}),
+    StageSpec("sweep", "parameter sweep (tau x A_min)", "pseudo_labels.stages.sweep:SweepConfig",
+              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "semantic_subdirs": (L.semantic_subdir,),
+                         "depth_subdir": L.depth_subdir, "out": str(L.sweep_json)},
+              _run_sweep, output=lambda L: L.sweep_json),
+    StageSpec("exports.cups", "CUPS export", "pseudo_labels.stages.export:CupsExportConfig",
+              lambda L: {"panoptic_dir": str(L.panoptic_dir), "panoptic_json": str(L.panoptic_json),
+                         "cityscapes_root": str(L.root), "split": L.split, "out": str(L.cups_dir)},
+              _run_cups, output=lambda L: L.cups_dir / io.MANIFEST_NAME),
+    StageSpec("exports.coco", "COCO panoptic export", "pseudo_labels.stages.export:CocoExportConfig",
+              lambda L: {"panoptic_dir": str(L.panoptic_dir), "panoptic_json": str(L.panoptic_json),
+                         "out": str(L.coco_dir)},
+              _run_coco, output=lambda L: L.coco_dir / io.MANIFEST_NAME),
+    StageSpec("visualize", "overlays", "pseudo_labels.stages.visualize:VisualizeConfig",
+              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "panoptic_dir": str(L.panoptic_dir),
+                         "panoptic_json": str(L.panoptic_json), "depth_dir": str(L.depth_dir),
+                         "out": str(L.overlays_dir)},
+              _run_visualize, output=lambda L: L.overlays_dir / io.MANIFEST_NAME),
+    StageSpec("report", "markdown report", "pseudo_labels.stages.report:ReportConfig",
+              lambda L: {"sweep_json": str(L.sweep_json), "out_md": str(L.report_md), "overlays": str(L.overlays_dir)},
+              _run_report, output=lambda L: L.report_md),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+TOP_TABLES = ("data", "runner", *{s.name.split(".")[0] for s in STAGES})
+
+
+# --------------------------------------------------------------------------- the config
+@dataclass
+class PipelineConfig:
+    """A parsed, checked pipeline: where things are, how to run, and one config per chosen stage
+    (in :data:`STAGES` order). ``extras[stage]`` holds the pipeline's own keys of a table
+    (e.g. ``evaluate.semantic``)."""
+
+    layout: Layout
+    options: RunOptions
+    stages: dict[str, Any]
+    extras: dict[str, dict] = field(default_factory=dict)
+    source: str = "<config>"
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` from TOML checked against the type hint of a config field: ints are accepted
+    for floats, lists become tuples for tuple / Sequence fields; unions take the first arm that fits."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is None or isinstance(hint, typing.TypeVar):
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _check_value(value, arm, where)
+            except PseudoLabelsError as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else PseudoLabelsError(f"{where}: {value!r} does not fit {_hint_text(hint)}")
+    if hint is bool or hint is int or hint is float or hint is str:
+        ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise PseudoLabelsError(f"{where}: expected {_hint_text(hint)}, got {value!r}")
+        return value
+    if origin in (tuple, list, collections.abc.Sequence):
+        if not isinstance(value, list):
+            raise PseudoLabelsError(f"{where}: expected a list ({_hint_text(hint)}), got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise PseudoLabelsError(f"{where}: expected {len(args)} values, got {value!r}")
+            items = [_check_value(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args))]
+        else:
+            item = args[0] if args else Any
+            items = [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return list(items) if origin is list else tuple(items)
+    return value
+
+
+def _hint_text(hint: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, str(hint).replace("typing.", ""))
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    """Type hints of a config dataclass's fields (Any where they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the type check
+        return {}
+
+
+def _table(data: Mapping, name: str, source: str) -> dict:
+    node: Any = data
+    for part in name.split("."):
+        node = node.get(part, None) if isinstance(node, Mapping) else None
+        if node is None:
+            return {}
+    if not isinstance(node, Mapping):
+        raise PseudoLabelsError(f"{source}: [{name}] must be a table")
+    return dict(node)
+
+
+def _checked_keys(table: Mapping, known: Mapping[str, tuple[Any, Any]], name: str, source: str) -> dict:
+    """The table's values checked against ``known`` (key -> (default, type hint)); unknown keys and
+    missing required ones are errors naming the key and ``source``."""
+    for key in table:
+        if key not in known:
+            raise PseudoLabelsError(
+                f"{source}: unknown key '{key}' in [{name}] (known: {', '.join(sorted(known))})")
+    out = {}
+    for key, (default, hint) in known.items():
+        if key in table:
+            out[key] = _check_value(table[key], hint, f"{source}: [{name}] {key}")
+        elif default is dataclasses.MISSING:
+            raise PseudoLabelsError(f"{source}: [{name}] needs '{key}'")
+    return out
+
+
+def _typed(keys: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: default} of the pipeline's own tables -> {key: (default, type)} (root: a string)."""
+    return {k: (v, str if v is None else type(v)) for k, v in keys.items()}
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else base / p
+
+
+def parse_pipeline_config(data: Mapping, base_dir: str | os.PathLike = ".", source: str = "<config>") -> PipelineConfig:
+    """Check a config mapping (as read from TOML) and build every stage's config.
+
+    Relative paths of ``[data]`` are taken relative to ``base_dir``. Errors name ``source``
+    and the key.
+    """
+    for key, value in data.items():
+        if key not in TOP_TABLES:
+            raise PseudoLabelsError(f"{source}: unknown table or key '{key}' (known tables: {', '.join(TOP_TABLES)})")
+        if not isinstance(value, Mapping):
+            raise PseudoLabelsError(f"{source}: '{key}' must be a table ([{key}])")
+    exports = _table(data, "exports", source)
+    for key in exports:
+        if f"exports.{key}" not in STAGE_NAMES:
+            raise PseudoLabelsError(f"{source}: unknown table [exports.{key}] (known: [exports.cups], [exports.coco])")
+    d = _checked_keys(_table(data, "data", source), _typed(DATA_KEYS), "data", source)
+    if "root" not in d:
+        raise PseudoLabelsError(f"{source}: [data] needs 'root' (the dataset root in the Cityscapes layout)")
+    base = Path(base_dir)
+    layout = Layout(_resolve(d["root"], base), d.get("split", DATA_KEYS["split"]),
+                    _resolve(d.get("out", DATA_KEYS["out"]), base),
+                    *(d.get(k, DATA_KEYS[k]) for k in ("semantic_subdir", "depth_subdir", "features_subdir")))
+    r = _checked_keys(_table(data, "runner", source), _typed(RUNNER_KEYS), "runner", source)
+    r = {**RUNNER_KEYS, **r}
+    if r["workers"] < 1:
+        raise PseudoLabelsError(f"{source}: [runner] workers {r['workers']}: need at least 1")
+    if r["executor"] not in ("local", "ray"):
+        raise PseudoLabelsError(f"{source}: [runner] executor {r['executor']!r}: choose local or ray")
+    options = RunOptions(workers=r["workers"], executor=r["executor"], ray_address=r["ray_address"] or None,
+                         fail_fast=r["fail_fast"], overwrite=r["overwrite"])
+    stages, extras = {}, {}
+    for spec in STAGES:
+        if not _has_table(data, spec.name):
+            continue
+        values = _checked_keys(_table(data, spec.name, source), spec.keys(), spec.name, source)
+        own = {k: values.pop(k) if k in values else v for k, v in spec.pipeline_keys.items()}
+        paths = spec.paths(layout)
+        names = {f.name for f in dataclasses.fields(spec.cls())}
+        paths.update({k: d.get(k, DATA_KEYS[k]) for k in FROM_DATA if k in names})
+        if spec.name == "semantics" and "features" in stages and not values.get("features_dir"):
+            values["features_dir"] = str(layout.features_dir)  # read what [features] wrote
+        if spec.name == "evaluate" and not own["semantic"]:
+            paths.update(gt_semantic_dir=None, pred_semantic_dir=None)
+        try:
+            stages[spec.name] = spec.cls()(**paths, **values)
+        except (TypeError, ValueError) as exc:
+            raise PseudoLabelsError(f"{source}: [{spec.name}]: {exc}") from None
+        extras[spec.name] = own
+    if not stages:
+        raise PseudoLabelsError(f"{source}: no stage to run (add a table such as [semantics]; "
+                                "`pseudo-labels run --print-config` writes a full example)")
+    return PipelineConfig(layout, options, stages, extras, source)
+
+
+def _has_table(data: Mapping, name: str) -> bool:
+    node: Any = data
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def load_pipeline_config(path: str | os.PathLike) -> PipelineConfig:
+    """Read a pipeline TOML file (:class:`PseudoLabelsError` naming the file on any problem)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise PseudoLabelsError(f"{path}: config file not found "
+                                "(`pseudo-labels run --print-config > pipeline.toml` writes one)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PseudoLabelsError(f"{path}: not valid TOML ({exc})") from None
+    return parse_pipeline_config(data, path.resolve().parent, str(path))
+
+
+def parse_pipeline_text(text: str, base_dir: str | os.PathLike = ".", source: str = "<config>") -> PipelineConfig:
+    """:func:`parse_pipeline_config` of TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PseudoLabelsError(f"{source}: not valid TOML ({exc})") from None
+    return parse_pipeline_config(data, base_dir, source)
+
+
+# --------------------------------------------------------------------------- running
+@dataclass
+class StepRecord:
+    """One stage of a run: ``skipped`` when kept whole from an earlier run, ``did_work`` when it
+    wrote anything (a per-image stage whose images were all finished did none)."""
+
+    name: str
+    title: str
+    seconds: float
+    skipped: bool
+    did_work: bool
+    line: str
+    result: Any = None
+
+
+@dataclass
+class PipelineResult:
+    """What a run did: one :class:`StepRecord` per stage, the evaluation and sweep results
+    (None when those stages are absent), total seconds."""
+
+    config: PipelineConfig
+    steps: list[StepRecord]
+    evaluation: dict | None
+    sweep: dict | None
+    seconds: float
+
+
+def _stage_hash(spec: StageSpec, config: Any, extras: dict) -> str:
+    return io.config_hash({"stage": spec.name, "config": dataclasses.asdict(config), "extras": extras})
+
+
+def link_sequence_folder(root: Path) -> bool:
+    """CUPS reads images from ``leftImg8bit_sequence``; a synthetic city has only the key frames,
+    which have the same names: link the folder (True when a link was made)."""
+    seq = root / "leftImg8bit_sequence"
+    if seq.exists() or seq.is_symlink():
+        return False
+    seq.symlink_to("leftImg8bit", target_is_directory=True)
+    return True
+
+
+def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
+    """Run the chosen stages in order; ``log`` gets one header and one summary line per stage."""
+    layout = config.layout
+    state_path = layout.out / STATE_NAME
+    state = (io.read_json(state_path) if state_path.exists() else {}) if not config.options.overwrite else {}
+    chosen = [s for s in STAGES if s.name in config.stages]
+    t_start = time.perf_counter()
+    steps: list[StepRecord] = []
+    results: dict[str, Any] = {}
+    upstream_work = False
+    for i, spec in enumerate(chosen, 1):
+        stage_config = config.stages[spec.name]
+        log(f"\n[{i}/{len(chosen)}] {spec.name}: {spec.title}")
+        digest = _stage_hash(spec, stage_config, config.extras.get(spec.name, {}))
+        t0 = time.perf_counter()
+        finished = (not spec.per_image and spec.output is not None and not upstream_work
+                    and state.get(spec.name) == digest and spec.output(layout).exists())
+        if finished:
+            line = f"finished in an earlier run with the same configuration: kept {spec.output(layout)}"
+            outcome = StepOutcome(False, line, _load_result(spec, layout))
+        else:
+            if spec.name == "exports.cups" and "synth" in config.stages and link_sequence_folder(layout.root):
+                log("    (linked leftImg8bit_sequence -> leftImg8bit: CUPS reads its images from the sequence folder)")
+            try:
+                outcome = spec.run(stage_config, config.options, layout, log)
+            except PseudoLabelsError as exc:
+                raise PseudoLabelsError(f"stage [{spec.name}] of {config.source}: {exc}") from exc
+        seconds = time.perf_counter() - t0
+        log(f"    {outcome.line}  ({seconds:.1f}s)")
+        if outcome.ground_truth:
+            log(f"    uses ground truth: {outcome.ground_truth}")
+        upstream_work = upstream_work or outcome.did_work
+        results[spec.name] = outcome.result
+        steps.append(StepRecord(spec.name, spec.title, seconds, finished, outcome.did_work, outcome.line,
+                                outcome.result))
+        state[spec.name] = digest
+        io.write_json(state_path, state)
+    return PipelineResult(config, steps, results.get("evaluate"), results.get("sweep"),
+                          time.perf_counter() - t_start)
+
+
+def _load_result(spec: StageSpec, layout: Layout) -> Any:
+    if spec.name in ("evaluate", "sweep"):
+        return io.read_json(spec.output(layout))
+    return None
+
+
+# --------------------------------------------------------------------------- results table
+def format_results(result: PipelineResult, title: str | None = None) -> str:
+    """The results table: PQ/SQ/RQ/PQ_st/PQ_th of the pipeline (evaluate) and of the sweep's best
+    configuration, and the semantic mIoU; empty when neither evaluate nor sweep ran."""
+    ev, sweep = result.evaluation, result.sweep
+    if ev is None and sweep is None:
+        return ""
+    cfg = result.config.stages
+    protocol = (ev or sweep or {}).get("protocol", "standard")
+    where = title or f"{result.config.layout.root} ({result.config.layout.split})"
+    rows = []
+    if ev is not None:
+        tau = getattr(cfg.get("instances"), "grad_threshold", None)
+        rows.append((f"pipeline at tau={tau:.2f}" if tau is not None else "pipeline", ev))
+    if sweep is not None:
+        best = sweep.get("best") or max(sweep["results"], key=lambda r: r["PQ"])
+        rows.append((f"sweep best (tau={best['grad_threshold']}, A_min={best['min_area']})", best))
+    lines = [f"Results on {where} (protocol: {protocol})",
+             f"{'':44s} {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'PQ_st':>6s} {'PQ_th':>6s}"]
+    for name, r in rows:
+        lines.append(f"{name:44s} {r['PQ']:6.2f} {r['SQ']:6.2f} {r['RQ']:6.2f} {r['PQ_stuff']:6.2f} "
+                     f"{r['PQ_things']:6.2f}")
+    if ev is not None and "semantic" in ev:
+        sem = cfg.get("semantics")
+        what = "the semantic pseudo-labels"
+        if sem is not None and not sem.load_centroids:
+            what = f"the k={sem.k or defaults.K} {sem.mapping or 'majority'}-mapped clusters"
+        lines.append(f"semantic mIoU of {what}: {ev['semantic']['mIoU']:.2f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- default config
+def default_config_text() -> str:
+    """A commented config with every stage and its defaults (``pseudo-labels run --print-config``)."""
+    return DEFAULT_CONFIG_TEXT
+
+
+DEFAULT_CONFIG_TEXT = """\
+# pseudo-labels run --config pipeline.toml
+# One table per stage; a stage runs when its table is present, in this order:
+# synth, features, semantics, depth, instances, panoptic, evaluate, sweep, exports, visualize, report.
+# Keys are the stage's parameters (the command's flags with '_' for '-'); input and output paths
+# are set from [data] so that the stages chain. Relative paths are relative to this file.
+# Rerunning the same config resumes: finished images and finished stages are kept.
+
+[data]
+root = "city"                            # dataset root in the Cityscapes layout
+split = "val"
+out = "pipeline_out"                     # instances/, panoptic/ + panoptic.json, evaluation.json, sweep.json, ...
+semantic_subdir = "pseudo_semantic_k80"  # <root>/<semantic_subdir>/<split>: semantic pseudo-labels
+depth_subdir = "depth_disparity"         # <root>/<depth_subdir>/<split>: depth maps (.npy)
+features_subdir = "features"             # <root>/<features_subdir>: features of [features]
+dataset = "cityscapes"                   # label table of every stage (pseudo_labels.datasets)
+
+[runner]
+workers = 2                              # processes per per-image stage
+executor = "local"                       # local or ray
+ray_address = ""                         # with executor = "ray": a running cluster ("" starts a local one)
+fail_fast = false
+overwrite = false                        # true: recompute everything
+
+# [synth]                                # write a synthetic city into [data] root first
+# n = 12
+# seed = 0
+# size = [512, 1024]
+
+# [features]                             # extract features into <root>/<features_subdir> first
+# backbone = "builtin"
+
+[semantics]                              # features -> k-means -> cluster-to-class mapping
+k = 80
+backbone = "builtin"                     # builtin, or a DINOv2 ViT with weights = "<local file>"
+mapping = "majority"                     # majority / hungarian read gtFine labels (recorded); none: raw clusters
+
+[depth]
+source = "disparity"                     # disparity, npy, spidepth, depth-anything
+normalize = "minmax"
+
+[instances]
+grad_threshold = 0.2                     # tau
+min_area = 1000                          # A_min, pixels at the working resolution
+resolution = [512, 1024]
+
+[panoptic]
+resolution = [512, 1024]
+
+[evaluate]
+protocol = "standard"                    # standard (= cityscapesscripts) or reference
+semantic = true                          # also mIoU of the semantic pseudo-labels against gtFine
+
+[sweep]
+grad_thresholds = [0.1, 0.2, 0.3]
+min_areas = [500, 1000, 2000]
+resolution = [512, 1024]
+
+[exports.cups]
+overwrite = true
+
+[exports.coco]
+overwrite = true
+
+[visualize]
+n = 4                                    # per-image panels
+
+[report]
+"""

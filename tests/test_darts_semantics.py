@@ -1,0 +1,100 @@
+"""Pseudo-labels from DARTS / per-modality features (pseudo_labels.stages.darts_semantics, command
+generate-darts-semantics)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.io import read_manifest, read_png
+from pseudo_labels.core.runner import RunOptions
+from pseudo_labels.datasets import mfnet
+from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
+from pseudo_labels.stages import darts
+from pseudo_labels.stages.darts_semantics import DartsSemanticsConfig, generate_darts_semantics, source_vectors
+from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features
+
+SIZE = (64, 128)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("darts_sem")
+    write_synthetic_rgbt(root / "data", 4, seed=1, size=SIZE, split="test")
+    extract_rgbt_features(RGBTFeatureConfig(data_root=str(root / "data"), out=str(root / "feats"), split="test",
+                                            input_size=(56, 112)))
+    darts.train_darts(darts.DartsTrainConfig(data_root=str(root / "data"), features=str(root / "feats"),
+                                             out=str(root / "run"), split="test", steps=2, batch_size=2, knn=1,
+                                             width=16, code_dim=8, progress=False, threads=1))
+    return root
+
+
+def _cfg(setup, out, **kw):
+    base = dict(data_root=str(setup / "data"), out=str(out), features=str(setup / "feats"), split="test",
+                source="concat")
+    return DartsSemanticsConfig(**{**base, **kw})
+
+
+def test_concat_hungarian_writes_everything_and_scores(setup, tmp_path):
+    res = generate_darts_semantics(_cfg(setup, tmp_path))
+    assert res.k == 9 and res.computed == 4 and res.uses_ground_truth
+    rec = mfnet.list_images(setup / "data", "test")[0]
+    clusters = read_png(tmp_path / "clusters" / "test" / f"{rec.stem}.png")
+    labels = read_png(tmp_path / "labels" / "test" / f"{rec.stem}.png")
+    assert clusters.shape == labels.shape == SIZE and clusters.max() < 9
+    scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
+    assert set(scores) == {"hungarian", "majority"} and set(scores["hungarian"]["groups"]) == {"day", "night"}
+    assert scores["hungarian"]["images"] == {"overall": 4, "day": 2, "night": 2}
+    assert 0 <= scores["hungarian"]["overall"]["mIoU"] <= 100
+    man = read_manifest(tmp_path)
+    assert man["uses_ground_truth"] is True and "hungarian" in man["ground_truth_use"]["mapping"]
+    again = generate_darts_semantics(_cfg(setup, tmp_path))
+    assert again.reused == 4 and again.computed == 0
+
+
+def test_label_free_mapping_and_sources(setup, tmp_path):
+    res = generate_darts_semantics(_cfg(setup, tmp_path, mapping="none", k=5, evaluate=False, source="thermal"))
+    assert not res.uses_ground_truth and res.scores is None and not (tmp_path / "labels").exists()
+    assert read_manifest(tmp_path)["uses_ground_truth"] is False
+    _, f_r, f_t = darts.load_split_features(str(setup / "data"), "mfnet", "test", str(setup / "feats"))
+    v = source_vectors(_cfg(setup, tmp_path), f_r, f_t)
+    assert v.shape[1] == 74 and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-3)
+    d = source_vectors(_cfg(setup, tmp_path, source="darts", run=str(setup / "run")), f_r, f_t)
+    assert d.shape[1] == 8
+    with pytest.raises(PseudoLabelsError, match="needs --run"):
+        source_vectors(_cfg(setup, tmp_path, source="darts"), f_r, f_t)
+
+
+def test_shards_then_mapping_when_all_done(setup, tmp_path):
+    cfg = _cfg(setup, tmp_path, source="darts", run=str(setup / "run"), features=None, mapping="majority", k=12)
+    first = generate_darts_semantics(cfg, RunOptions(shard=(0, 2)))
+    assert not first.finished and first.scores is None and not (tmp_path / "labels").exists()
+    second = generate_darts_semantics(cfg, RunOptions(shard=(1, 2)))
+    assert second.finished and second.computed == 2 and second.scores is not None
+    assert len(list((tmp_path / "labels" / "test").glob("*.png"))) == 4
+
+
+def test_centroids_reload_gives_same_clusters(setup, tmp_path):
+    generate_darts_semantics(_cfg(setup, tmp_path / "a", mapping="none"))
+    generate_darts_semantics(_cfg(setup, tmp_path / "b", mapping="none",
+                                  load_centroids=str(tmp_path / "a" / "kmeans_centroids.npz")))
+    for p in (tmp_path / "a" / "clusters" / "test").glob("*.png"):
+        assert np.array_equal(read_png(p), read_png(tmp_path / "b" / "clusters" / "test" / p.name))
+    with pytest.raises(PseudoLabelsError, match="centroids of dimension 74"):
+        generate_darts_semantics(_cfg(setup, tmp_path / "c", source="rgb",
+                                      load_centroids=str(tmp_path / "a" / "kmeans_centroids.npz")))
+
+
+def test_command(setup, tmp_path, capsys):
+    from pseudo_labels.cli import main
+
+    assert main(["generate-darts-semantics", "--data-root", str(setup / "data"), "--run", str(setup / "run"),
+                 "--split", "test", "--k", "12", "--mapping", "majority", "--ignore-unlabeled",
+                 "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "majority: mIoU" in text and "uses ground truth: yes (majority mapping)" in text
+    scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
+    assert "unlabeled" not in scores["majority"]["classes"]

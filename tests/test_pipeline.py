@@ -1,0 +1,294 @@
+"""`pseudo-labels run --config`: same files as the commands typed by hand, resume, config errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pseudo_labels.core.arguments import module_main
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages import pipeline
+
+N, H, W = 2, 128, 256
+K = 12
+SUB_SEM, SUB_DEPTH = f"pseudo_semantic_k{K}", "depth_disparity"
+
+CONFIG = f"""
+[data]
+root = "city"
+split = "val"
+out = "out"
+semantic_subdir = "{SUB_SEM}"
+depth_subdir = "{SUB_DEPTH}"
+
+[runner]
+workers = 1
+
+[synth]
+n = {N}
+seed = 3
+size = [{H}, {W}]
+
+[features]
+backbone = "builtin"
+
+[semantics]
+k = {K}
+backbone = "builtin"
+mapping = "majority"
+
+[depth]
+source = "disparity"
+normalize = "minmax"
+
+[instances]
+grad_threshold = 0.2
+min_area = 50
+resolution = [{H}, {W}]
+
+[panoptic]
+resolution = [{H}, {W}]
+
+[evaluate]
+semantic = true
+
+[sweep]
+grad_thresholds = [0.1, 0.2]
+min_areas = [50, 100]
+resolution = [{H}, {W}]
+
+[exports.cups]
+overwrite = true
+
+[exports.coco]
+overwrite = true
+
+[visualize]
+n = 2
+
+[report]
+"""
+
+
+def hand_typed(base: Path) -> None:
+    """The same pipeline as CONFIG, one command at a time (what a user would type)."""
+    city, out, split = base / "city", base / "out", "val"
+    sem, depth = city / SUB_SEM / split, city / SUB_DEPTH / split
+    res = [str(H), str(W)]
+    steps = [
+        ("synth", ["--out", city, "--n", N, "--seed", 3, "--size", *res, "--split", split]),
+        ("extract_features", ["--cityscapes-root", city, "--split", split, "--backbone", "builtin",
+                              "--out", city / "features"]),
+        ("generate_overclustered_semantics", ["--cityscapes-root", city, "--split", split, "--k", K,
+                                              "--features-dir", city / "features", "--mapping", "majority",
+                                              "--output-subdir", SUB_SEM]),
+        ("generate_depth", ["--cityscapes-root", city, "--split", split, "--source", "disparity", "--normalize",
+                            "minmax", "--output-subdir", SUB_DEPTH]),
+        ("generate_depth_guided_instances", ["--semantic-dir", sem, "--depth-dir", depth, "--output-dir",
+                                             out / "instances", "--grad-threshold", "0.2", "--min-area", 50,
+                                             "--resolution", *res, "--workers", 1]),
+        ("generate_panoptic", ["--semantic-dir", sem, "--instance-dir", out / "instances", "--out-json",
+                               out / "panoptic.json", "--out-folder", out / "panoptic", "--resolution", *res,
+                               "--workers", 1]),
+        ("evaluate", ["--gt-json", city / "gtFine" / "cityscapes_panoptic_val.json", "--gt-folder",
+                      city / "gtFine" / "cityscapes_panoptic_val", "--pred-json", out / "panoptic.json",
+                      "--pred-folder", out / "panoptic", "--gt-semantic-dir", city / "gtFine" / split,
+                      "--pred-semantic-dir", sem, "--out", out / "evaluation.json", "--quiet"]),
+        ("sweep_cli", ["--cityscapes-root", city, "--split", split, "--semantic-subdir", SUB_SEM, "--depth-subdir",
+                       SUB_DEPTH, "--grad-thresholds", "0.1", "0.2", "--min-areas", 50, 100, "--resolution", *res,
+                       "--out", out / "sweep.json", "--workers", 1]),
+        ("convert_to_cups_format", ["--panoptic-dir", out / "panoptic", "--panoptic-json", out / "panoptic.json",
+                                    "--cityscapes-root", city, "--split", split, "--out", out / "cups",
+                                    "--overwrite"]),
+        ("export_coco", ["--panoptic-dir", out / "panoptic", "--panoptic-json", out / "panoptic.json",
+                         "--out", out / "coco", "--overwrite"]),
+        ("visualize", ["--cityscapes-root", city, "--split", split, "--panoptic-dir", out / "panoptic",
+                       "--panoptic-json", out / "panoptic.json", "--depth-dir", city / SUB_DEPTH / split,
+                       "--out", out / "overlays", "--n", 2]),
+        ("report", [out / "sweep.json", "--out", out / "report" / "report.md", "--overlays", out / "overlays"]),
+    ]
+    for module, argv in steps:
+        if module == "convert_to_cups_format":
+            pipeline.link_sequence_folder(city)
+        assert module_main(f"pseudo_labels.{module}", [str(a) for a in argv]) == 0, module
+
+
+#: keys that differ between any two runs: times, input fingerprints (file mtimes), hashes of
+#: parameters that hold absolute paths (the parameters themselves are compared)
+VOLATILE = {"created", "seconds", "elapsed_seconds", "fit_seconds", "inputs", "python", "sha256", "fit_hash",
+            "config_hash"}
+
+
+def normalised_json(path: Path, base: Path):
+    return normalised(json.loads(path.read_text()), base)
+
+
+def normalised(value, base: Path):
+    def walk(v):
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items() if k not in VOLATILE}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, str):
+            return v.replace(str(base), "<base>")
+        return v
+
+    return walk(value)
+
+
+def npz_equal(a: Path, b: Path, base_a: Path, base_b: Path) -> bool:
+    import numpy as np
+
+    with np.load(a) as za, np.load(b) as zb:
+        if za.files != zb.files:
+            return False
+        for k in za.files:
+            if k == "metadata":
+                ma, mb = (normalised(json.loads(str(z[k])), base) for z, base in ((za, base_a), (zb, base_b)))
+                if ma != mb:
+                    return False
+            elif not np.array_equal(za[k], zb[k]):
+                return False
+    return True
+
+
+def torch_load(path: Path):
+    import torch
+
+    return torch.load(path, weights_only=False)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(torch_equal(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return type(x) is type(y) and len(x) == len(y) and all(torch_equal(i, j) for i, j in zip(x, y))
+    if torch.is_tensor(x):
+        return torch.is_tensor(y) and torch.equal(x, y)
+    return x == y
+
+
+def files_of(base: Path) -> dict[str, Path]:
+    skip = {pipeline.STATE_NAME, "pipeline.toml"}
+    return {str(p.relative_to(base)): p for p in sorted(base.rglob("*")) if p.is_file() and p.name not in skip}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    by_hand = tmp_path_factory.mktemp("by_hand")
+    hand_typed(by_hand)
+    by_config = tmp_path_factory.mktemp("by_config")
+    (by_config / "pipeline.toml").write_text(CONFIG)
+    result = pipeline.run_pipeline(pipeline.load_pipeline_config(by_config / "pipeline.toml"), log=lambda s: None)
+    return by_hand, by_config, result
+
+
+def test_run_config_writes_the_same_files_as_the_commands(runs):
+    by_hand, by_config, result = runs
+    a, b = files_of(by_hand), files_of(by_config)
+    assert sorted(a) == sorted(b)
+    assert len(a) > 40 and any(k.endswith("_panel.png") for k in a) and "out/report/report.md" in a
+    different = []
+    for rel in a:
+        if rel.endswith(".json"):
+            same = normalised_json(a[rel], by_hand) == normalised_json(b[rel], by_config)
+        elif rel.endswith(".npz"):  # arrays equal; the metadata JSON equal but for fit time and fingerprints
+            same = npz_equal(a[rel], b[rel], by_hand, by_config)
+        elif rel.endswith(".pt"):  # torch's zip names its entries after the (random) temporary file
+            same = torch_equal(torch_load(a[rel]), torch_load(b[rel]))
+        else:
+            same = a[rel].read_bytes() == b[rel].read_bytes()
+        if not same:
+            different.append(rel)
+    assert not different
+    assert [s.name for s in result.steps] == list(pipeline.STAGE_NAMES)
+    assert result.evaluation["PQ"] == json.loads((by_hand / "out" / "evaluation.json").read_text())["PQ"]
+    table = pipeline.format_results(result)
+    assert f"{result.evaluation['PQ']:6.2f}" in table and f"k={K} majority-mapped" in table
+
+
+def test_rerun_skips_finished_work(runs):
+    _, by_config, _ = runs
+    panoptic_png = sorted((by_config / "out" / "panoptic").glob("*.png"))[0]
+    report = by_config / "out" / "report" / "report.md"
+    before = (panoptic_png.stat().st_mtime_ns, report.stat().st_mtime_ns)
+    lines = []
+    result = pipeline.run_pipeline(pipeline.load_pipeline_config(by_config / "pipeline.toml"), log=lines.append)
+    steps = {s.name: s for s in result.steps}
+    for name in ("evaluate", "sweep", "exports.cups", "exports.coco", "visualize", "report"):
+        assert steps[name].skipped, name
+    for name in ("features", "semantics", "depth", "instances", "panoptic"):  # resumed image by image
+        step = steps[name]
+        assert not step.skipped and not step.did_work, name
+        assert (step.result.done, step.result.skipped) == (0, N), name
+    assert not steps["synth"].did_work
+    assert any("finished in an earlier run" in line for line in lines)
+    assert (panoptic_png.stat().st_mtime_ns, report.stat().st_mtime_ns) == before
+    assert result.evaluation["PQ"] == runs[2].evaluation["PQ"]
+
+
+def test_changed_stage_reruns_it_and_what_follows(runs):
+    _, by_config, _ = runs
+    text = CONFIG.replace("[visualize]\nn = 2", "[visualize]\nn = 1")
+    (by_config / "changed.toml").write_text(text)
+    result = pipeline.run_pipeline(pipeline.load_pipeline_config(by_config / "changed.toml"), log=lambda s: None)
+    steps = {s.name: s for s in result.steps}
+    assert steps["sweep"].skipped and not steps["visualize"].skipped and not steps["report"].skipped
+    assert json.loads((by_config / "out" / "overlays" / "manifest.json").read_text())["counts"]["panels"] == 1
+
+
+def write(tmp_path, text):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[data]\nroot = "c"\n[instances]\nmin_aera = 5\n', "unknown key 'min_aera' in [instances]"),
+    ('[data]\nroot = "c"\nfoo = 1\n[report]\n', "unknown key 'foo' in [data]"),
+    ('[data]\nroot = "c"\n[segmentation]\n', "unknown table or key 'segmentation'"),
+    ('[data]\nroot = "c"\n[exports.png]\n', "unknown table [exports.png]"),
+    ('[data]\nroot = "c"\n[instances]\nmin_area = "big"\n', "[instances] min_area: expected an integer"),
+    ('[data]\nroot = "c"\n[runner]\nworkers = 0\n[report]\n', "workers 0"),
+    ('[data]\nsplit = "val"\n[report]\n', "[data] needs 'root'"),
+    ('[data]\nroot = "c"\n', "no stage to run"),
+    ('[data\nroot = "c"\n', "not valid TOML"),
+])
+def test_bad_config_names_the_key_and_the_file(tmp_path, text, message):
+    p = write(tmp_path, text)
+    with pytest.raises(PseudoLabelsError) as err:
+        pipeline.load_pipeline_config(p)
+    assert str(p) in str(err.value) and message in str(err.value)
+
+
+def test_cli_errors_and_print_config(tmp_path, capsys):
+    assert module_main("pseudo_labels.run", ["--config", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml: config file not found" in capsys.readouterr().err
+    p = write(tmp_path, '[data]\nroot = "c"\n[sweep]\ngrad_treshold = [0.1]\n')
+    assert module_main("pseudo_labels.run", ["--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "grad_treshold" in err and str(p) in err and err.count("\n") == 1
+    assert module_main("pseudo_labels.run", ["--print-config"]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "default.toml").write_text(text)
+    config = pipeline.load_pipeline_config(tmp_path / "default.toml")
+    assert set(config.stages) == set(pipeline.STAGE_NAMES) - {"synth", "features"}
+    assert config.layout.root == tmp_path / "city" and config.layout.out == tmp_path / "pipeline_out"
+    inst = config.stages["instances"]
+    assert (inst.grad_threshold, inst.min_area) == (0.2, 1000)
+    assert inst.output_dir == str(tmp_path / "pipeline_out" / "instances")
+
+
+def test_values_are_type_checked_and_stage_errors_name_the_stage(tmp_path):
+    config = pipeline.parse_pipeline_text(
+        '[data]\nroot = "c"\n[instances]\nthing_classes = [11, 13]\nresolution = [64, 128]\n'
+        '[sweep]\ngrad_thresholds = [0.1, 1]\n', tmp_path)
+    assert config.stages["instances"].thing_classes == (11, 13) and config.stages["instances"].resolution == (64, 128)
+    assert config.stages["sweep"].grad_thresholds == (0.1, 1.0)
+    with pytest.raises(PseudoLabelsError, match=r"\[instances\] resolution: expected 2 values"):
+        pipeline.parse_pipeline_text('[data]\nroot = "c"\n[instances]\nresolution = [1, 2, 3]\n', tmp_path)
+    p = write(tmp_path, '[data]\nroot = "nowhere"\n[depth]\nsource = "disparity"\n')
+    with pytest.raises(PseudoLabelsError, match=r"stage \[depth\] of .*bad.toml"):
+        pipeline.run_pipeline(pipeline.load_pipeline_config(p), log=lambda s: None)

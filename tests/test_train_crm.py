@@ -1,0 +1,197 @@
+"""pseudo-labels train-crm: pseudo-label / GT training, provenance, resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pseudo_labels.cli import main
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.io import read_png, write_manifest, write_png
+from pseudo_labels.stages import crm
+
+SIZE = (64, 128)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a shared, busy CPU two spinning OpenMP threads ran training ~30x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def write_rgbt_fixture(root: Path, n_train: int = 6, n_test: int = 4) -> Path:
+    """Synthetic RGB-T set (MFNet layout) + noisy pseudo-labels of the train split under
+    ``root/pseudo/train/<name>.png`` (GT with random 8x8 blocks relabelled)."""
+    from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
+
+    write_synthetic_rgbt(root, n_train, seed=0, size=SIZE, split="train")
+    write_synthetic_rgbt(root, n_test, seed=1, size=SIZE, split="test")
+    rng = np.random.default_rng(0)
+    for name in (root / "train.txt").read_text().split():
+        lab = read_png(root / "labels" / f"{name}.png").copy()
+        for _ in range(20):
+            i, j = rng.integers(0, SIZE[0] // 8), rng.integers(0, SIZE[1] // 8)
+            lab[i * 8:(i + 1) * 8, j * 8:(j + 1) * 8] = rng.integers(0, 9)
+        write_png(root / "pseudo" / "train" / f"{name}.png", lab)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rgbt_root(tmp_path_factory) -> Path:
+    return write_rgbt_fixture(tmp_path_factory.mktemp("rgbt"))
+
+
+def _config(root, out, **kw) -> crm.CRMTrainConfig:
+    base = dict(data_root=str(root), dataset="mfnet", out=str(out), labels_dir="pseudo", epochs=2,
+                mask_patch_size=16, progress=False)
+    base.update(kw)
+    return crm.CRMTrainConfig(**base)
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=False)["model"]
+
+
+def test_cli_trains_on_pseudo_labels_and_writes_run_folder(rgbt_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train-crm", "--data-root", str(rgbt_root), "--dataset", "mfnet", "--labels-dir", "pseudo",
+               "--out", str(out), "--epochs", "2", "--mask-patch-size", "16", "--seed", "3"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "trained 2 epochs on 6 images" in printed and "uses ground truth: no" in printed
+    log = json.loads((out / crm.LOG_NAME).read_text())
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2]
+    assert log["config"]["masking"] == "complementary" and log["config"]["seed"] == 3
+    assert log["config"]["sdc_weight"] == log["config"]["sdn_weight"] == log["config"]["mws_weight"] == 1.0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["stage"] == "train-crm" and man["uses_ground_truth"] is False
+    assert man["parameters"]["labels_dir"] == str((rgbt_root / "pseudo").resolve())
+    state = torch.load(out / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 2 and state["meta"]["dataset"] == "mfnet"
+
+
+def test_underscore_flags_and_ablation_switches(rgbt_root, tmp_path):
+    out = tmp_path / "run"
+    rc = main(["train-crm", "--data_root", str(rgbt_root), "--dataset", "mfnet", "--labels_dir", "pseudo",
+               "--out", str(out), "--epochs", "1", "--masking", "random", "--mask_patch_size", "8",
+               "--mask_ratio", "0.25", "--sdc_weight", "0", "--sdn_weight", "0.5", "--mws_weight", "0"])
+    assert rc == 0
+    cfg = json.loads((out / crm.LOG_NAME).read_text())["config"]
+    assert (cfg["masking"], cfg["mask_patch_size"], cfg["mask_ratio"]) == ("random", 8, 0.25)
+    assert (cfg["sdc_weight"], cfg["sdn_weight"], cfg["mws_weight"]) == (0.0, 0.5, 0.0)
+    parts = json.loads((out / crm.LOG_NAME).read_text())["epochs"][0]
+    assert "sdn" in parts and "sdc" not in parts and "mws" not in parts
+
+
+def test_gt_labels_are_recorded(rgbt_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train-crm", "--data-root", str(rgbt_root), "--dataset", "mfnet", "--labels", "gt",
+                 "--out", str(out), "--epochs", "1", "--masking", "none"]) == 0
+    assert "uses ground truth: yes" in capsys.readouterr().out
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["uses_ground_truth"] is True and "ground-truth" in man["ground_truth_use"]["training_labels"]
+
+
+def test_pseudo_labels_made_with_gt_propagate(rgbt_root, tmp_path):
+    labels = tmp_path / "mapped"
+    shutil.copytree(rgbt_root / "pseudo", labels)
+    write_manifest(labels, "darts", {"mapping": "majority"}, uses_ground_truth={"mapping": "majority vote on GT"})
+    res = crm.train_crm(_config(rgbt_root, tmp_path / "run", labels_dir=str(labels), epochs=1))
+    assert res["uses_ground_truth"] is True
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert "majority vote on GT" in man["ground_truth_use"]["training_labels"]
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(rgbt_root, tmp_path):
+    full = tmp_path / "full"
+    crm.train_crm(_config(rgbt_root, full, epochs=3))
+
+    def stop(epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        crm.train_crm(_config(rgbt_root, part, epochs=3), on_epoch_end=stop)
+    assert torch.load(part / crm.CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
+    logs = []
+    res = crm.train_crm(_config(rgbt_root, part, epochs=3), log=logs.append)
+    assert any("resuming after epoch 1" in m for m in logs)
+    assert [h["epoch"] for h in res["history"]] == [1, 2, 3]
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_changed_settings_need_restart(rgbt_root, tmp_path):
+    out = tmp_path / "run"
+    crm.train_crm(_config(rgbt_root, out, epochs=1))
+    with pytest.raises(PseudoLabelsError, match="other settings.*mask_ratio"):
+        crm.train_crm(_config(rgbt_root, out, epochs=1, mask_ratio=0.3))
+    res = crm.train_crm(_config(rgbt_root, out, epochs=1, mask_ratio=0.3, restart=True))
+    assert res["epochs"] == 1
+
+
+def test_missing_and_bad_labels_fail_naming_the_image(rgbt_root, tmp_path, capsys):
+    labels = tmp_path / "few"
+    shutil.copytree(rgbt_root / "pseudo", labels)
+    victim = sorted((labels / "train").glob("*.png"))[0]
+    victim.unlink()
+    with pytest.raises(PseudoLabelsError, match=victim.stem):
+        crm.train_crm(_config(rgbt_root, tmp_path / "r1", labels_dir=str(labels)))
+    write_png(victim, np.full(SIZE, 40, np.uint8))
+    with pytest.raises(PseudoLabelsError, match=f"{victim.name}.*40"):
+        crm.train_crm(_config(rgbt_root, tmp_path / "r2", labels_dir=str(labels)))
+    rc = main(["train-crm", "--data-root", str(rgbt_root), "--dataset", "mfnet", "--labels-dir", str(tmp_path / "no"),
+               "--out", str(tmp_path / "r3")])
+    assert rc == 2 and "labels folder not found" in capsys.readouterr().err
+
+
+def test_rgb_only_cityscapes_trains_with_masking_off(synth_city_train_val, tmp_path, capsys):
+    root = synth_city_train_val
+    res = crm.train_crm(crm.CRMTrainConfig(data_root=str(root), dataset="cityscapes", out=str(tmp_path / "run"),
+                                           labels="gt", epochs=1, input_size=(64, 128), progress=False))
+    cfg = json.loads((tmp_path / "run" / crm.LOG_NAME).read_text())["config"]
+    assert res["n_images"] == 4 and cfg["modalities"] == ["rgb"] and cfg["masking"] == "none"
+    assert cfg["sdc_weight"] == cfg["sdn_weight"] == cfg["mws_weight"] == 0.0 and cfg["num_classes"] == 19
+    rc = main(["train-crm", "--data-root", str(root), "--dataset", "cityscapes", "--labels", "gt", "--out",
+               str(tmp_path / "r2"), "--masking", "complementary"])
+    assert rc == 2 and "use --masking none" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_from_last_checkpoint(rgbt_root, tmp_path):
+    """SIGKILL the command after its first checkpoint; the rerun finishes with the weights of an
+    uninterrupted run."""
+    args = [sys.executable, "-m", "pseudo_labels.train_crm", "--data-root", str(rgbt_root), "--dataset", "mfnet",
+            "--labels-dir", "pseudo", "--epochs", "12", "--mask-patch-size", "16"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    ckpt = killed / crm.CHECKPOINT_NAME
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 1 <= epoch < 12
+    assert subprocess.run(args + ["--out", str(killed)], env=env, capture_output=True).returncode == 0
+    full = tmp_path / "full"
+    assert subprocess.run(args + ["--out", str(full)], env=env, capture_output=True).returncode == 0
+    a, b = _weights(full), _weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(json.loads((killed / crm.LOG_NAME).read_text())["epochs"]) == 12
