@@ -23,7 +23,7 @@ stamp=".setup-stamp"
 want="$(cat requirements-torch.txt requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -c1-16)"
 # imports are checked from / so that this checkout's folder on sys.path does not hide a missing install
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && \
-   (cd / && "$PY" -c "import cityscapesscripts, timm, cv2, faiss, sklearn, skimage, panopticapi, hotcoco, deptry, threadpoolctl, importlinter, grimp") >/dev/null 2>&1; then
+   (cd / && "$PY" -c "import cityscapesscripts, timm, cv2, faiss, sklearn, skimage, panopticapi, hotcoco, deptry, threadpoolctl, importlinter, grimp, pydensecrf") >/dev/null 2>&1; then
   echo "[setup] requirements already satisfied"
 else
   echo "[setup] installing requirements"

@@ -86,7 +86,7 @@ from pseudo_labels.core import defaults
 from pseudo_labels.datasets.cityscapes import ImageEntry
 from pseudo_labels.stages.clustering import fit_kmeans, fit_sample_budget
 from pseudo_labels.stages.features import save_features
-from pseudo_labels.generate_overclustered_semantics import FeatureSource, collect_samples
+from pseudo_labels.stages.semantics import FeatureSource, collect_samples
 tmp = tempfile.mkdtemp(prefix="bench_fit_rss_")
 rng_feat = np.random.default_rng(0)
 base = rng_feat.standard_normal(({d}, 8)).astype(np.float32)

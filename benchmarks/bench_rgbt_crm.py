@@ -6,12 +6,14 @@ clusters: recorded) = training pseudo-labels -> CRM student per configuration an
 mIoU against GT on the train split (the refined labels of the training images) and on a
 held-out test split, overall / day / night, with both modalities and with one dropped at test
 time (the other fully hidden). Configurations: no masking; random; complementary;
-complementary + L_SDC + L_SDN; + L_MWS; plus a reference student trained on GT labels.
+complementary + L_SDC + L_SDN; + L_MWS (with CRM's loss weights 1 and with SD weights 0.1);
+plus reference students trained on GT labels.
 
-    python benchmarks/bench_rgbt_crm.py                 # ~7 min on 2 busy cores
+    python benchmarks/bench_rgbt_crm.py                 # 3.5-6 min on 2 shared cores
     python benchmarks/bench_rgbt_crm.py --quick         # smoke run (1 seed, 2 epochs)
+    python benchmarks/bench_rgbt_crm.py --cost-only     # s/epoch + peak RSS of train-crm per frame size
 
-Writes ``benchmarks/results/bench_rgbt_crm.json`` and prints a markdown table.
+Writes ``benchmarks/results/bench_rgbt_crm.json`` (``..._cost.json``) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = {  # name -> (masking, sdc, sdn, mws)
+CONFIGS = {  # name -> (masking, sdc, sdn, mws); "(w=1)" = CRM's loss weights
     "no masking": ("none", 0.0, 0.0, 0.0),
     "random": ("random", 0.0, 0.0, 0.0),
     "complementary": ("complementary", 0.0, 0.0, 0.0),
-    "complementary + SDC + SDN": ("complementary", 1.0, 1.0, 0.0),
-    "complementary + SDC + SDN + MWS": ("complementary", 1.0, 1.0, 1.0),
+    "complementary + SDC + SDN (w=1)": ("complementary", 1.0, 1.0, 0.0),
+    "complementary + SDC + SDN + MWS (w=1)": ("complementary", 1.0, 1.0, 1.0),
+    "complementary + SDC + SDN (w=0.1)": ("complementary", 0.1, 0.1, 0.0),
+    "complementary + SDC + SDN (w=0.1) + MWS (w=1)": ("complementary", 0.1, 0.1, 1.0),
 }
+GT_CONFIGS = ("no masking", "complementary + SDC + SDN (w=0.1) + MWS (w=1)")
 MODALITIES = ("both", "rgb", "thermal")
 
 
@@ -77,8 +82,16 @@ def score_folder(root: Path, labels: Path, split: str) -> dict:
     from pseudo_labels.stages import crm
 
     samples = crm.list_samples(root, "mfnet", split)
-    confs = {s.name: crm.label_confusion(crm.read_ground_truth(s), read_png(labels / s.relative), 9) for s in samples}
-    return _brief(crm.scores_by_condition(confs, {s.name: s.condition for s in samples}, LABELS.names))
+    preds = {s.name: read_png(labels / s.relative) for s in samples}
+    confs = {s.name: crm.label_confusion(crm.read_ground_truth(s), preds[s.name], 9) for s in samples}
+    scores = crm.scores_by_condition(confs, {s.name: s.condition for s in samples}, LABELS.names)
+    counts = np.bincount(np.concatenate([p.ravel() for p in preds.values()]), minlength=256)
+    return {**_brief(scores), "per_class_iou": _per_class(scores),
+            "class_pixel_percent": {n: round(100 * counts[i] / counts.sum(), 2) for i, n in enumerate(LABELS.names)}}
+
+
+def _per_class(scores: dict) -> dict:
+    return {n: (None if v != v else round(v, 2)) for n, v in scores["overall"]["per_class_iou"].items()}
 
 
 def _brief(scores: dict) -> dict:
@@ -98,7 +111,10 @@ def score_student(root: Path, run: Path, split: str) -> dict:
     for modality in MODALITIES:
         confs = {s.name: crm.label_confusion(gts[s.name], crm.predict_labels(model, arrays[s.name], cfg, modality), 9)
                  for s in samples}
-        out[modality] = _brief(crm.scores_by_condition(confs, {s.name: s.condition for s in samples}, LABELS.names))
+        scores = crm.scores_by_condition(confs, {s.name: s.condition for s in samples}, LABELS.names)
+        out[modality] = _brief(scores)
+        if modality == "both":
+            out["per_class_iou"] = _per_class(scores)
     return out
 
 
@@ -111,6 +127,7 @@ def train_one(root: Path, labels: Path | None, name: str, seed: int, args) -> di
                              labels_dir=str(labels) if labels else None, labels="pseudo" if labels else "gt",
                              masking=masking, mask_patch_size=args.patch, mask_ratio=0.5, sdc_weight=sdc,
                              sdn_weight=sdn, mws_weight=mws, epochs=args.epochs, lr=args.lr,
+                             batch_size=args.batch_size,
                              input_size=tuple(args.input_size),
                              seed=seed, restart=True, progress=False)
     res = crm.train_crm(cfg)
@@ -131,12 +148,12 @@ def measure_cost(work: Path, args) -> list[dict]:
     for h, w in args.cost_sizes:
         root = work / f"cost_{h}x{w}"
         write_synthetic_rgbt(root, args.n_train, seed=0, size=(h, w), split="train")
-        for name in ("no masking", "complementary + SDC + SDN + MWS"):
+        for name in ("no masking", "complementary + SDC + SDN + MWS (w=1)"):
             masking, sdc, sdn, mws = CONFIGS[name]
             run = root / ("run_" + masking)
             cmd = [sys.executable, "-m", "pseudo_labels.train_crm", "--data-root", str(root), "--dataset", "mfnet",
-                   "--labels", "gt", "--out", str(run), "--epochs", "2", "--masking", masking, "--mask-patch-size",
-                   "16", "--sdc-weight", str(sdc), "--sdn-weight",
+                   "--labels", "gt", "--out", str(run), "--epochs", "2", "--batch-size", str(args.batch_size),
+                   "--masking", masking, "--mask-patch-size", "16", "--sdc-weight", str(sdc), "--sdn-weight",
                    str(sdn), "--mws-weight", str(mws), "--restart"]
             subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
             log = json.loads((run / "train_log.json").read_text())["epochs"]
@@ -159,6 +176,10 @@ def aggregate(rows: list[dict]) -> dict:
             agg[split] = {m: {g: [round(float(np.mean([r[split][m][g] for r in mine])), 2),
                                   round(float(np.std([r[split][m][g] for r in mine])), 2)]
                               for g in mine[0][split][m]} for m in MODALITIES}
+            agg[split]["per_class_iou_mean"] = {
+                n: (None if any(r[split]["per_class_iou"][n] is None for r in mine)
+                    else round(float(np.mean([r[split]["per_class_iou"][n] for r in mine])), 2))
+                for n in mine[0][split]["per_class_iou"]}
         out[name] = agg
     return out
 
@@ -178,7 +199,8 @@ def markdown(agg: dict, pseudo: dict) -> str:
         for name, a in agg.items():
             s = a[split]
             lines.append(f"| {name} | {ms(s['both']['overall'])} | {ms(s['both']['day'])} | {ms(s['both']['night'])} "
-                         f"| {ms(s['rgb']['overall'])} | {ms(s['thermal']['overall'])} | {a['seconds_per_epoch']:.2f} |")
+                         f"| {ms(s['rgb']['overall'])} | {ms(s['thermal']['overall'])} "
+                         f"| {a['seconds_per_epoch']:.2f} |")
     return "\n".join(lines)
 
 
@@ -194,10 +216,11 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--darts-steps", type=int, default=100)
-    p.add_argument("--k", type=int, default=36)
+    p.add_argument("--k", type=int, default=80, help="k-means clusters (80: the tool's default K)")
+    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--gt-seeds", type=int, nargs="*", default=[0], help="seeds of the GT-trained reference")
-    p.add_argument("--cost-sizes", type=int, nargs="+", default=[64, 96, 120, 160, 240, 320],
-                   help="H W pairs: training cost per epoch measured at these sizes (0: skip)")
+    p.add_argument("--cost-sizes", type=int, nargs="+", default=[64, 128, 120, 160, 240, 320],
+                   help="--cost-only: H W pairs of synthetic frame sizes to time train-crm at")
     p.add_argument("--cost-only", action="store_true", help="only the cost measurement (writes ..._cost.json)")
     p.add_argument("--quick", action="store_true", help="1 seed, 2 epochs (smoke test)")
     p.add_argument("--workdir", default=None)
@@ -231,8 +254,9 @@ def main() -> int:
             rows.append(train_one(root, labels, name, seed, args))
             print(f"{name} seed {seed}: train {rows[-1]['train']['both']} test {rows[-1]['test']['both']} "
                   f"({rows[-1]['seconds_per_epoch']} s/epoch)", file=sys.stderr)
-    for seed in args.gt_seeds:
-        rows.append(train_one(root, None, "complementary + SDC + SDN + MWS", seed, args))
+    for name in GT_CONFIGS:
+        for seed in args.gt_seeds:
+            rows.append(train_one(root, None, name, seed, args))
     timings["students_s"] = round(time.time() - t0, 2)
     timings["total_s"] = round(time.time() - t_all, 2)
     agg = aggregate(rows)

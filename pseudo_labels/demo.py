@@ -50,7 +50,8 @@ depth_subdir = "depth_disparity"
 [runner]
 workers = {int(workers)}
 
-[synth]
+[synth]                    # (workers = 1 in [synth] and the exports: as the demo always ran them)
+workers = 1
 n = {int(n)}
 seed = {int(seed)}
 size = {res}
@@ -82,9 +83,11 @@ resolution = {res}
 
 [exports.cups]
 overwrite = true
+workers = 1
 
 [exports.coco]
 overwrite = true
+workers = 1
 
 [visualize]
 n = 4

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         s = res["scores"]
         parts = [f"{k} {v['mIoU']:.2f}" for k, v in s.items()]
         print(f"mIoU against ground truth (scores only): {', '.join(parts)} -> {out_dir / crm.EVAL_NAME}")
-    print(f"uses ground truth: {'yes (the student was trained with labels that used it)' if res['uses_ground_truth'] else 'no'}")
+    used = "yes (the student was trained with labels that used it)" if res["uses_ground_truth"] else "no"
+    print(f"uses ground truth: {used}")
     return 0
 
 

@@ -10,8 +10,6 @@ import argparse
 from pseudo_labels.core.arguments import add_option, module_main
 from pseudo_labels.core.defaults import SYNTH_SIZE, SYNTH_SPLIT
 from pseudo_labels.datasets.synthetic_city import SyntheticCityConfig, write_synthetic_city_config
-# re-exported for code that still imports the generator from its old place (tests/conftest.py, ...)
-from pseudo_labels.datasets.synthetic_city import generate_scene, image_seed, stem_for, write_synthetic_city  # noqa: F401,E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,7 @@
 Complementary random masking, self-distillation (L_SDC, L_SDN) and modality-wise supervision
 (L_MWS) after CRM (arXiv 2303.17386); see :mod:`pseudo_labels.stages.crm`. RGB-T data sets
 (``mfnet``, ``pst900``) default to CRM's settings (complementary masking, 32 px patches, ratio
-0.5, all loss weights 1); ``cityscapes`` (RGB only) trains without masking and SD / MWS losses.
+0.5, L_MWS weight 1) except the SD weights (0.1, not CRM's 1: see reports/rgbt_crm.md); ``cityscapes`` (RGB only) trains without masking and SD / MWS losses.
 The run folder gets ``checkpoint.pt`` after every epoch (a rerun resumes from it),
 ``train_log.json`` and ``manifest.json``. ``--labels gt`` trains on ground truth (recorded).
 """

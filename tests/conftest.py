@@ -18,7 +18,7 @@ SYNTH_TEST_SIZE = (256, 512)
 @pytest.fixture(scope="session")
 def synth_city(tmp_path_factory) -> Path:
     """Root of a synthetic city: ``val`` split, 3 images, 256x512, seed 0."""
-    from pseudo_labels.synth import write_synthetic_city
+    from pseudo_labels.datasets.synthetic_city import write_synthetic_city
 
     root = tmp_path_factory.mktemp("synth_city")
     write_synthetic_city(root, 3, seed=0, size=SYNTH_TEST_SIZE, split="val")
@@ -28,7 +28,7 @@ def synth_city(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_city_train_val(tmp_path_factory) -> Path:
     """Root of a synthetic city with ``train`` (4 images) and ``val`` (3 images), 256x512, seed 1."""
-    from pseudo_labels.synth import write_synthetic_city
+    from pseudo_labels.datasets.synthetic_city import write_synthetic_city
 
     root = tmp_path_factory.mktemp("synth_city_train_val")
     write_synthetic_city(root, 4, seed=1, size=SYNTH_TEST_SIZE, split="train")

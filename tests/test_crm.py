@@ -141,11 +141,13 @@ def test_losses_parts_follow_the_configuration():
     for cfg, parts in [(_config(masking="none", sdc_weight=0, sdn_weight=0, mws_weight=0), {"sup"}),
                        (_config(sdc_weight=0, sdn_weight=0, mws_weight=0), {"sup", "masked"}),
                        (_config(mws_weight=0), {"sup", "masked", "sdc", "sdn"}),
-                       (_config(), {"sup", "mws", "masked", "sdc", "sdn"})]:
+                       (_config(), {"sup", "mws", "masked", "sdc", "sdn"}),
+                       (_config(sdc_weight=0.5, sdn_weight=2.0, mws_weight=0.3), {"sup", "mws", "masked", "sdc", "sdn"})]:
         model = crm.build_student(cfg)
         total, got = crm.crm_losses(model, x, y, cfg, None if cfg.masking == "none" else masks)
         assert set(got) == parts
-        expect = got["sup"] + got.get("masked", 0) + got.get("mws", 0) + got.get("sdc", 0) + got.get("sdn", 0)
+        expect = (got["sup"] + got.get("masked", 0) + cfg.mws_weight * got.get("mws", 0)
+                  + cfg.sdc_weight * got.get("sdc", 0) + cfg.sdn_weight * got.get("sdn", 0))
         assert torch.allclose(total, expect)
         total.backward()
 

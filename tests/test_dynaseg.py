@@ -125,3 +125,28 @@ def test_work_size_and_params_validation():
         DynaSegParams(k_min=5, k_max=4)
     with pytest.raises(PseudoLabelsError):
         DynaSegParams(max_labels=10, k_max=26)
+
+
+def test_score_segments_on_a_tiny_coco_stuff_folder(tmp_path):
+    from pseudo_labels.core.io import write_png
+    from pseudo_labels.datasets import coco_stuff
+
+    split = "val2017"
+    (tmp_path / "curated" / split).mkdir(parents=True)
+    (tmp_path / "curated" / split / coco_stuff.LIST_NAME).write_text("1\n2\n")
+    for i in ("1", "2"):
+        write_png(tmp_path / "images" / split / f"{i}.jpg", np.zeros((6, 8, 3), np.uint8))
+        fine = np.zeros((6, 8), np.uint8)  # person (coarse 9)
+        fine[3:] = 156  # sky (coarse 23)
+        fine[0, 0] = 255
+        write_png(tmp_path / "annotations" / split / f"{i}.png", fine)
+        write_png(tmp_path / "segs" / f"{i}.png", np.where(fine == 156, 5, 2).astype(np.uint16))
+    perfect = dynaseg.score_segments(tmp_path / "segs", "coco-stuff-27", tmp_path, split)
+    assert perfect["mIoU"] == pytest.approx(100.0) and perfect["protocol"] == "hungarian" and perfect["n_images"] == 2
+    write_png(tmp_path / "segs" / "2.png", np.zeros((6, 8), np.uint16))  # one segment for two classes
+    worse = dynaseg.score_segments(tmp_path / "segs", "coco-stuff-27", tmp_path, split)
+    assert worse["per_image"][0] == pytest.approx(100.0) and worse["per_image"][1] < 60
+    overlap = dynaseg.score_segments(tmp_path / "segs", "coco-stuff-27", tmp_path, split, protocol="best-overlap")
+    assert 0 < overlap["mIoU"] < 100
+    with pytest.raises(PseudoLabelsError):
+        dynaseg.score_segments(tmp_path / "nothing", "coco-stuff-27", tmp_path, split)

@@ -133,7 +133,7 @@ def test_cli_depth_anything_tiny_model(tmp_path):
 
 
 def test_disparity_recovers_synth_depth_within_quantisation(synth_city, tmp_path):
-    from pseudo_labels.synth import generate_scene, image_seed, stem_for
+    from pseudo_labels.datasets.synthetic_city import generate_scene, image_seed, stem_for
 
     out = tmp_path / "depth"
     assert cli.main(["generate-depth", "--cityscapes-root", str(synth_city), "--source", "disparity",

@@ -96,3 +96,24 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert module_main(MODULE, ["--images", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
     shutil.rmtree(empty)
+
+
+def test_fsf_with_a_dinov2_checkpoint_and_missing_weights(image_folder, tmp_path, capsys):
+    import torch
+
+    from pseudo_labels.stages.features import build_dinov2
+
+    torch.manual_seed(0)
+    model = build_dinov2(None, None, config=dict(embed_dim=32, depth=2, num_heads=1, mlp_ratio=4.0,
+                                                 patch_size=14, pos_grid=4))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["mask_token"] = torch.zeros(1, 32)
+    torch.save(state, tmp_path / "tiny_dinov2.pth")
+    out = tmp_path / "fsf_dino"
+    assert module_main(MODULE, ["--images", str(image_folder), "--out", str(out), "--variant", "fsf", "--backbone",
+                                "dinov2", "--weights", str(tmp_path / "tiny_dinov2.pth"), *FAST]) == 0
+    stats = json.loads((out / "sub" / "b.json").read_text())
+    assert stats["q"] >= stats["silhouette_k"]
+    assert module_main(MODULE, ["--images", str(image_folder), "--out", str(tmp_path / "x"), "--variant", "fsf",
+                                "--backbone", "dinov2_vitb14", *FAST]) == 2
+    assert "--weights" in capsys.readouterr().err

@@ -292,3 +292,11 @@ def test_values_are_type_checked_and_stage_errors_name_the_stage(tmp_path):
     p = write(tmp_path, '[data]\nroot = "nowhere"\n[depth]\nsource = "disparity"\n')
     with pytest.raises(PseudoLabelsError, match=r"stage \[depth\] of .*bad.toml"):
         pipeline.run_pipeline(pipeline.load_pipeline_config(p), log=lambda s: None)
+
+
+def test_a_stage_may_have_its_own_worker_count(tmp_path):
+    config = pipeline.parse_pipeline_text('[data]\nroot = "c"\n[runner]\nworkers = 3\n[depth]\nsource = "npy"\n'
+                                          '[exports.coco]\nworkers = 1\n', tmp_path)
+    assert config.options_for("depth").workers == 3 and config.options_for("exports.coco").workers == 1
+    with pytest.raises(PseudoLabelsError, match=r"\[depth\] workers 0"):
+        pipeline.parse_pipeline_text('[data]\nroot = "c"\n[depth]\nsource = "npy"\nworkers = 0\n', tmp_path)

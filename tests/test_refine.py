@@ -79,3 +79,14 @@ def test_connected_regions_split_a_segment_id_into_its_pieces():
     assert np.all(refine.majority_in_segments(sem, segs)[segs == 1] == 4)
     by_piece = refine.majority_in_segments(sem, regions)
     assert np.all(by_piece[0, :2] == 255) and np.all(by_piece[:, 3] == 4)
+
+
+def test_crf_without_pydensecrf2_names_the_package(monkeypatch):
+    """The ``except ImportError`` paths: crf_available() is False and dense_crf says what to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    assert not refine.crf_available()
+    with pytest.raises(PseudoLabelsError, match="pydensecrf2"):
+        refine.dense_crf(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8), 2)

@@ -89,12 +89,8 @@ def test_dataset_name_selects_the_label_table(feats_city, monkeypatch):
 
 def test_progress_bar_counts_batches(monkeypatch):
     """The per-batch passes label their progress unit as what they count (issue 18 item 4)."""
-    import inspect
-
     from pseudo_labels.core import runner
 
-    if "unit" not in inspect.signature(runner.run_per_image).parameters:
-        pytest.skip("pseudo_labels.core.runner.run_per_image has no unit= parameter yet")
     units = []
     real_tqdm = runner.tqdm
 
@@ -109,9 +105,14 @@ def test_progress_bar_counts_batches(monkeypatch):
             self.entries = tuple(type("E", (), {"stem": f"s{i}"})() for i in range(n))
 
     seen = []
-    semantics.run_blocks(len, [Job(4), Job(4), Job(2)], RunOptions(), "assigning clusters", 10,
-                         lambda job, res: seen.append(res))
-    semantics.run_blocks(len, [Job(1), Job(1)], RunOptions(), "assigning clusters", 2, lambda job, res: None)
+    def n_images(job):
+        return len(job.entries)
+
+    failed = semantics.run_blocks(n_images, [Job(4), Job(4), Job(2)], RunOptions(), "assigning clusters", 10,
+                                  lambda job, res: seen.append(res))
+    failed += semantics.run_blocks(n_images, [Job(1), Job(1)], RunOptions(), "assigning clusters", 2,
+                                   lambda job, res: None)
+    assert failed == []
     assert units == ["batch", "img"] and seen == [4, 4, 2]
 
 

@@ -19,7 +19,7 @@ def test_agreement_floor_on_synthetic_scenes():
     import math
 
     from pseudo_labels.stages.depth import normalize_depth
-    from pseudo_labels.synth import generate_scene
+    from pseudo_labels.datasets.synthetic_city import generate_scene
 
     scenes = [generate_scene(s, (256, 512)) for s in range(4)]
     sems = [s.train_ids for s in scenes]
@@ -40,7 +40,7 @@ def test_statistics_ignore_depth_units():
     """Spreads are relative to the image's depth range: an affine change of units changes nothing
     (the edge threshold is scaled with it)."""
     from pseudo_labels.stages.depth import normalize_depth
-    from pseudo_labels.synth import generate_scene
+    from pseudo_labels.datasets.synthetic_city import generate_scene
 
     scenes = [generate_scene(s, (128, 256)) for s in (7, 8)]
     sems = [s.train_ids for s in scenes]

@@ -75,7 +75,7 @@ def test_cli_trains_on_pseudo_labels_and_writes_run_folder(rgbt_root, tmp_path, 
     log = json.loads((out / crm.LOG_NAME).read_text())
     assert [e["epoch"] for e in log["epochs"]] == [1, 2]
     assert log["config"]["masking"] == "complementary" and log["config"]["seed"] == 3
-    assert log["config"]["sdc_weight"] == log["config"]["sdn_weight"] == log["config"]["mws_weight"] == 1.0
+    assert log["config"]["sdc_weight"] == log["config"]["sdn_weight"] == 0.1 and log["config"]["mws_weight"] == 1.0
     man = json.loads((out / "manifest.json").read_text())
     assert man["stage"] == "train-crm" and man["uses_ground_truth"] is False
     assert man["parameters"]["labels_dir"] == str((rgbt_root / "pseudo").resolve())
@@ -113,6 +113,12 @@ def test_pseudo_labels_made_with_gt_propagate(rgbt_root, tmp_path):
     assert res["uses_ground_truth"] is True
     man = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert "majority vote on GT" in man["ground_truth_use"]["training_labels"]
+    # a stage writing <out>/labels/<split>/*.png keeps its manifest in <out>: found there too
+    nested = tmp_path / "stage_out"
+    shutil.copytree(rgbt_root / "pseudo", nested / "labels")
+    write_manifest(nested, "generate-darts-semantics", {}, uses_ground_truth={"mapping": "hungarian on GT"})
+    res = crm.train_crm(_config(rgbt_root, tmp_path / "run2", labels_dir=str(nested / "labels"), epochs=1))
+    assert res["uses_ground_truth"] is True
 
 
 def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(rgbt_root, tmp_path):
@@ -195,3 +201,25 @@ def test_killed_process_resumes_from_last_checkpoint(rgbt_root, tmp_path):
     a, b = _weights(full), _weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len(json.loads((killed / crm.LOG_NAME).read_text())["epochs"]) == 12
+
+
+def test_pst900_layout_with_separate_thermal_files(tmp_path):
+    """PST900 (separate RGB / thermal / label files) goes through the data set's own lister."""
+    root = tmp_path / "pst"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        lab = np.zeros((48, 64), np.uint8)
+        lab[10:30, 20:40] = 1 + i % 4
+        rgb = np.dstack([lab * 50] * 3).astype(np.uint8)
+        write_png(root / "train" / "rgb" / f"f{i}.png", rgb)
+        write_png(root / "train" / "thermal" / f"f{i}.png",
+                  (60 + lab * 30 + rng.integers(0, 20, lab.shape)).astype(np.uint8))
+        write_png(root / "train" / "labels" / f"f{i}.png", lab)
+    res = crm.train_crm(crm.CRMTrainConfig(data_root=str(root), dataset="pst900", out=str(tmp_path / "run"),
+                                           labels="gt", epochs=1, mask_patch_size=8, progress=False))
+    assert res["n_images"] == 3
+    cfg = json.loads((tmp_path / "run" / crm.LOG_NAME).read_text())["config"]
+    assert cfg["num_classes"] == 5 and cfg["modalities"] == ["rgb", "thermal"]
+    out = crm.generate_crm_pseudolabels(crm.CRMLabelConfig(run=str(tmp_path / "run"), output_dir=str(tmp_path / "o")))
+    assert out["done"] == 3 and read_png(tmp_path / "o" / "train" / "f0.png").shape == (48, 64)
+    assert set(out["scores"]) == {"overall"}  # PST900 names carry no day / night

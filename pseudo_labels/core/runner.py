@@ -140,6 +140,7 @@ def run_per_image(
     executor: str = "local",
     ray_address: str | None = None,
     desc: str = "images",
+    unit: str = "img",
     name_of: Callable[[Any], str] = str,
     is_done: Callable[[Any], bool] | None = None,
     fail_fast: bool = False,
@@ -152,7 +153,8 @@ def run_per_image(
     (``ray_address`` of an existing cluster, or a local instance when None).
     With ``fail_fast`` the first failure raises :class:`PseudoLabelsError`.
     ``options`` (from the CLI) overrides ``workers``, ``executor``, ``ray_address`` and
-    ``fail_fast``; sharding is the caller's job (:meth:`RunOptions.select`).
+    ``fail_fast``; sharding is the caller's job (:meth:`RunOptions.select`). ``unit`` labels
+    what the progress bar counts (``"img"``, or ``"batch"`` when an item holds several images).
     """
     if options is not None:
         workers, executor = options.workers, options.executor
@@ -165,7 +167,7 @@ def run_per_image(
             summary.skipped += 1
         else:
             todo.append(i)
-    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or not todo, file=sys.stderr,
+    bar = tqdm(total=len(todo), desc=desc, unit=unit, disable=not progress or not todo, file=sys.stderr,
                dynamic_ncols=True, leave=False)
 
     def record(i: int, ok: bool, value: Any) -> None:

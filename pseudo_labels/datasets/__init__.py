@@ -17,6 +17,7 @@ from pseudo_labels.datasets.base import ImageRecord, LabelClass, LabelTable  # n
 #: data-set name -> module defining ``LABELS`` (and its lister); new data sets add a row
 DATASET_MODULES: dict[str, str] = {
     "cityscapes": "pseudo_labels.datasets.cityscapes",
+    "synthetic-city": "pseudo_labels.datasets.synthetic_city",
     "mfnet": "pseudo_labels.datasets.mfnet",
     "pst900": "pseudo_labels.datasets.pst900",
     "coco-stuff-27": "pseudo_labels.datasets.coco_stuff",

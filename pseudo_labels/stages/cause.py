@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pseudo_labels.core.errors import InputFileError
-from pseudo_labels.stages.features import build_dinov2, load_checkpoint
+from pseudo_labels.stages.dinov2 import build_dinov2, load_checkpoint
 from refs.cause import ClusterProbe, SegmentTR, config_from_state_dict, find_codebook
 
 

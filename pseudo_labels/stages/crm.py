@@ -7,7 +7,9 @@ masking replaces the patch embeddings (stride-4 tokens) of hidden patches by a l
 token; the released MFNet setting masks 32 px patches at ratio 0.5; the training loss is
 ``L_sup(RGB-T) + w_mws (L_sup(RGB) + L_sup(T)) + L_sup(masked RGB-T) + w_sdc L_SDC + w_sdn L_SDN``
 with ``L_SDC = |clean.detach() - masked RGB-T|_1`` and ``L_SDN = sum over modalities of
-|clean.detach() - masked single modality|_1`` (mean absolute difference), all weights 1.
+|clean.detach() - masked single modality|_1`` (mean absolute difference), all weights 1 there.
+Our defaults: w_mws 1, w_sdc = w_sdn = 0.1 (our SD losses compare per-pixel logits; at 1 they
+hurt on the synthetic RGB-T set, see reports/rgbt_crm.md).
 
 Model (:class:`CRMStudent`), lighter than the paper's Mask2Former:
 
@@ -43,7 +45,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -58,8 +60,10 @@ from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 # (candidates for pseudo_labels.core.defaults; the CRM column says where a value comes from)
 CRM_MASK_PATCH = 32  # CRM MFNet config INPUT.MASK.PATCH_SIZE
 CRM_MASK_RATIO = 0.5  # CRM MFNet config INPUT.MASK.RATIO
-CRM_SDC_WEIGHT = 1.0  # CRM MODEL.CRMLOSS.SDC_WEIGHT
-CRM_SDN_WEIGHT = 1.0  # CRM MODEL.CRMLOSS.SDN_WEIGHT
+# CRM uses SDC / SDN weights 1 on the queries' class logits; on per-pixel logits weight 1 dominated the
+# cross-entropy and hurt (thermal-only predictions collapsed to one class), 0.1 helped: reports/rgbt_crm.md
+CRM_SDC_WEIGHT = 0.1
+CRM_SDN_WEIGHT = 0.1
 CRM_MWS_WEIGHT = 1.0  # CRM MODEL.CRMLOSS.MWS_WEIGHT
 CRM_BACKBONE = "tiny"
 CRM_WIDTH = 16  # tiny encoder: channels at stride 4 (x2 at 8, x4 at 16)
@@ -533,7 +537,8 @@ class TrainingData:
             arrays = read_modalities(s, c.modalities)
             lab = read_label(s.label_path, c.num_classes)
             if lab.shape != arrays["rgb"].shape[:2]:
-                raise InputFileError(s.label_path, f"label size {lab.shape} differs from image {arrays['rgb'].shape[:2]}")
+                raise InputFileError(s.label_path,
+                                     f"label size {lab.shape} differs from image {arrays['rgb'].shape[:2]}")
             if c.input_size:
                 arrays = {m: cv2.resize(a, (c.input_size[1], c.input_size[0]), interpolation=cv2.INTER_LINEAR)
                           .reshape(c.input_size[0], c.input_size[1], -1) for m, a in arrays.items()}
@@ -864,12 +869,15 @@ def attach_labels(samples: Sequence[CRMSample], folder: Path) -> list[CRMSample]
 
 
 def _label_provenance(c: CRMTrainConfig, folder: Path | None) -> tuple[dict | bool, dict]:
-    """(uses_ground_truth details or False, manifest of the labels folder or {})."""
+    """(uses_ground_truth details or False, manifest of the labels folder or {}).
+
+    The manifest is looked for in the labels folder and its two parents (stages write labels
+    into ``<out>/labels/`` next to their manifest)."""
     from pseudo_labels.core.io import read_manifest
 
     if c.labels == "gt":
         return {"training_labels": f"ground-truth labels of split '{c.split}' ({c.dataset})"}, {}
-    man = read_manifest(folder) or {}
+    man = next((m for m in (read_manifest(d) for d in (folder, folder.parent, folder.parent.parent)) if m), {})
     if man.get("uses_ground_truth"):
         return {"training_labels": f"pseudo-labels {folder} were made with ground truth: "
                                    f"{man.get('ground_truth_use') or 'see its manifest'}"}, man
@@ -901,7 +909,8 @@ def train_crm(c: CRMTrainConfig, log: Callable[[str], None] | None = None,
     else:
         lacking = [s.name for s in samples if s.gt_path is None]
         if lacking:
-            raise PseudoLabelsError(f"--labels gt: no ground truth for {len(lacking)} images ({', '.join(lacking[:5])})")
+            raise PseudoLabelsError(f"--labels gt: no ground truth for {len(lacking)} images "
+                                    f"({', '.join(lacking[:5])})")
         samples = [dataclasses.replace(s, label_path=s.gt_path) for s in samples]
     gt_use, label_manifest = _label_provenance(c, folder)
     if log:

@@ -175,8 +175,6 @@ def target_correlation(fx, fy, standardize: bool = True):
         fd = fd - fd.mean(dim=2, keepdim=True)
         if standardize:
             fd = fd / fd.std().clamp_min(1e-6)
-        else:  # STEGO: keep the global mean
-            pass
     return fd
 
 
@@ -200,12 +198,6 @@ def rgb_reliability(fr, ft):
         a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
         r = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
     return r.clamp(0.0, 1.0)
-
-
-def sample_positions(n_positions: int, count: int, generator) -> "torch.Tensor":  # noqa: F821
-    import torch
-
-    return torch.randint(0, n_positions, (count,), generator=generator)
 
 
 def darts_loss(feats: dict, codes: dict, cfg: DartsLossConfig) -> tuple:

@@ -37,7 +37,6 @@ a fixed seed and thread count.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -565,17 +564,65 @@ def generate_dynaseg_segments(config: DynaSegConfig, options) -> dict:
     return run
 
 
-def read_segment_stats(out_dir: str | os.PathLike) -> list[dict]:
-    """Per-image stats of a finished run (from its run JSON)."""
-    path = Path(out_dir) / RUN_JSON
-    if not path.exists():
-        raise PseudoLabelsError(f"{path}: no DynaSeg run JSON (run generate-dynaseg-segments first)")
-    return json.loads(path.read_text())["images"]
-
-
 def silhouette_range(values: Sequence[int]) -> tuple[int, int]:
     """``--k-range LO HI`` -> (LO, HI) checked."""
     lo, hi = (int(v) for v in values)
     if not 2 <= lo <= hi:
         raise PseudoLabelsError(f"--k-range {lo} {hi}: need 2 <= LO <= HI")
     return lo, hi
+
+
+# --------------------------------------------------------------------------- scoring (evaluation against GT)
+SCORED_DATASETS = ("coco-stuff-27", "voc2012", "bsd500")
+PROTOCOLS = ("hungarian", "best-overlap")
+
+
+def _segments_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise PseudoLabelsError(f"{root}: segments folder not found")
+    return {p.stem: p for p in sorted(root.rglob("*.png")) if not p.name.startswith(".")}
+
+
+def score_segments(segments_dir: str | os.PathLike, dataset: str, root: str | os.PathLike, split: str, *,
+                   protocol: str | None = None, mode: str = "image", absent: str = "match") -> dict:
+    """Score segment PNGs (named by image id, e.g. from ``--images <root>/images/val2017``)
+    against a data set's ground truth with DynaSeg's protocols (:mod:`evaluation.unsupervised`).
+
+    ``dataset``: ``coco-stuff-27`` (default protocol ``hungarian``, 27 classes), ``voc2012``
+    (``best-overlap``, as the reference scores VOC; ``hungarian`` over 21 classes also
+    works) or ``bsd500`` (``best-overlap`` over all human segmentations). Segments of
+    another size than the GT are resized (nearest). Reads ground truth (evaluation).
+    """
+    from evaluation.unsupervised import best_overlap_miou, unsupervised_miou
+    from pseudo_labels.core.io import read_png
+    from pseudo_labels.datasets import coco_stuff, image_folders
+
+    if dataset not in SCORED_DATASETS:
+        raise PseudoLabelsError(f"dataset {dataset!r}: choose from {', '.join(SCORED_DATASETS)}")
+    protocol = protocol or ("hungarian" if dataset == "coco-stuff-27" else "best-overlap")
+    if protocol not in PROTOCOLS or (dataset == "bsd500" and protocol != "best-overlap"):
+        raise PseudoLabelsError(f"protocol {protocol!r} does not apply to {dataset}")
+    if dataset == "coco-stuff-27":
+        records, read, n_classes = coco_stuff.list_images(root, split), coco_stuff.read_label, 27
+    elif dataset == "voc2012":
+        records, read, n_classes = image_folders.list_voc(root, split), image_folders.read_voc_label, 21
+    else:
+        records, read, n_classes = image_folders.list_bsd(root, split), image_folders.read_bsd_segmentations, 0
+    segs = _segments_by_stem(segments_dir)
+    missing = [r.stem for r in records if r.stem not in segs]
+    if missing:
+        raise PseudoLabelsError(f"{segments_dir}: no segments for {len(missing)} image(s), e.g. {', '.join(missing[:3])}")
+    gts, maps = [], []
+    for r in records:
+        gt = read(r) if dataset == "bsd500" else read(r.label_path)
+        shape = (gt[0] if dataset == "bsd500" else gt).shape
+        gts.append(gt)
+        maps.append(resize_labels_nearest(read_png(segs[r.stem]).astype(np.int64), shape))
+    if protocol == "best-overlap":
+        annotations = gts if dataset == "bsd500" else [[g] for g in gts]
+        result = best_overlap_miou(annotations, maps, ignore=None if dataset == "bsd500" else 255)
+    else:
+        result = unsupervised_miou(zip(gts, maps), n_classes, mode=mode, absent=absent)
+    result.update(dataset=dataset, split=split, protocol=protocol, n_images=len(records), uses_ground_truth=True)
+    return result

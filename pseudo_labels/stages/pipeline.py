@@ -54,6 +54,8 @@ DATA_KEYS: dict[str, Any] = {
 }
 #: config fields set from [data] in every stage that has them (not allowed in the stage tables)
 FROM_DATA = ("dataset",)
+#: a key every stage table accepts: its own worker count (outputs do not depend on it)
+WORKERS_KEY = "workers"
 RUNNER_KEYS: dict[str, Any] = {"workers": 1, "executor": "local", "ray_address": "", "fail_fast": False,
                                "overwrite": False}
 
@@ -147,6 +149,7 @@ class StageSpec:
                 default = f.default_factory()  # type: ignore[misc]
             out[f.name] = (default, hints.get(f.name, Any))
         out.update({k: (v, type(v)) for k, v in self.pipeline_keys.items()})
+        out[WORKERS_KEY] = (None, int)  # this stage's worker count (default: [runner] workers)
         return out
 
 
@@ -182,9 +185,10 @@ def _run_semantics(config, options, layout, log):
     from pseudo_labels.stages.semantics import generate_semantics
 
     summary = generate_semantics(config, options, notify=lambda note: log(f"    {note}"))
-    gt = "; ".join(f"{k}: {v}" for k, v in summary.ground_truth_use.items()) or "no (label-free)"
+    gt = "" if summary.uses_ground_truth else "no (label-free)"  # a use is announced by the stage itself
     if summary.status != "finished":
-        raise PseudoLabelsError(f"[semantics] stopped ({summary.status}): {summary.message}")
+        raise PseudoLabelsError(f"stopped ({summary.status}), the next stages need every image labelled: "
+                                f"{summary.message}")
     return _summary_outcome(summary, gt)
 
 
@@ -321,6 +325,13 @@ class PipelineConfig:
     stages: dict[str, Any]
     extras: dict[str, dict] = field(default_factory=dict)
     source: str = "<config>"
+    workers: dict[str, int] = field(default_factory=dict)  # per-stage worker counts (``[<stage>] workers``)
+
+    def options_for(self, stage: str) -> RunOptions:
+        """The run options of one stage: ``[runner]`` with the stage's own ``workers`` if it has one."""
+        if stage in self.workers:
+            return dataclasses.replace(self.options, workers=self.workers[stage])
+        return self.options
 
 
 def _check_value(value: Any, hint: Any, where: str) -> Any:
@@ -438,12 +449,16 @@ def parse_pipeline_config(data: Mapping, base_dir: str | os.PathLike = ".", sour
         raise PseudoLabelsError(f"{source}: [runner] executor {r['executor']!r}: choose local or ray")
     options = RunOptions(workers=r["workers"], executor=r["executor"], ray_address=r["ray_address"] or None,
                          fail_fast=r["fail_fast"], overwrite=r["overwrite"])
-    stages, extras = {}, {}
+    stages, extras, workers = {}, {}, {}
     for spec in STAGES:
         if not _has_table(data, spec.name):
             continue
         values = _checked_keys(_table(data, spec.name, source), spec.keys(), spec.name, source)
         own = {k: values.pop(k) if k in values else v for k, v in spec.pipeline_keys.items()}
+        if WORKERS_KEY in values:
+            workers[spec.name] = values.pop(WORKERS_KEY)
+            if workers[spec.name] < 1:
+                raise PseudoLabelsError(f"{source}: [{spec.name}] workers {workers[spec.name]}: need at least 1")
         paths = spec.paths(layout)
         names = {f.name for f in dataclasses.fields(spec.cls())}
         paths.update({k: d.get(k, DATA_KEYS[k]) for k in FROM_DATA if k in names})
@@ -459,7 +474,7 @@ def parse_pipeline_config(data: Mapping, base_dir: str | os.PathLike = ".", sour
     if not stages:
         raise PseudoLabelsError(f"{source}: no stage to run (add a table such as [semantics]; "
                                 "`pseudo-labels run --print-config` writes a full example)")
-    return PipelineConfig(layout, options, stages, extras, source)
+    return PipelineConfig(layout, options, stages, extras, source, workers)
 
 
 def _has_table(data: Mapping, name: str) -> bool:
@@ -559,7 +574,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
             if spec.name == "exports.cups" and "synth" in config.stages and link_sequence_folder(layout.root):
                 log("    (linked leftImg8bit_sequence -> leftImg8bit: CUPS reads its images from the sequence folder)")
             try:
-                outcome = spec.run(stage_config, config.options, layout, log)
+                outcome = spec.run(stage_config, config.options_for(spec.name), layout, log)
             except PseudoLabelsError as exc:
                 raise PseudoLabelsError(f"stage [{spec.name}] of {config.source}: {exc}") from exc
         seconds = time.perf_counter() - t0
@@ -642,6 +657,8 @@ executor = "local"                       # local or ray
 ray_address = ""                         # with executor = "ray": a running cluster ("" starts a local one)
 fail_fast = false
 overwrite = false                        # true: recompute everything
+
+# Every stage table also takes workers = N: that stage's processes (default: [runner] workers).
 
 # [synth]                                # write a synthetic city into [data] root first
 # n = 12

@@ -99,7 +99,7 @@ class CrfParams:
 def crf_available() -> bool:
     try:
         import pydensecrf.densecrf  # noqa: F401
-    except ImportError:
+    except ImportError:  # without pydensecrf2: False; the crf method is refused by dense_crf's message
         return False
     return True
 
@@ -114,7 +114,7 @@ def dense_crf(image: np.ndarray, semantic: np.ndarray, num_labels: int, params: 
     """
     try:
         import pydensecrf.densecrf as dcrf
-    except ImportError:
+    except ImportError:  # without pydensecrf2: --method crf stops with this message (dynaseg / none still run)
         raise PseudoLabelsError("--method crf needs the pydensecrf2 package (pip install pydensecrf2; "
                                 "it builds with a C++ compiler)") from None
     h, w = semantic.shape

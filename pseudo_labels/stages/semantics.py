@@ -38,7 +38,6 @@ gtFine labels; the summary's ``ground_truth_use`` and the manifest say where.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,16 +395,10 @@ def progress_unit(per_job: int) -> str:
     return "batch" if per_job > 1 else "img"
 
 
-#: whether :func:`~pseudo_labels.core.runner.run_per_image` takes ``unit=`` (its progress bar's
-#: label); a runner without it labels every bar "img"
-_RUNNER_TAKES_UNIT = "unit" in inspect.signature(run_per_image).parameters
-
-
 def _run_per_job(func, jobs: list, opts: RunOptions, desc: str, unit: str) -> RunSummary:
     """:func:`~pseudo_labels.core.runner.run_per_image` over ``jobs`` (batches of images),
     its progress bar counting ``unit``."""
-    kwargs = {"unit": unit} if _RUNNER_TAKES_UNIT else {}
-    return run_per_image(func, jobs, options=opts, desc=desc, name_of=lambda j: batch_name(j.entries), **kwargs)
+    return run_per_image(func, jobs, options=opts, desc=desc, name_of=lambda j: batch_name(j.entries), unit=unit)
 
 
 def run_blocks(func, jobs: list, opts, desc: str, n_images, reduce) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from pseudo_labels.core.defaults import VIS_SHEET_COLUMNS as SHEET_COLUMNS
 from pseudo_labels.core.defaults import VIS_SHEET_MAX_IMAGES as SHEET_MAX_IMAGES
 from pseudo_labels.core.defaults import VIS_TILE_WIDTH as TILE_WIDTH
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.maps import depth_gradient_magnitude
 
 
 def colorize_semantic(train_ids: np.ndarray) -> np.ndarray:
@@ -86,16 +87,8 @@ def instance_overlay(image: np.ndarray, instances: np.ndarray, alpha: float = OV
 
 
 def gradient_magnitude(depth: np.ndarray, sigma: float = DEPTH_BLUR_SIGMA) -> np.ndarray:
-    """|Sobel(gaussian(depth))| from pseudo_labels.stages.instances (local fallback if that module is absent)."""
-    try:
-        from pseudo_labels.stages.instances import depth_gradient_magnitude
-
-        return depth_gradient_magnitude(depth, sigma)
-    except ImportError:  # pragma: no cover - the instances module is part of the package
-        from scipy import ndimage
-
-        d = ndimage.gaussian_filter(np.asarray(depth, np.float64), sigma) if sigma > 0 else np.asarray(depth, np.float64)
-        return np.hypot(ndimage.sobel(d, axis=1), ndimage.sobel(d, axis=0)).astype(np.float32)
+    """|Sobel(gaussian(depth))|, the instance stage's edge measure (one implementation)."""
+    return depth_gradient_magnitude(depth, sigma)
 
 
 def depth_edges_image(depth: np.ndarray, grad_threshold: float = GRAD_THRESHOLD, sigma: float = DEPTH_BLUR_SIGMA,
