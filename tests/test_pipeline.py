@@ -300,3 +300,60 @@ def test_a_stage_may_have_its_own_worker_count(tmp_path):
     assert config.options_for("depth").workers == 3 and config.options_for("exports.coco").workers == 1
     with pytest.raises(PseudoLabelsError, match=r"\[depth\] workers 0"):
         pipeline.parse_pipeline_text('[data]\nroot = "c"\n[depth]\nsource = "npy"\nworkers = 0\n', tmp_path)
+
+
+REFINE_CONFIG = f"""
+[data]
+root = "city"
+out = "out"
+semantic_subdir = "{SUB_SEM}"
+
+[synth]
+n = 2
+seed = 4
+size = [{H}, {W}]
+
+[semantics]
+k = {K}
+backbone = "builtin"
+mapping = "majority"
+
+[dynaseg]
+params = {{ variant = "scf", steps = 3, work_long_side = 64, k_max = 6, max_labels = 12 }}
+
+[refine]
+method = "dynaseg"
+
+[depth]
+source = "disparity"
+
+[instances]
+min_area = 50
+resolution = [{H}, {W}]
+
+[panoptic]
+resolution = [{H}, {W}]
+
+[evaluate]
+semantic = true
+"""
+
+
+def test_refine_stage_feeds_the_later_stages(tmp_path):
+    """[dynaseg] + [refine]: the instances, panoptic and mIoU read the refined semantics."""
+    from pseudo_labels.core.io import read_manifest, read_png
+
+    config = pipeline.load_pipeline_config(write(tmp_path, REFINE_CONFIG))
+    assert config.stages["dynaseg"].params.steps == 3
+    refined = tmp_path / "city" / "pseudo_semantic_refined" / "val"
+    assert config.stages["instances"].semantic_dir == str(refined)
+    assert config.stages["refine"].semantic_dir == str(tmp_path / "city" / SUB_SEM / "val")
+    result = pipeline.run_pipeline(config, log=lambda s: None)
+    pngs = sorted(refined.rglob("*.png"))
+    assert len(pngs) == 2 and all(read_png(p).ndim == 2 for p in pngs)
+    assert read_manifest(refined)["uses_ground_truth"] is False
+    assert len(list((tmp_path / "city" / "dynaseg_segments" / "val").rglob("*.png"))) == 2
+    assert read_manifest(tmp_path / "out" / "instances")["inputs"]["semantic_dir"] == str(refined.resolve())
+    assert result.evaluation is not None and 0 <= result.evaluation["PQ"] <= 100
+    with pytest.raises(PseudoLabelsError, match=r"\[dynaseg\] params: unknown key 'stepz'"):
+        pipeline.parse_pipeline_text(REFINE_CONFIG.replace("steps = 3", "stepz = 3"), tmp_path)

@@ -50,6 +50,8 @@ DATA_KEYS: dict[str, Any] = {
     "semantic_subdir": "pseudo_semantic_k80",
     "depth_subdir": "depth_disparity",
     "features_subdir": "features",
+    "segments_subdir": "dynaseg_segments",  # <root>/<segments_subdir>/<split>: DynaSeg segments of [dynaseg]
+    "refined_subdir": "pseudo_semantic_refined",  # <root>/<refined_subdir>/<split>: semantics after [refine]
     "dataset": "cityscapes",  # label table (pseudo_labels.datasets.label_table) of every stage that has one
 }
 #: config fields set from [data] in every stage that has them (not allowed in the stage tables)
@@ -72,15 +74,31 @@ class Layout:
     semantic_subdir: str
     depth_subdir: str
     features_subdir: str
+    segments_subdir: str = DATA_KEYS["segments_subdir"]
+    refined_subdir: str | None = None  # set when the config has [refine]: later stages read the refined maps
 
     @property
     def features_dir(self) -> Path:
         return self.root / self.features_subdir
 
     @property
-    def semantic_dir(self) -> Path:
-        """The semantic trainId PNGs of the split (``<root>/<semantic_subdir>/<split>``)."""
+    def raw_semantic_dir(self) -> Path:
+        """What [semantics] writes: ``<root>/<semantic_subdir>/<split>``."""
         return self.root / self.semantic_subdir / self.split
+
+    @property
+    def used_semantic_subdir(self) -> str:
+        """The semantic folder the later stages read: the refined one when [refine] runs."""
+        return self.refined_subdir or self.semantic_subdir
+
+    @property
+    def semantic_dir(self) -> Path:
+        """The semantic trainId PNGs the later stages read (``<root>/<used_semantic_subdir>/<split>``)."""
+        return self.root / self.used_semantic_subdir / self.split
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / self.segments_subdir / self.split
 
     @property
     def depth_dir(self) -> Path:
@@ -192,6 +210,21 @@ def _run_semantics(config, options, layout, log):
     return _summary_outcome(summary, gt)
 
 
+def _run_dynaseg(config, options, layout, log):
+    from pseudo_labels.stages.dynaseg import generate_dynaseg_segments
+
+    run = generate_dynaseg_segments(config, options)
+    return StepOutcome(True, f"{run['summary']}; mean {run['mean_seconds'] or 0:.1f} s/image", run)
+
+
+def _run_refine(config, options, layout, log):
+    from pseudo_labels.stages.refine import refine_semantics
+
+    result = refine_semantics(config, options)
+    return StepOutcome(True, f"{result['summary']}; {100 * result['changed_pixel_fraction']:.2f}% of pixels changed",
+                       result)
+
+
 def _run_depth(config, options, layout, log):
     from pseudo_labels.stages.depth import generate_depth_maps
 
@@ -271,6 +304,13 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("semantics", "features + k-means + cluster-to-class mapping", "pseudo_labels.stages.semantics:SemanticConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_subdir": L.semantic_subdir},
               _run_semantics, per_image=True),
+    StageSpec("dynaseg", "DynaSeg segments per image", "pseudo_labels.stages.dynaseg:DynaSegConfig",
+              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "out_dir": str(L.root / L.segments_subdir)},
+              _run_dynaseg, per_image=True),
+    StageSpec("refine", "refinement of the semantic pseudo-labels", "pseudo_labels.stages.refine:RefineConfig",
+              lambda L: {"semantic_dir": str(L.raw_semantic_dir), "output_dir": str(L.semantic_dir),
+                         "segments_dir": str(L.segments_dir), "images_dir": str(L.root / "leftImg8bit" / L.split)},
+              _run_refine, per_image=True),
     StageSpec("depth", "depth maps", "pseudo_labels.stages.depth:DepthConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_dir": str(L.root / L.depth_subdir)},
               _run_depth, per_image=True),
@@ -289,7 +329,7 @@ STAGES: tuple[StageSpec, ...] = (
                          "out": str(L.evaluation_json)},
               _run_evaluate, output=lambda L: L.evaluation_json, pipeline_keys={"semantic": True}),
     StageSpec("sweep", "parameter sweep (tau x A_min)", "pseudo_labels.stages.sweep:SweepConfig",
-              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "semantic_subdirs": (L.semantic_subdir,),
+              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "semantic_subdirs": (L.used_semantic_subdir,),
                          "depth_subdir": L.depth_subdir, "out": str(L.sweep_json)},
               _run_sweep, output=lambda L: L.sweep_json),
     StageSpec("exports.cups", "CUPS export", "pseudo_labels.stages.export:CupsExportConfig",
@@ -355,6 +395,14 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
         if not ok:
             raise PseudoLabelsError(f"{where}: expected {_hint_text(hint)}, got {value!r}")
         return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, Mapping):
+            raise PseudoLabelsError(f"{where}: expected a table of {hint.__name__} fields, got {value!r}")
+        known = {f.name: (f.default, _field_hints(hint).get(f.name, Any)) for f in dataclasses.fields(hint) if f.init}
+        for key in value:
+            if key not in known:
+                raise PseudoLabelsError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+        return hint(**{k: _check_value(v, known[k][1], f"{where}.{k}") for k, v in value.items()})
     if origin in (tuple, list, collections.abc.Sequence):
         if not isinstance(value, list):
             raise PseudoLabelsError(f"{where}: expected a list ({_hint_text(hint)}), got {value!r}")
@@ -440,7 +488,9 @@ def parse_pipeline_config(data: Mapping, base_dir: str | os.PathLike = ".", sour
     base = Path(base_dir)
     layout = Layout(_resolve(d["root"], base), d.get("split", DATA_KEYS["split"]),
                     _resolve(d.get("out", DATA_KEYS["out"]), base),
-                    *(d.get(k, DATA_KEYS[k]) for k in ("semantic_subdir", "depth_subdir", "features_subdir")))
+                    *(d.get(k, DATA_KEYS[k]) for k in ("semantic_subdir", "depth_subdir", "features_subdir",
+                                                       "segments_subdir")),
+                    d.get("refined_subdir", DATA_KEYS["refined_subdir"]) if _has_table(data, "refine") else None)
     r = _checked_keys(_table(data, "runner", source), _typed(RUNNER_KEYS), "runner", source)
     r = {**RUNNER_KEYS, **r}
     if r["workers"] < 1:
@@ -637,7 +687,8 @@ def default_config_text() -> str:
 DEFAULT_CONFIG_TEXT = """\
 # pseudo-labels run --config pipeline.toml
 # One table per stage; a stage runs when its table is present, in this order:
-# synth, features, semantics, depth, instances, panoptic, evaluate, sweep, exports, visualize, report.
+# synth, features, semantics, dynaseg, refine, depth, instances, panoptic, evaluate, sweep, exports,
+# visualize, report.
 # Keys are the stage's parameters (the command's flags with '_' for '-'); input and output paths
 # are set from [data] so that the stages chain. Relative paths are relative to this file.
 # Rerunning the same config resumes: finished images and finished stages are kept.
@@ -649,6 +700,8 @@ out = "pipeline_out"                     # instances/, panoptic/ + panoptic.json
 semantic_subdir = "pseudo_semantic_k80"  # <root>/<semantic_subdir>/<split>: semantic pseudo-labels
 depth_subdir = "depth_disparity"         # <root>/<depth_subdir>/<split>: depth maps (.npy)
 features_subdir = "features"             # <root>/<features_subdir>: features of [features]
+segments_subdir = "dynaseg_segments"     # <root>/<segments_subdir>/<split>: segments of [dynaseg]
+refined_subdir = "pseudo_semantic_refined"  # with [refine]: refined semantics, read by every later stage
 dataset = "cityscapes"                   # label table of every stage (pseudo_labels.datasets)
 
 [runner]
@@ -672,6 +725,12 @@ overwrite = false                        # true: recompute everything
 k = 80
 backbone = "builtin"                     # builtin, or a DINOv2 ViT with weights = "<local file>"
 mapping = "majority"                     # majority / hungarian read gtFine labels (recorded); none: raw clusters
+
+# [dynaseg]                              # DynaSeg segments per image (for [refine] method = "dynaseg")
+# params = { variant = "scf", steps = 50 }
+
+# [refine]                               # sharpen the semantics: majority inside DynaSeg segments, or a dense CRF
+# method = "crf"                         # dynaseg (needs [dynaseg]), crf (pydensecrf2) or none
 
 [depth]
 source = "disparity"                     # disparity, npy, spidepth, depth-anything
