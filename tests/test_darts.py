@@ -111,17 +111,3 @@ def test_training_errors(feats_root, tmp_path):
         darts.train_darts(darts.DartsTrainConfig(**{**base, "features": str(tmp_path / "none")}))
     with pytest.raises(InputFileError, match="darts_config.json: not found"):
         darts.load_darts_run(tmp_path / "missing")
-
-
-def test_command(feats_root, tmp_path, capsys):
-    from pseudo_labels.cli import main
-
-    out = tmp_path / "run"
-    assert main(["train-darts", "--data-root", str(feats_root / "data"), "--features", str(feats_root / "feats"),
-                 "--out", str(out), "--steps", "2", "--batch-size", "2", "--knn", "1", "--width", "16",
-                 "--w-cross", "0", "--rgb-reliability", "--no-progress", "--threads", "1"]) == 0
-    text = capsys.readouterr().out
-    assert "2 steps" in text and "uses ground truth: no" in text
-    cfg = json.loads((out / darts.RUN_CONFIG_NAME).read_text())
-    assert cfg["train"]["loss"]["w_cross"] == 0.0 and cfg["train"]["loss"]["rgb_reliability"] is True
-    assert "cross_pos_intra" not in darts.loss_log(out)[0] and "rgb_reliability" in darts.loss_log(out)[0]

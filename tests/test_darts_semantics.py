@@ -86,15 +86,3 @@ def test_centroids_reload_gives_same_clusters(setup, tmp_path):
     with pytest.raises(PseudoLabelsError, match="centroids of dimension 74"):
         generate_darts_semantics(_cfg(setup, tmp_path / "c", source="rgb",
                                       load_centroids=str(tmp_path / "a" / "kmeans_centroids.npz")))
-
-
-def test_command(setup, tmp_path, capsys):
-    from pseudo_labels.cli import main
-
-    assert main(["generate-darts-semantics", "--data-root", str(setup / "data"), "--run", str(setup / "run"),
-                 "--split", "test", "--k", "12", "--mapping", "majority", "--ignore-unlabeled",
-                 "--out", str(tmp_path)]) == 0
-    text = capsys.readouterr().out
-    assert "majority: mIoU" in text and "uses ground truth: yes (majority mapping)" in text
-    scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
-    assert "unlabeled" not in scores["majority"]["classes"]

@@ -203,7 +203,7 @@ def test_run_config_writes_the_same_files_as_the_commands(runs):
         if not same:
             different.append(rel)
     assert not different
-    assert [s.name for s in result.steps] == list(pipeline.STAGE_NAMES)
+    assert [s.name for s in result.steps] == [n for n in pipeline.STAGE_NAMES if n not in ("dynaseg", "refine")]
     assert result.evaluation["PQ"] == json.loads((by_hand / "out" / "evaluation.json").read_text())["PQ"]
     table = pipeline.format_results(result)
     assert f"{result.evaluation['PQ']:6.2f}" in table and f"k={K} majority-mapped" in table
@@ -274,7 +274,7 @@ def test_cli_errors_and_print_config(tmp_path, capsys):
     text = capsys.readouterr().out
     (tmp_path / "default.toml").write_text(text)
     config = pipeline.load_pipeline_config(tmp_path / "default.toml")
-    assert set(config.stages) == set(pipeline.STAGE_NAMES) - {"synth", "features"}
+    assert set(config.stages) == set(pipeline.STAGE_NAMES) - {"synth", "features", "dynaseg", "refine"}
     assert config.layout.root == tmp_path / "city" and config.layout.out == tmp_path / "pipeline_out"
     inst = config.stages["instances"]
     assert (inst.grad_threshold, inst.min_area) == (0.2, 1000)

@@ -84,16 +84,3 @@ def test_dinov2_local_weights(rgbt_root, tmp_path):
     f_rgb, f_t = load_rgbt_features(tmp_path / "f", mfnet.list_images(rgbt_root, "train")[0])
     assert f_rgb.shape == f_t.shape == (32, 2, 4)
     assert np.allclose(np.linalg.norm(f_t, axis=0), 1.0, atol=2e-3)
-
-
-def test_command(rgbt_root, tmp_path, capsys):
-    from pseudo_labels.cli import main
-
-    argv = ["extract-rgbt-features", "--data-root", str(rgbt_root), "--split", "train", "--modality", "rgb",
-            "--input-size", "56", "112", "--out", str(tmp_path)]
-    assert main(argv) == 0
-    assert "3 feature files written" in capsys.readouterr().out
-    assert main(argv) == 0
-    assert "3 skipped" in capsys.readouterr().out
-    assert main(["extract-rgbt-features", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
-    assert "train.txt: split list not found" in capsys.readouterr().err

@@ -88,14 +88,3 @@ def test_write_set_in_mfnet_layout(tmp_path):
     mtime = (tmp_path / "images" / "val00000N.png").stat().st_mtime_ns
     srgbt.write_synthetic_rgbt(tmp_path, 3, seed=2, size=SIZE, split="val")  # same parameters: kept
     assert (tmp_path / "images" / "val00000N.png").stat().st_mtime_ns == mtime
-
-
-def test_command(tmp_path, capsys):
-    from pseudo_labels.cli import main
-
-    assert main(["synth-rgbt", "--out", str(tmp_path), "--n", "2", "--seed", "0", "--size", "64", "128",
-                 "--split", "test"]) == 0
-    assert "wrote 2 RGB-T frames (1 night" in capsys.readouterr().out
-    assert len(mfnet.list_images(tmp_path, "test")) == 2
-    assert main(["synth-rgbt", "--out", str(tmp_path), "--n", "0"]) == 2
-    assert "--n 0" in capsys.readouterr().err
