@@ -1,8 +1,8 @@
 """The ``pseudo-labels`` command: one subcommand per stage.
 
-Each stage has a CLI module ``pseudo_labels.<module>`` exposing
-``add_arguments(parser)`` and ``run(args) -> int``; the same module runs as
-``python -m pseudo_labels.<module>`` through :func:`module_main`. Only the chosen
+Each command is a module ``pseudo_labels.<module>`` exposing ``add_arguments(parser)`` and
+``run(args) -> int``; the same module runs as ``python -m pseudo_labels.<module>`` through
+:func:`pseudo_labels.core.arguments.module_main`. Only the chosen
 subcommand's module is imported, so ``pseudo-labels --help`` is quick.
 """
 
@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-import traceback
-from typing import Callable, Sequence
+from typing import Sequence
 
-from pseudo_labels.core.arguments import (  # noqa: F401  (re-exported for callers of pseudo_labels.cli)
-    add_common_arguments, add_option, add_runner_arguments, module_main, parse_shard, run_guarded, runner_options,
-)
+from pseudo_labels.core.arguments import add_common_arguments, run_guarded
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -44,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate-cam-pseudolabels": ("pseudo_labels.generate_cam_pseudolabels", "semantic pseudo-labels from CAMs"),
     "synth-rgbt": ("pseudo_labels.synth_rgbt", "write a synthetic RGB-thermal set in the MFNet layout (day + night)"),
     "run": ("pseudo_labels.run", "run the whole pipeline from one TOML config (resumable)"),
-    "extract-rgbt-features": ("pseudo_labels.extract_rgbt_features", "frozen backbone features of RGB-thermal images, per modality"),
+    "extract-rgbt-features": ("pseudo_labels.extract_rgbt_features", "backbone features of RGB-T images, per modality"),
     "train-crm": ("pseudo_labels.train_crm", "train a CRM student (complementary random masking) on pseudo-labels"),
     "generate-crm-pseudolabels": ("pseudo_labels.generate_crm_pseudolabels", "semantic labels from a trained CRM student"),
     "generate-dynaseg-segments": ("pseudo_labels.generate_dynaseg_segments", "unsupervised DynaSeg segments per image"),

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.labels import labels as cs_labels
 
+from pseudo_labels.core.runner import select_shard
 from pseudo_labels.datasets import cityscapes as cs
 from pseudo_labels.core.errors import PseudoLabelsError
 
@@ -45,6 +46,6 @@ def test_list_images_errors(tmp_path):
 
 def test_select_shard_partitions():
     items = list(range(10))
-    parts = [cs.select_shard(items, (i, 3)) for i in range(3)]
+    parts = [select_shard(items, (i, 3)) for i in range(3)]
     assert sorted(sum(parts, [])) == items
-    assert cs.select_shard(items, None) == items
+    assert select_shard(items, None) == items

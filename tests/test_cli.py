@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from pseudo_labels import cli
+from pseudo_labels.core import arguments
 from pseudo_labels.core.errors import PseudoLabelsError
 
 
@@ -20,17 +21,17 @@ def test_underscore_aliases():
     import argparse
 
     p = argparse.ArgumentParser()
-    cli.add_option(p, "--cityscapes-root", required=True)
+    arguments.add_option(p, "--cityscapes-root", required=True)
     assert p.parse_args(["--cityscapes_root", "x"]).cityscapes_root == "x"
     assert p.parse_args(["--cityscapes-root", "y"]).cityscapes_root == "y"
 
 
 def test_parse_shard():
-    assert cli.parse_shard("1/4") == (1, 4)
-    assert cli.parse_shard(None) is None
+    assert arguments.parse_shard("1/4") == (1, 4)
+    assert arguments.parse_shard(None) is None
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(PseudoLabelsError):
-            cli.parse_shard(bad)
+            arguments.parse_shard(bad)
 
 
 def test_top_level_help_and_unknown():

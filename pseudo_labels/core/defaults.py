@@ -95,3 +95,45 @@ VIS_SHEET_COLUMNS = 4
 VIS_SHEET_MAX_IMAGES = 48
 VIS_OVERLAY_ALPHA = 0.6
 VIS_N_PANELS = 8
+
+# --- CRM student (train-crm / generate-crm-pseudolabels); where a value comes from CRM it says so
+CRM_MASK_PATCH = 32  # CRM MFNet config INPUT.MASK.PATCH_SIZE
+CRM_MASK_RATIO = 0.5  # CRM MFNet config INPUT.MASK.RATIO
+# CRM uses SDC / SDN weights 1 on the queries' class logits; on per-pixel logits weight 1 dominated the
+# cross-entropy and hurt (thermal-only predictions collapsed to one class), 0.1 helped: reports/rgbt_crm.md
+CRM_SDC_WEIGHT = 0.1
+CRM_SDN_WEIGHT = 0.1
+CRM_MWS_WEIGHT = 1.0  # CRM MODEL.CRMLOSS.MWS_WEIGHT
+CRM_BACKBONE = "tiny"
+CRM_WIDTH = 16  # tiny encoder: channels at stride 4 (x2 at 8, x4 at 16)
+CRM_DECODER_DIM = 32
+CRM_EPOCHS = 20
+CRM_BATCH_SIZE = 4
+CRM_LR = 2e-3  # AdamW; CRM uses 1e-4 with ImageNet Swin weights, a random tiny net needs more
+CRM_WEIGHT_DECAY = 1e-4
+CRM_POLY_POWER = 0.9  # CRM SOLVER.LR_SCHEDULER_NAME WarmupPolyLR
+CRM_SEED = 0
+
+# --- DynaSeg (generate-dynaseg-segments; reference values say so)
+DYNASEG_N_BLOCKS = 3  # M (reference config custom_model_config_CNN_based.py)
+DYNASEG_CHANNELS = 32  # p (reference: 100; 32 keeps a 512x1024 image at seconds per step on one core)
+DYNASEG_MAX_LABELS = 100  # output channels = the most segments (reference qdy = 100)
+DYNASEG_STEPS = 50  # T (the reference's per-image script allows up to 1000 with early stop)
+DYNASEG_LR = 0.1  # SGD learning rate and momentum of the reference's per-image script (DynaSeg_SCF_BSD_VOC.py)
+DYNASEG_MOMENTUM = 0.9
+DYNASEG_MU = {"scf": 50.0, "fsf": 15.0}  # reference: SCF 50 / nLabels, FSF nLabels / 15
+DYNASEG_K_RANGE = (3, 26)  # silhouette phase k = 3..26 (reference)
+DYNASEG_SILHOUETTE_SAMPLE = 2000  # pixels in the silhouette (distance matrix 2000 x 2000)
+DYNASEG_KMEANS_FIT_SAMPLE = 20000  # pixels the k-means of the silhouette phase is fitted on
+DYNASEG_KMEANS_ITER = 20
+DYNASEG_WORK_LONG_SIDE = 512  # the network trains at this long side (never upscaled)
+DYNASEG_SEED = 0
+
+# --- refine-semantics --method crf: dense CRF parameters of the CAUSE / STEGO crf scripts
+CRF_ITERATIONS = 10
+CRF_POS_XY_STD = 1.0
+CRF_POS_WEIGHT = 3.0
+CRF_BI_XY_STD = 67.0
+CRF_BI_RGB_STD = 3.0
+CRF_BI_WEIGHT = 4.0
+CRF_GT_PROB = 0.7  # unary from hard labels (pydensecrf's unary_from_labels default use)

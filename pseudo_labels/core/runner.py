@@ -34,7 +34,7 @@ def select_shard(items: Iterable[Any], shard: tuple[int, int] | None) -> list[An
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a per-image stage runs; filled from the shared CLI flags by :func:`pseudo_labels.cli.runner_options`.
+    """How a per-image stage runs; filled from the shared CLI flags by :func:`pseudo_labels.core.arguments.runner_options`.
 
     ``shard = (i, n)`` keeps every n-th image starting at i (0-based), a deterministic split
     of the sorted image list; ``overwrite`` recomputes finished outputs.

@@ -12,13 +12,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, labels as _CS_LABELS, trainId2label
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.core.runner import select_shard  # noqa: F401  (re-exported: the listers' callers shard with it)
 from pseudo_labels.datasets.base import LabelClass, LabelTable
 
 IGNORE = 255

@@ -56,24 +56,9 @@ from torch import nn
 
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
-# --------------------------------------------------------------------------- defaults
-# (candidates for pseudo_labels.core.defaults; the CRM column says where a value comes from)
-CRM_MASK_PATCH = 32  # CRM MFNet config INPUT.MASK.PATCH_SIZE
-CRM_MASK_RATIO = 0.5  # CRM MFNet config INPUT.MASK.RATIO
-# CRM uses SDC / SDN weights 1 on the queries' class logits; on per-pixel logits weight 1 dominated the
-# cross-entropy and hurt (thermal-only predictions collapsed to one class), 0.1 helped: reports/rgbt_crm.md
-CRM_SDC_WEIGHT = 0.1
-CRM_SDN_WEIGHT = 0.1
-CRM_MWS_WEIGHT = 1.0  # CRM MODEL.CRMLOSS.MWS_WEIGHT
-CRM_BACKBONE = "tiny"
-CRM_WIDTH = 16  # tiny encoder: channels at stride 4 (x2 at 8, x4 at 16)
-CRM_DECODER_DIM = 32
-CRM_EPOCHS = 20
-CRM_BATCH_SIZE = 4
-CRM_LR = 2e-3  # AdamW; CRM uses 1e-4 with ImageNet Swin weights, a random tiny net needs more
-CRM_WEIGHT_DECAY = 1e-4
-CRM_POLY_POWER = 0.9  # CRM SOLVER.LR_SCHEDULER_NAME WarmupPolyLR
-CRM_SEED = 0
+from pseudo_labels.core.defaults import (  # noqa: E402
+    CRM_MASK_PATCH, CRM_MASK_RATIO, CRM_SDC_WEIGHT, CRM_SDN_WEIGHT, CRM_MWS_WEIGHT, CRM_BACKBONE, CRM_WIDTH, CRM_DECODER_DIM, CRM_EPOCHS, CRM_BATCH_SIZE, CRM_LR, CRM_WEIGHT_DECAY, CRM_POLY_POWER, CRM_SEED,
+)
 
 MASKINGS = ("none", "random", "complementary", "random-complementary")
 MODALITY_CHANNELS = {"rgb": 3, "thermal": 1}

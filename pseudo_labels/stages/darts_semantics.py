@@ -211,7 +211,9 @@ def generate_darts_semantics(config: DartsSemanticsConfig, options: RunOptions |
                                   reused=sum(r == "reused" for r in runs.results))
     result.seconds = {name: round(v, 4) for name, v in times.items()}
     meta = {"source": config.source, "dataset": config.dataset, "split": config.split, "k": k, "seed": config.seed}
-    _finish(config, records, table, centroids, meta, result)
+    inputs = {"data_root": str(Path(config.data_root).resolve()), "features": str(Path(features).resolve()),
+              "images": plio.fingerprint_files(r.image_path for r in records)}
+    _finish(config, records, table, centroids, meta, result, inputs)
     return result
 
 
@@ -225,7 +227,7 @@ def _run_features(run: str | None) -> str:
 
 
 def _finish(config: DartsSemanticsConfig, records: list, table, centroids: np.ndarray, meta: dict,
-            result: DartsSemanticsResult) -> None:
+            result: DartsSemanticsResult, inputs: dict) -> None:
     """Mapping, label PNGs, scores, centroids file and manifest, once every cluster map exists."""
     from pseudo_labels.core import io as plio
     from pseudo_labels.stages import clustering
@@ -254,7 +256,7 @@ def _finish(config: DartsSemanticsConfig, records: list, table, centroids: np.nd
         result.seconds["map_and_score"] = round(time.time() - t0, 4)
     clustering.save_centroids(out / clustering.CENTROIDS_NAME, centroids, c2c, meta)
     result.uses_ground_truth = bool(gt_use)
-    plio.write_manifest(out, STAGE, params, uses_ground_truth=gt_use or False,
+    plio.write_manifest(out, STAGE, params, uses_ground_truth=gt_use or False, inputs=inputs,
                         counts={"images": result.images, "computed": result.computed, "reused": result.reused,
                                 "failed": len(result.failed), "status": "finished" if result.finished else "partial"},
                         extra={"seconds": result.seconds,

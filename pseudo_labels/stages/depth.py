@@ -528,7 +528,8 @@ def _depth_job_name(job: DepthJob) -> str:
 
 def plan_depth_jobs(cfg: DepthConfig, shard: tuple[int, int] | None = None) -> list[DepthJob]:
     """One :class:`DepthJob` per image of the split (this shard's); missing inputs raise an error naming them."""
-    from pseudo_labels.datasets.cityscapes import camera_path, disparity_path, list_images, select_shard
+    from pseudo_labels.core.runner import select_shard
+    from pseudo_labels.datasets.cityscapes import camera_path, disparity_path, list_images
 
     root, source, input_dir = cfg.cityscapes_root, cfg.source, cfg.input_dir
     entries = select_shard(list_images(root, cfg.split), shard)

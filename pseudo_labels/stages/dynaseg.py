@@ -53,20 +53,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 STAGE = "generate-dynaseg-segments"
 RUN_JSON = "dynaseg_run.json"
 
-# --- defaults of this stage (reference values say so)
-N_BLOCKS = 3  # M (reference config custom_model_config_CNN_based.py)
-CHANNELS = 32  # p (reference: 100; 32 keeps a 512x1024 image at seconds per step on one core)
-MAX_LABELS = 100  # output channels = the most segments (reference qdy = 100)
-STEPS = 50  # T (the reference's per-image script allows up to 1000 with early stop)
-LR = 0.1  # SGD learning rate and momentum of the reference's per-image script (DynaSeg_SCF_BSD_VOC.py)
-MOMENTUM = 0.9
-MU = {"scf": 50.0, "fsf": 15.0}  # reference: SCF 50 / nLabels, FSF nLabels / 15
-K_RANGE = (3, 26)  # silhouette phase k = 3..26 (reference)
-SILHOUETTE_SAMPLE = 2000  # pixels in the silhouette (distance matrix 2000 x 2000)
-KMEANS_FIT_SAMPLE = 20000  # pixels the k-means of the silhouette phase is fitted on
-KMEANS_ITER = 20
-WORK_LONG_SIDE = 512  # the network trains at this long side (never upscaled)
-SEED = 0
+from pseudo_labels.core.defaults import (  # noqa: E402
+    DYNASEG_N_BLOCKS as N_BLOCKS, DYNASEG_CHANNELS as CHANNELS, DYNASEG_MAX_LABELS as MAX_LABELS, DYNASEG_STEPS as STEPS, DYNASEG_LR as LR, DYNASEG_MOMENTUM as MOMENTUM, DYNASEG_MU as MU, DYNASEG_K_RANGE as K_RANGE, DYNASEG_SILHOUETTE_SAMPLE as SILHOUETTE_SAMPLE, DYNASEG_KMEANS_FIT_SAMPLE as KMEANS_FIT_SAMPLE, DYNASEG_KMEANS_ITER as KMEANS_ITER, DYNASEG_WORK_LONG_SIDE as WORK_LONG_SIDE, DYNASEG_SEED as SEED,
+)
 
 
 @dataclass(frozen=True)
@@ -225,7 +214,6 @@ def train_segments(x: np.ndarray, params: DynaSegParams, k_floor: int) -> TrainR
     has fewer is that first state returned (the caller falls back to the k-means labels).
     """
     import torch
-    import torch.nn.functional as F
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, int(params.threads)))

@@ -36,14 +36,9 @@ METHODS = ("none", "dynaseg", "crf")
 STAGE = "refine-semantics"
 VOID = 255
 
-# --- defaults of this stage: dense CRF parameters of the CAUSE / STEGO crf scripts
-CRF_ITERATIONS = 10
-CRF_POS_XY_STD = 1.0
-CRF_POS_WEIGHT = 3.0
-CRF_BI_XY_STD = 67.0
-CRF_BI_RGB_STD = 3.0
-CRF_BI_WEIGHT = 4.0
-CRF_GT_PROB = 0.7  # unary from hard labels (pydensecrf's unary_from_labels default use)
+from pseudo_labels.core.defaults import (  # noqa: E402
+    CRF_ITERATIONS, CRF_POS_XY_STD, CRF_POS_WEIGHT, CRF_BI_XY_STD, CRF_BI_RGB_STD, CRF_BI_WEIGHT, CRF_GT_PROB,
+)
 
 
 def majority_in_segments(semantic: np.ndarray, segments: np.ndarray, void: int = VOID) -> np.ndarray:
