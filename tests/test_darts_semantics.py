@@ -86,3 +86,25 @@ def test_centroids_reload_gives_same_clusters(setup, tmp_path):
     with pytest.raises(PseudoLabelsError, match="centroids of dimension 74"):
         generate_darts_semantics(_cfg(setup, tmp_path / "c", source="rgb",
                                       load_centroids=str(tmp_path / "a" / "kmeans_centroids.npz")))
+
+
+def test_pst900_layout_end_to_end(tmp_path):
+    import cv2
+
+    from pseudo_labels.datasets.synthetic_rgbt import generate_rgbt_scene
+
+    for i in range(3):
+        s = generate_rgbt_scene((5, i), SIZE, night=bool(i % 2))
+        base = tmp_path / "data" / "train"
+        for sub, arr in (("rgb", s.rgb[:, :, ::-1]), ("thermal", s.thermal), ("labels", np.minimum(s.label, 4))):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(base / sub / f"{i:02d}.png"), np.ascontiguousarray(arr))
+    extract_rgbt_features(RGBTFeatureConfig(data_root=str(tmp_path / "data"), out=str(tmp_path / "f"), dataset="pst900",
+                                            input_size=(56, 112)))
+    darts.train_darts(darts.DartsTrainConfig(data_root=str(tmp_path / "data"), features=str(tmp_path / "f"),
+                                             out=str(tmp_path / "run"), dataset="pst900", steps=2, batch_size=2,
+                                             knn=1, width=16, code_dim=8, progress=False, threads=1))
+    res = generate_darts_semantics(DartsSemanticsConfig(data_root=str(tmp_path / "data"), out=str(tmp_path / "o"),
+                                                        dataset="pst900", split="train", run=str(tmp_path / "run")))
+    assert res.k == 5 and res.computed == 3
+    assert res.scores["hungarian"]["classes"][0] == "background" and res.scores["hungarian"]["groups"] == {}
