@@ -496,13 +496,10 @@ def resize_label(label: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 # --------------------------------------------------------------------------- training
 def resolve_device(device: str) -> torch.device:
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise PseudoLabelsError("--device cuda: no CUDA device is available (use --device cpu)")
-        return torch.device("cuda")
-    if device != "cpu":
-        raise PseudoLabelsError(f"--device {device!r}: choose cpu or cuda")
-    return torch.device("cpu")
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch device (the feature stage's check: error when CUDA is absent)."""
+    from pseudo_labels.stages.features import resolve_device as checked_device
+
+    return torch.device(checked_device(device))
 
 
 @dataclass
