@@ -109,3 +109,23 @@ def test_read_png_without_pyspng_uses_opencv(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspng", None)  # import pyspng -> ImportError
     np.testing.assert_array_equal(io.read_png(tmp_path / "rgb.png"), rgb)
     np.testing.assert_array_equal(io.read_png(tmp_path / "g16.png"), gray16)
+
+
+def test_read_png_keeps_a_fourth_channel_on_request_and_drops_grey_alpha(tmp_path, monkeypatch):
+    """MFNet stores RGB + thermal in one 4-channel PNG; pyspng decodes a 16-bit grey PNG (a raw
+    thermal image) as grey + an opaque alpha channel, which is dropped."""
+    import sys
+
+    import cv2
+
+    rgbt = np.random.default_rng(2).integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "rgbt.png"), np.ascontiguousarray(rgbt[:, :, [2, 1, 0, 3]]))  # OpenCV writes BGRA
+    grey = np.random.default_rng(3).integers(0, 65535, (5, 6), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.png"), grey)
+    for without_pyspng in (False, True):
+        if without_pyspng:
+            monkeypatch.setitem(sys.modules, "pyspng", None)
+        np.testing.assert_array_equal(io.read_png(tmp_path / "rgbt.png", keep_channels=True), rgbt)
+        np.testing.assert_array_equal(io.read_png(tmp_path / "rgbt.png"), rgbt[:, :, :3])
+        for keep in (False, True):
+            np.testing.assert_array_equal(io.read_png(tmp_path / "g16.png", keep_channels=keep), grey)

@@ -164,18 +164,26 @@ def write_png(path: str | os.PathLike, array: np.ndarray, compression: int = 1) 
     write_bytes(path, buf.tobytes())
 
 
-def read_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG as stored: (H, W) uint8/uint16 or (H, W, 3) uint8 RGB (alpha dropped).
-
-    Raises :class:`InputFileError` naming the file when it is missing, not a PNG or corrupt.
-    """
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a file; :class:`InputFileError` naming it when it is missing or unreadable."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except OSError as exc:
         raise InputFileError(path, f"cannot read ({exc.strerror})") from None
+
+
+def read_png(path: str | os.PathLike, keep_channels: bool = False) -> np.ndarray:
+    """Read a PNG as stored: (H, W) uint8/uint16 or (H, W, 3) uint8 RGB (alpha dropped).
+
+    ``keep_channels``: keep a 4th channel too ((H, W, 4), e.g. MFNet's RGB + thermal); a grey
+    image with alpha is always (H, W). Raises :class:`InputFileError` naming the file when it
+    is missing, not a PNG or corrupt.
+    """
+    path = Path(path)
+    data = read_bytes(path)
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise InputFileError(path, "not a PNG file")
     try:
@@ -187,12 +195,10 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     except Exception as exc:
         raise InputFileError(path, f"corrupt PNG ({exc})") from None
     if array.ndim == 3:
-        if array.shape[2] == 1:
+        if array.shape[2] in (1, 2):  # grey, or grey + alpha
             array = array[:, :, 0]
-        elif array.shape[2] == 4:
+        elif array.shape[2] == 4 and not keep_channels:
             array = array[:, :, :3]
-        elif array.shape[2] == 2:  # grey + alpha
-            array = array[:, :, 0]
     return np.ascontiguousarray(array)
 
 
@@ -202,8 +208,8 @@ def _decode_png_cv2(data: bytes, path: Path) -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise InputFileError(path, "corrupt PNG")
-    if array.ndim == 3:
-        array = array[:, :, 2::-1] if array.shape[2] >= 3 else array
+    if array.ndim == 3 and array.shape[2] >= 3:  # BGR(A) -> RGB(A)
+        array = np.concatenate([array[:, :, 2::-1], array[:, :, 3:]], axis=2)
     return array
 
 

@@ -27,6 +27,7 @@ from types import ModuleType
 
 import numpy as np
 
+from pseudo_labels.core import io
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 from pseudo_labels.datasets.base import ImageRecord, LabelTable, read_split_list
 
@@ -88,33 +89,9 @@ def modality_image(rgb: np.ndarray, thermal: np.ndarray, modality: str) -> np.nd
 
 # --------------------------------------------------------------------------- readers shared by the layouts
 def read_png_as_stored(path: str | os.PathLike) -> np.ndarray:
-    """Decode a PNG with every channel kept: (H, W) or (H, W, C) (RGB(A) order), uint8/uint16."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputFileError(path, "file not found") from None
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read ({exc.strerror})") from None
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise InputFileError(path, "not a PNG file")
-    try:
-        import pyspng
-
-        array = pyspng.load(data)
-    except ImportError:  # pragma: no cover - pyspng is in requirements
-        import cv2
-
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise InputFileError(path, "corrupt PNG") from None
-        if array.ndim == 3 and array.shape[2] >= 3:
-            array = np.concatenate([array[:, :, 2::-1], array[:, :, 3:]], axis=2)
-    except Exception as exc:
-        raise InputFileError(path, f"corrupt PNG ({exc})") from None
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    return np.ascontiguousarray(array)
+    """Decode a PNG with every channel kept: (H, W) or (H, W, C) (RGB(A) order), uint8/uint16
+    (a grey image with alpha, as 16-bit thermal PNGs decode, gives (H, W))."""
+    return io.read_png(path, keep_channels=True)
 
 
 def thermal_to_uint8(thermal: np.ndarray, path: str | os.PathLike = "") -> np.ndarray:
