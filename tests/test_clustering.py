@@ -183,3 +183,16 @@ def test_centroids_file_bytes_are_deterministic(tmp_path):
     back = load_centroids(tmp_path / "a.npz")
     np.testing.assert_array_equal(back.cluster_to_class, np.arange(4))
     assert back.metadata == {"k": 4} and np.load(tmp_path / "a.npz")["centroids"].dtype == np.float32
+
+
+def test_auto_backend_without_faiss_fits_with_torch(monkeypatch):
+    """The ``except ImportError`` path of resolve_backend: auto falls back to torch and still fits."""
+    import sys
+
+    from pseudo_labels.stages.clustering import resolve_backend
+
+    assert resolve_backend("auto") == "faiss"
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    assert resolve_backend("auto") == "torch"
+    c = fit_kmeans(blobs(n=300), 3, "auto")
+    assert c.shape[0] == 3 and np.allclose(np.linalg.norm(c, axis=1), 1, atol=1e-5)

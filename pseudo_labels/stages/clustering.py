@@ -225,7 +225,7 @@ def resolve_backend(backend: str) -> str:
             import faiss  # noqa: F401
 
             return "faiss"
-        except ImportError:
+        except ImportError:  # without faiss: --kmeans-backend auto fits with the torch backend
             return "torch"
     return backend
 
