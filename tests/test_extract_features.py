@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pseudo_labels.cli import main, module_main
+from pseudo_labels.cli import main
+from pseudo_labels.core.arguments import module_main
 from pseudo_labels.stages.features import BUILTIN_DIM, build_dinov2
 from pseudo_labels.core.io import read_manifest
 
