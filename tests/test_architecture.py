@@ -62,3 +62,17 @@ def test_every_command_is_registered_and_registered_commands_exist(graph):
     registered = {module for module, _ in COMMANDS.values()}
     assert registered <= command_modules(graph), registered - command_modules(graph)
     assert command_modules(graph) <= registered, command_modules(graph) - registered
+
+
+#: a command longer than this is doing a stage's work (parse flags, build a config, call one function)
+COMMAND_MAX_LINES = 150
+
+
+def test_commands_are_thin(graph):
+    long = {}
+    for module in sorted(command_modules(graph)):
+        path = ROOT / (module.replace(".", "/") + ".py")
+        n = len(path.read_text().splitlines())
+        if n > COMMAND_MAX_LINES:
+            long[module] = n
+    assert not long, f"commands over {COMMAND_MAX_LINES} lines (move the work into pseudo_labels/stages): {long}"
