@@ -126,7 +126,7 @@ def evaluate_seed(root: Path, k: int, decide=decide_thing_classes_from_files) ->
 def cluster_sides(root: Path, k: int, stems: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per cluster: GT thing pixels and GT stuff pixels (k,) each, at :data:`SIZE`."""
     from pseudo_labels.core.io import read_png
-    from pseudo_labels.stages.instances import resize_semantic
+    from pseudo_labels.stages.maps import resize_semantic
 
     gts = index_by_stem(root / "gtFine" / "val", "_gtFine_labelTrainIds.png")
     raws = index_by_stem(root / f"raw_k{k}" / "val", ".png")
@@ -163,7 +163,7 @@ def score_clusters(decided: set[int], th: np.ndarray, st: np.ndarray) -> dict:
 def evaluate_seed_reference(root: Path, k: int, n_things: int) -> dict:
     """The reference's rule on the same maps (GT trainIds with 19 classes; k-means clusters with k)."""
     from pseudo_labels.core.io import read_npy, read_png
-    from pseudo_labels.stages.instances import resize_semantic
+    from pseudo_labels.stages.maps import resize_semantic
 
     gts = index_by_stem(root / "gtFine" / "val", "_gtFine_labelTrainIds.png")
     deps = index_by_stem(root / "depth_disp" / "val", ".npy")

@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--pred-semantic-dir", default=None, help="optional: folder of predicted trainId PNGs for mIoU")
     add_option(parser, "--dataset", choices=sorted(DATASET_MODULES), default="cityscapes",
                help="label table of the semantic PNGs for mIoU (default %(default)s)")
+    add_option(parser, "--instances", action="store_true",
+               help="also instance AP/AR of the thing classes (score = segment area; ties by category, id)")
+    add_option(parser, "--instance-protocol", choices=("coco", "cityscapes", "reference"), default="coco",
+               help="coco: AP, AP50, AP75, AR@100 per class and class-agnostic (= pycocotools COCOeval segm, "
+                    "default); cityscapes: AP, AP50 (= cityscapesscripts); reference: the reference's "
+                    "evaluate_cascade_pseudolabels.py (AR@100, AP@50, AP@75 at 512x1024, class-agnostic)")
     add_option(parser, "--out", required=True, help="result JSON to write")
     add_option(parser, "--quiet", action="store_true", help="do not print the table")
     add_runner_arguments(parser, workers=1, shard=False, overwrite=False)
@@ -54,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
         gt_json=args.gt_json, gt_folder=args.gt_folder, pred_json=args.pred_json, pred_folder=args.pred_folder,
         out=args.out, protocol=args.protocol, engine=args.engine, allow_missing=args.allow_missing,
         gt_semantic_dir=args.gt_semantic_dir, pred_semantic_dir=args.pred_semantic_dir, dataset=args.dataset,
-        progress=not args.quiet,
+        progress=not args.quiet, instances=args.instances, instance_protocol=args.instance_protocol,
     )
 
 

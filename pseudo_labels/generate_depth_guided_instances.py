@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="'dataset' (default: the thing classes of --dataset; Cityscapes: trainIds 11..18), 'cityscapes' "
                     "(trainIds 11..18), 'auto' (decided from depth statistics, for pseudo-classes) or a "
                     "comma-separated list of class ids")
+    add_option(parser, "--rule", choices=("ours", "reference"), default="ours",
+               help="with --thing-classes auto: 'ours' (default; depth/shape statistics, "
+                    "pseudo_labels.stages.thing_stuff) or 'reference' (the reference's classify_stuff_things.py "
+                    "depth-split rule, 8 things, tau 0.05, on the maps as stored)")
     add_option(parser, "--dataset", choices=sorted(DATASET_MODULES), default="cityscapes",
                help="label table of the semantic ids (default %(default)s)")
     add_option(parser, "--skip-missing", action="store_true", help="skip images without a depth map (counted)")
@@ -54,7 +58,7 @@ def config_from_args(args: argparse.Namespace) -> InstanceConfig:
         grad_threshold=args.grad_threshold, min_area=args.min_area, sigma=args.sigma,
         dilation_iters=args.dilation_iters, connectivity=args.connectivity, normalize=args.normalize,
         resolution=tuple(args.resolution), thing_classes=args.thing_classes, skip_missing=args.skip_missing,
-        dataset=args.dataset,
+        dataset=args.dataset, thing_rule=args.rule,
     )
 
 

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--raw-clusters", action="store_true",
                help="write raw cluster ids (0..k-1) as the per-image PNGs instead of mapped trainIds")
     add_option(parser, "--load-centroids", default=None,
-               help="kmeans_centroids.npz to reuse (no refit); its cluster_to_class is applied unless --mapping "
+               help="kmeans_centroids.npz (or the reference's kmeans_centroids_k80.b64) to reuse (no refit); its "
+                    "cluster_to_class is applied unless --mapping "
                     "is given")
     add_option(parser, "--fit-only", action="store_true",
                help="fit k-means on the split's sample, write kmeans_centroids.npz into the output folder and "

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--skip-missing", action="store_true", help="skip images without semantics or depth (counted)")
     add_option(parser, "--dataset", choices=sorted(DATASET_MODULES), default="cityscapes",
                help="label table of the semantic ids and the panoptic categories (default %(default)s)")
+    add_option(parser, "--ap50", action="store_true",
+               help="also an AP50 column: COCO instance AP at IoU 0.5 of the thing classes (score = segment area), "
+                    "in the evaluation frame (512x1024 with --protocol reference)")
     parser.add_argument("--out", required=True, help="output JSON (CSV and heatmaps are written next to it)")
     add_runner_arguments(parser, workers=default_workers(), shard=False, overwrite=False)
 
@@ -53,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         min_areas=tuple(args.min_areas), sigmas=tuple(args.sigmas), dilation_iters=tuple(args.dilation_iters),
         connectivity=args.connectivity, normalize=args.normalize, resolution=tuple(args.resolution),
         protocol=args.protocol, cc_baseline=not args.no_cc_baseline, max_images=args.max_images,
-        skip_missing=args.skip_missing, dataset=args.dataset,
+        skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50,
     )
 
 

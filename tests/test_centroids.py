@@ -66,3 +66,17 @@ def test_bad_files_are_named(tmp_path):
         load_reference_centroids(tmp_path / "z.b64")
     with pytest.raises(PseudoLabelsError, match="file not found"):
         load_reference_centroids(tmp_path / "missing.b64")
+
+
+def test_load_centroids_accepts_the_base64_file(tmp_path):
+    """``--load-centroids`` goes through clustering.load_centroids, which reads the .b64 too."""
+    from pseudo_labels.stages.clustering import load_centroids
+
+    path, c, c2c = _reference_like(tmp_path)
+    f = load_centroids(path)
+    assert f.k == 80 and f.dim == 90 and f.centroids.dtype == np.float32
+    np.testing.assert_allclose(f.centroids, c, atol=1e-6)
+    assert f.cluster_to_class.tolist() == c2c.tolist()
+    (tmp_path / "bad.b64").write_text("???")
+    with pytest.raises(PseudoLabelsError, match=r"bad\.b64"):
+        load_centroids(tmp_path / "bad.b64")

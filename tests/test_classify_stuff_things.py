@@ -146,3 +146,25 @@ def test_file_form_for_the_instance_stage(tmp_path):
     assert r["rule"]["num_classes"] == 4 and r["statistics"][2]["label"] == "thing"
     with pytest.raises(Exception, match="depth map not found"):
         decide_thing_classes_reference_from_files(sp, [tmp_path / "nope.npy"] * 3)
+
+
+def test_instance_stage_rule_reference_equals_classify_stuff_things(tmp_path):
+    """``generate-depth-guided-instances --thing-classes auto --rule reference`` decides the
+    thing classes that ``classify-stuff-things`` writes for the same maps."""
+    from pseudo_labels.cli import main
+
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        sem, depth = _scene(rng, 120, 180)
+        write_png(tmp_path / "sem" / "val" / "city" / f"city_00000{i}_000019.png", sem)
+        write_npy(tmp_path / "depth" / "val" / "city" / f"city_00000{i}_000019.npy", depth)
+    assert main(["classify-stuff-things", "--semantic-dir", str(tmp_path / "sem"), "--depth-dir",
+                 str(tmp_path / "depth"), "--output-path", str(tmp_path / "st.json"), "--num-classes", "4"]) == 0
+    expected = json.loads((tmp_path / "st.json").read_text())["thing_ids"]
+    assert main(["generate-depth-guided-instances", "--semantic-dir", str(tmp_path / "sem"), "--depth-dir",
+                 str(tmp_path / "depth"), "--output-dir", str(tmp_path / "inst"), "--thing-classes", "auto",
+                 "--rule", "reference", "--resolution", "120", "180", "--min-area", "10", "--workers", "1"]) == 0
+    manifest = json.loads((tmp_path / "inst" / "manifest.json").read_text())
+    decision = manifest["thing_classes_decision"]
+    assert decision["thing_classes"] == expected and decision["rule"]["name"] == "reference"
+    assert 0 not in expected and 1 not in expected  # road and sky are big stuff here

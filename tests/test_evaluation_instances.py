@@ -400,3 +400,61 @@ def test_folders_equal_in_memory(tmp_path):
     r = evaluate_instance_folders(tmp_path / "gt.json", tmp_path / "gt", tmp_path / "pred.json", tmp_path / "pred",
                                   allow_missing=True)
     assert r["n_missing"] == 1
+
+
+def test_evaluate_command_instances(synth_city, tmp_path):
+    """``pseudo-labels evaluate --instances --instance-protocol P`` adds the numbers of evaluation.instances."""
+    from evaluation.instances import evaluate_instance_folders
+    from pseudo_labels.cli import main
+    from pseudo_labels.datasets.cityscapes import panoptic_gt
+
+    j, f = panoptic_gt(synth_city, "val")
+    for protocol in ("coco", "cityscapes", "reference"):
+        out = tmp_path / f"{protocol}.json"
+        argv = ["evaluate", "--gt-json", j, "--gt-folder", f, "--pred-json", j, "--pred-folder", f,
+                "--instances", "--instance_protocol", protocol, "--out", out, "--quiet"]
+        assert main([str(a) for a in argv]) == 0
+        got = json.loads(out.read_text())
+        assert "PQ" in got
+        r = got["instances"]
+        assert r["protocol"] == protocol and r["score"].startswith("area")
+        direct = evaluate_instance_folders(j, f, j, f, protocol)
+        assert r["AP50"] == pytest.approx(direct["AP50"], abs=1e-12)
+        if protocol != "reference":  # the reference counts predicted crowd segments as false positives
+            assert r["AP"] == pytest.approx(100.0)
+    out = tmp_path / "plain.json"
+    assert main([str(a) for a in ["evaluate", "--gt-json", j, "--gt-folder", f, "--pred-json", j,
+                                  "--pred-folder", f, "--out", out, "--quiet"]]) == 0
+    assert "instances" not in json.loads(out.read_text())
+
+
+def test_sweep_ap50_column_equals_pipeline(synth_city, tmp_path):
+    """``sweep --ap50``: each cell's AP50 equals COCO AP50 of the panoptic labels that the
+    single-configuration commands write with its parameters."""
+    from evaluation.instances import evaluate_instance_folders
+    from pseudo_labels.cli import main
+
+    from .test_generate_depth_guided_instances import WORK, prepare_city
+
+    city = prepare_city(synth_city, tmp_path / "city")
+    out = tmp_path / "sweep.json"
+    base = ["sweep", "--cityscapes-root", str(city), "--semantic-subdir", "sem_gt", "--depth-subdir", "depth_disp",
+            "--grad-thresholds", "0.05", "0.2", "--min-areas", "30", "--workers", "1", *WORK]
+    assert main([*base, "--ap50", "--out", str(out)]) == 0
+    rows = [r for r in json.loads(out.read_text())["results"] if r["mode"] == "depth-guided"]
+    assert "AP50" in out.with_suffix(".csv").read_text().splitlines()[0]
+    gt = city / "gtFine"
+    for r in rows:
+        tau, amin = str(r["grad_threshold"]), str(r["min_area"])
+        inst, pan = tmp_path / f"i{tau}", tmp_path / f"p{tau}"
+        assert main(["generate-depth-guided-instances", "--semantic-dir", str(city / "sem_gt"), "--depth-dir",
+                     str(city / "depth_disp"), "--output-dir", str(inst), "--grad-threshold", tau, "--min-area", amin,
+                     "--workers", "1", *WORK]) == 0
+        assert main(["generate-panoptic", "--semantic-dir", str(city / "sem_gt"), "--instance-dir", str(inst),
+                     "--out-json", str(pan / "pan.json"), "--out-folder", str(pan), "--workers", "1"]) == 0
+        want = evaluate_instance_folders(gt / "cityscapes_panoptic_val.json", gt / "cityscapes_panoptic_val",
+                                         pan / "pan.json", pan, "coco")
+        assert r["AP50"] == pytest.approx(want["AP50"], abs=1e-9), tau
+    plain = tmp_path / "plain.json"
+    assert main([*base, "--out", str(plain)]) == 0
+    assert all("AP50" not in r for r in json.loads(plain.read_text())["results"])

@@ -2,8 +2,9 @@
 local checkpoint files: the Segment_TR head (``segment_tr.pth``) with its modularity codebook
 (``modular.npy``), the cluster probe (``cluster_tr.pth``), and all of them with the DINOv2
 ViT-B/14 backbone from one flat checkpoint folder (:func:`load_cause27_models`, the layout of
-the reference's ``generate_semantic_pseudolabels_cause.py``). The model definitions live in :mod:`refs.cause`; this module turns their
-plain exceptions into messages that name the file. Nothing is downloaded.
+the reference's ``generate_semantic_pseudolabels_cause.py``). The model definitions live in
+:mod:`refs.cause`; this module turns their plain exceptions into messages that name the file.
+Nothing is downloaded.
 """
 
 from __future__ import annotations

@@ -492,14 +492,17 @@ def write_npz_deterministic(path: str | os.PathLike, arrays: Mapping[str, np.nda
 
 def load_centroids(path: str | os.PathLike) -> CentroidsFile:
     """Read a centroids file (ours, or the reference's with only ``centroids`` and
-    ``cluster_to_class``). Centroids that are not unit length are normalised (ours are
-    returned exactly as stored, so a load + save round trip keeps the bytes). Errors name
-    the file."""
+    ``cluster_to_class``, also as its base64 text ``kmeans_centroids_k80.b64``). Centroids
+    that are not unit length are normalised (ours are returned exactly as stored, so a load +
+    save round trip keeps the bytes). Errors name the file."""
+    import io
     import json
 
+    from pseudo_labels.stages.centroids import centroids_npz_bytes
+
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
+    try:  # an .npz, or the reference's base64 text of one (kmeans_centroids_k80.b64)
+        with np.load(io.BytesIO(centroids_npz_bytes(path)), allow_pickle=False) as data:
             if "centroids" not in data:
                 raise InputFileError(path, "no 'centroids' array", "expected a kmeans_centroids.npz")
             centroids = np.asarray(data["centroids"], np.float32)

@@ -401,7 +401,9 @@ class InstanceConfig:
     go to ``output_dir`` under the semantic file's relative folder. ``thing_classes``:
     ``"dataset"`` (the table's thing ids, ids checked against the table), ``"cityscapes"``
     (Cityscapes trainIds 11..18, checked), ``"auto"`` (label-free decision from depth
-    statistics, :mod:`pseudo_labels.stages.thing_stuff`) or an explicit id list / ``"11,13"``.
+    statistics, :mod:`pseudo_labels.stages.thing_stuff`; with ``thing_rule="reference"`` the
+    reference's depth-split rule, :mod:`pseudo_labels.stages.thing_stuff_reference`, on the maps
+    as stored) or an explicit id list / ``"11,13"``.
     ``min_area`` in pixels at ``resolution``; ``grad_threshold`` in depth units per pixel (x8).
     """
 
@@ -418,6 +420,7 @@ class InstanceConfig:
     thing_classes: str | Sequence[int] = "dataset"
     skip_missing: bool = False
     dataset: str = "cityscapes"
+    thing_rule: str = "ours"
 
 
 @dataclass
@@ -619,7 +622,16 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
     things, check_labels = resolve_thing_classes(cfg.thing_classes, labels)
     sems, depths, mine, stems, missing = _pair_inputs(cfg, options, things == "auto")
     thing_decision = None
-    if things == "auto":
+    if cfg.thing_rule not in ("ours", "reference"):
+        raise PseudoLabelsError(f"--rule {cfg.thing_rule!r}: choose ours or reference")
+    if things == "auto" and cfg.thing_rule == "reference":
+        from pseudo_labels.stages.thing_stuff_reference import decide_thing_classes_reference_from_files
+
+        thing_decision = decide_thing_classes_reference_from_files([sems[s] for s in stems],
+                                                                   [depths[s] for s in stems])
+        things = sorted(thing_decision["thing_classes"])
+        print(f"thing classes (auto, reference rule): {things}", file=sys.stderr)
+    elif things == "auto":
         from pseudo_labels.stages.thing_stuff import decide_thing_classes_from_files
 
         thing_decision = decide_thing_classes_from_files(

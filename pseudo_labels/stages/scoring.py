@@ -36,6 +36,9 @@ class EvaluateConfig:
     protocol, in-process threads), ``numpy`` (ours, through the runner) or ``auto``.
     ``gt_semantic_dir`` + ``pred_semantic_dir`` (both or neither): class-id PNGs paired by
     stem, scored with mIoU over the classes of ``dataset``. ``progress``: show progress bars.
+    ``instances``: also instance AP/AR of the thing classes (:mod:`evaluation.instances`) with
+    ``instance_protocol`` ``coco`` (= pycocotools COCOeval segm), ``cityscapes`` (=
+    cityscapesscripts evalInstanceLevelSemanticLabeling) or ``reference``; score = segment area.
     """
 
     gt_json: str
@@ -50,6 +53,8 @@ class EvaluateConfig:
     pred_semantic_dir: str | None = None
     dataset: str = "cityscapes"
     progress: bool = True
+    instances: bool = False
+    instance_protocol: str = "coco"
 
 
 def format_table(result: dict) -> str:
@@ -66,6 +71,11 @@ def format_table(result: dict) -> str:
                              ("Stuff", "_stuff", "n_stuff")):
         lines.append(f"{label:16s} {result['PQ' + suffix]:6.2f} {result['SQ' + suffix]:6.2f} "
                      f"{result['RQ' + suffix]:6.2f} {result[n]:6d}")
+    if "instances" in result:
+        r = result["instances"]
+        keys = [k for k in ("AP", "AP50", "AP75", "AR100") if k in r]
+        lines.append(f"instances ({r['protocol']}): " + "   ".join(f"{k} {r[k]:.2f}" for k in keys)
+                     + (f"   class-agnostic AP {r['class_agnostic']['AP']:.2f}" if "class_agnostic" in r else ""))
     if "semantic" in result:
         s = result["semantic"]
         lines.append(f"mIoU {s['mIoU']:.2f}   pixel accuracy {s['pixel_accuracy']:.2f}   ({s['n_images']} images)")
@@ -194,6 +204,12 @@ def evaluate_folders(config: EvaluateConfig, options: RunOptions | None = None) 
                                            protocol=cfg.protocol, workers=options.workers,
                                            allow_missing=cfg.allow_missing, engine=engine,
                                            map_fn=runner_map(options, progress=cfg.progress))
+        if cfg.instances:
+            from evaluation.instances import evaluate_instance_folders
+
+            result["instances"] = evaluate_instance_folders(
+                cfg.gt_json, cfg.gt_folder, cfg.pred_json, cfg.pred_folder, protocol=cfg.instance_protocol,
+                allow_missing=cfg.allow_missing, map_fn=runner_map(options, progress=cfg.progress))
     except EvaluationError as exc:
         raise PseudoLabelsError(str(exc)) from None
     if cfg.gt_semantic_dir is not None:

@@ -99,6 +99,7 @@ class SweepSettings:
     thing_classes: tuple[int, ...] | None = None
     luts: list = field(default_factory=list)  # per semantic source: cluster -> class-id LUT or None
     labels: LabelTable = cityscapes.LABELS
+    ap50: bool = False  # also a COCO instance record per cell (evaluation.instances) for the AP50 column
 
     def __post_init__(self) -> None:
         if self.thing_classes is None:
@@ -314,7 +315,10 @@ def evaluate_cells(
     image_id: Any = None,
     gt: GTFrame | None = None,
 ) -> dict[tuple, tuple[Any, int, int]]:
-    """cell -> (PQStats, #candidate instances, #placed instances) for one image.
+    """cell -> (PQStats, #candidate instances, #placed instances) for one image; with
+    ``settings.ap50`` a fourth item, the cell's COCO instance record (:mod:`evaluation.instances`,
+    thing categories, score = area) on the same pixel subset, which holds every pixel of every
+    GT and predicted thing segment, so the record equals that of the whole map.
 
     ``cells``: :func:`cell_instances` (a dict) or :func:`iter_cell_instances` (an iterator).
     ``gt_pan`` (H, W) ids at the GT resolution, ``gt_segments`` its JSON segments (or the
@@ -374,17 +378,24 @@ def evaluate_cells(
         pred_sub = inst.ravel().take(src).astype(_small_uint(n + 1), copy=False)
         cls = np.asarray(classes, np.int64)
         key = hashlib.blake2b(pred_sub.tobytes() + cls.tobytes(), digest_size=16).digest()
-        th = cache.get(key)
-        if th is None:
+        hit = cache.get(key)
+        if hit is None:
             present = np.flatnonzero(_histogram(pred_sub, n + 1)[1:]) + 1
             segs = [{"id": int(k), "category_id": int(label_of[cls[k - 1]]), "iscrowd": 0} for k in present]
             th = pq_stats_image(gt_sub, gt_sub_segments, pred_sub[None, :], segs, cats, protocol,
                                 image_id=image_id, reference_size=None)
             th = _keep_categories(th, thing_cats)
-            cache[key] = th
+            rec = None
+            if settings.ap50:
+                from evaluation.instances import InstanceImage, coco_image_record
+
+                rec = coco_image_record(InstanceImage(image_id, gt_sub, gt_sub_segments, pred_sub[None, :], segs),
+                                        sorted(thing_cats))
+            hit = cache[key] = (th, rec)
+        th, rec = hit
         total = st.copy()
         total += th
-        out[cell] = (total, n_cand, n)
+        out[cell] = (total, n_cand, n, rec) if settings.ap50 else (total, n_cand, n)
     return out
 
 
@@ -454,8 +465,8 @@ def summarize_cells(per_image: list[list[dict]], n_sources: int, categories=None
     for k in range(n_sources):
         acc: dict[tuple, list] = {}
         for img in per_image:
-            for cell, (stats, n_cand, n_placed) in img[k].items():
-                a = acc.setdefault(cell, [None, 0, 0, 0])
+            for cell, (stats, n_cand, n_placed, *rec) in img[k].items():
+                a = acc.setdefault(cell, [None, 0, 0, 0, []])
                 if a[0] is None:
                     a[0] = stats.copy()
                 else:
@@ -463,12 +474,19 @@ def summarize_cells(per_image: list[list[dict]], n_sources: int, categories=None
                 a[1] += n_cand
                 a[2] += n_placed
                 a[3] += 1
+                a[4] += rec
         res = {}
-        for cell, (stats, n_cand, n_placed, n_img) in acc.items():
+        for cell, (stats, n_cand, n_placed, n_img, recs) in acc.items():
             m = summarize_pq(stats, categories, stats.protocol)
             m["avg_instances"] = n_cand / max(n_img, 1)
             m["avg_placed_instances"] = n_placed / max(n_img, 1)
             m["n_images"] = n_img
+            if recs:  # COCO AP50 (percent, mean over thing classes with GT; evaluation.instances)
+                from evaluation.instances import summarize_coco
+
+                things = [int(c["id"]) for c in (categories.values() if isinstance(categories, dict) else categories)
+                          if c.get("isthing")]
+                m["AP50"] = summarize_coco(recs, things)["AP50"]
             res[cell] = m
         out.append(res)
     return out
@@ -486,6 +504,8 @@ def result_row(cell: tuple, m: dict, digits: int | None = None) -> dict:
     row["avg_instances"] = r(m["avg_instances"])
     row["avg_placed_instances"] = r(m["avg_placed_instances"])
     row["n_images"] = m["n_images"]
+    if "AP50" in m:
+        row["AP50"] = None if np.isnan(m["AP50"]) else r(m["AP50"])
     row["per_class"] = {name: {kk: (r(v) if isinstance(v, float) else v) for kk, v in pc.items()}
                         for name, pc in m["per_class"].items()}
     return row
@@ -529,6 +549,7 @@ class SweepConfig:
     max_images: int | None = None
     skip_missing: bool = False
     dataset: str = "cityscapes"
+    ap50: bool = False
 
 
 def load_cluster_lut(folder: Path, split: str, labels: LabelTable = cityscapes.LABELS
@@ -637,7 +658,8 @@ def run_sweep(config: SweepConfig, options=None) -> dict:
     grid = Grid(tuple(cfg.grad_thresholds), tuple(cfg.min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
                 cc_baseline=cfg.cc_baseline)
     settings = SweepSettings(protocol=cfg.protocol, work_resolution=tuple(cfg.resolution),
-                             connectivity=cfg.connectivity, normalize=cfg.normalize, luts=list(luts), labels=labels)
+                             connectivity=cfg.connectivity, normalize=cfg.normalize, luts=list(luts), labels=labels,
+                             ap50=cfg.ap50)
     worker = functools.partial(sweep_image, grid=grid, settings=settings)
     summary = run_per_image(worker, jobs, options=options, desc="sweep", name_of=lambda j: j.stem)
     summary.raise_if_failed()
@@ -694,7 +716,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
     cols = ["semantic_subdir", "k", "mode", "grad_threshold", "min_area", "sigma", "dilation_iters", "PQ", "PQ_stuff",
             "PQ_things", "SQ", "RQ", "SQ_stuff", "RQ_stuff", "SQ_things", "RQ_things", "avg_instances",
-            "avg_placed_instances", "n_images"]
+            "avg_placed_instances", "n_images"] + (["AP50"] if any("AP50" in r for r in rows) else [])
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(cols)

@@ -52,7 +52,7 @@ def image_class_records(sem: np.ndarray, depth: np.ndarray, num_classes: int, gr
     (depth of regions with > 1 px). ``sem`` (H, W) int; ``depth`` (H, W) float64, same size."""
     from scipy import ndimage
 
-    from pseudo_labels.stages.instances import depth_gradient_magnitude
+    from pseudo_labels.stages.maps import depth_gradient_magnitude
 
     sem = np.asarray(sem)
     depth = np.asarray(depth, np.float64)
@@ -160,7 +160,7 @@ class StuffThingsConfig:
 
 def _image_record(pair: tuple[str, str], cfg: StuffThingsConfig) -> dict[int, dict] | None:
     from pseudo_labels.core.io import read_npy, read_png
-    from pseudo_labels.stages.instances import resize_depth_bilinear
+    from pseudo_labels.stages.maps import resize_depth_bilinear
 
     sem_path, depth_path = pair
     if not Path(depth_path).is_file():
