@@ -8,15 +8,9 @@ import torch
 
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.stages import crm
+from tests.rgbt_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared, busy CPU two spinning OpenMP threads ran training ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _patch_values(mask: np.ndarray, p: int) -> np.ndarray:

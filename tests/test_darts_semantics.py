@@ -12,24 +12,17 @@ from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_manifest, read_png
 from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets import mfnet
-from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
 from pseudo_labels.stages import darts
 from pseudo_labels.stages.darts_semantics import DartsSemanticsConfig, generate_darts_semantics, source_vectors
 from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features
+from tests.rgbt_fixtures import small_darts_run
 
 SIZE = (64, 128)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("darts_sem")
-    write_synthetic_rgbt(root / "data", 4, seed=1, size=SIZE, split="test")
-    extract_rgbt_features(RGBTFeatureConfig(data_root=str(root / "data"), out=str(root / "feats"), split="test",
-                                            input_size=(56, 112)))
-    darts.train_darts(darts.DartsTrainConfig(data_root=str(root / "data"), features=str(root / "feats"),
-                                             out=str(root / "run"), split="test", steps=2, batch_size=2, knn=1,
-                                             width=16, code_dim=8, progress=False, threads=1))
-    return root
+    return small_darts_run(tmp_path_factory.mktemp("darts_sem"))
 
 
 def _cfg(setup, out, **kw):

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pseudo_labels.cli import main
 from pseudo_labels.core.io import read_png
 from pseudo_labels.stages import crm
 from tests.test_train_crm import SIZE, write_rgbt_fixture
+from tests.rgbt_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

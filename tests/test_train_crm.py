@@ -19,17 +19,11 @@ from pseudo_labels.cli import main
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_png, write_manifest, write_png
 from pseudo_labels.stages import crm
+from tests.rgbt_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 SIZE = (64, 128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared, busy CPU two spinning OpenMP threads ran training ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_rgbt_fixture(root: Path, n_train: int = 6, n_test: int = 4) -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pseudo_labels.core.errors import InputFileError
+from pseudo_labels.core.io import read_bytes
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -38,12 +39,7 @@ def centroids_npz_bytes(path: str | os.PathLike) -> bytes:
     decoded bytes are not an ``.npz``.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputFileError(path, "file not found") from None
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read ({exc.strerror})") from None
+    data = read_bytes(path)
     if data.startswith(_ZIP_MAGIC):
         return data
     try:
