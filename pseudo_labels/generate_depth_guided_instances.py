@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="'dataset' (default: the thing classes of --dataset; Cityscapes: trainIds 11..18), 'cityscapes' "
                     "(trainIds 11..18), 'auto' (decided from depth statistics, for pseudo-classes) or a "
                     "comma-separated list of class ids")
-    add_option(parser, "--rule", choices=("ours", "reference"), default="ours",
+    add_option(parser, "--rule", choices=defaults.THING_RULES, default=defaults.THING_RULE,
                help="with --thing-classes auto: 'ours' (default; depth/shape statistics, "
                     "pseudo_labels.stages.thing_stuff) or 'reference' (the reference's classify_stuff_things.py "
                     "depth-split rule, 8 things, tau 0.05, on the maps as stored)")

@@ -137,3 +137,7 @@ CRF_BI_XY_STD = 67.0
 CRF_BI_RGB_STD = 3.0
 CRF_BI_WEIGHT = 4.0
 CRF_GT_PROB = 0.7  # unary from hard labels (pydensecrf's unary_from_labels default use)
+
+# --- thing/stuff rule of --thing-classes auto: "ours" (label-free, measured better on the synthetic city) or "reference"
+THING_RULES = ("ours", "reference")
+THING_RULE = "ours"

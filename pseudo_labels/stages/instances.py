@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from pseudo_labels.datasets import cityscapes
 from pseudo_labels.datasets.base import LabelTable
+from pseudo_labels.core import defaults
 from pseudo_labels.core.defaults import (
     CONNECTIVITY,
     DEPTH_BLUR_SIGMA,
@@ -420,7 +421,7 @@ class InstanceConfig:
     thing_classes: str | Sequence[int] = "dataset"
     skip_missing: bool = False
     dataset: str = "cityscapes"
-    thing_rule: str = "ours"
+    thing_rule: str = defaults.THING_RULE
 
 
 @dataclass
@@ -622,7 +623,7 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
     things, check_labels = resolve_thing_classes(cfg.thing_classes, labels)
     sems, depths, mine, stems, missing = _pair_inputs(cfg, options, things == "auto")
     thing_decision = None
-    if cfg.thing_rule not in ("ours", "reference"):
+    if cfg.thing_rule not in defaults.THING_RULES:
         raise PseudoLabelsError(f"--rule {cfg.thing_rule!r}: choose ours or reference")
     if things == "auto" and cfg.thing_rule == "reference":
         from pseudo_labels.stages.thing_stuff_reference import decide_thing_classes_reference_from_files
