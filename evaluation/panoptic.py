@@ -51,6 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from evaluation.pq_stats import EvaluationError, PQStats, _where  # noqa: F401  (re-exported)
+from evaluation.resize import pil_nearest_indices, resize_nearest  # noqa: F401  (re-exported)
 
 #: OpenCV, an optional accelerator for the joint histogram and RGB -> id (numpy fallbacks otherwise);
 #: imported on first use (the hotcoco engine never needs it). ``...``: not imported yet; None: unavailable.
@@ -181,22 +182,6 @@ def _compact_index_search(pan: np.ndarray, ids: np.ndarray) -> np.ndarray:
     hit = ids[pos] == flat
     out = np.where(hit, pos + 1, np.where(flat == 0, 0, len(ids) + 1))
     return out.reshape(pan.shape).astype(np.intp)
-
-
-def pil_nearest_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Source indices of PIL ``Image.resize(..., NEAREST)`` along one axis: floor((i + 0.5) * n_in / n_out)."""
-    idx = np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.intp)
-    return np.minimum(idx, n_in - 1)
-
-
-def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest resize of an (H, W) array to ``size`` = (h, w), sampling like PIL NEAREST (the reference)."""
-    h, w = size
-    if array.shape[:2] == (h, w):
-        return array
-    rows = pil_nearest_indices(array.shape[0], h)
-    cols = pil_nearest_indices(array.shape[1], w)
-    return array[rows[:, None], cols[None, :]]
 
 
 def _ids_not_in(pan: np.ndarray, ids: np.ndarray) -> list[int]:
