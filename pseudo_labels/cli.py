@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-crm": ("pseudo_labels.train_crm", "train a CRM student (complementary random masking) on pseudo-labels"),
     "generate-crm-pseudolabels": ("pseudo_labels.generate_crm_pseudolabels", "semantic labels from a trained CRM student"),
     "generate-dynaseg-segments": ("pseudo_labels.generate_dynaseg_segments", "unsupervised DynaSeg segments per image"),
+    "evaluate-segments": ("pseudo_labels.evaluate_segments", "score unsupervised segments against COCO-Stuff-27 / VOC / BSD500 ground truth (DynaSeg protocols)"),
     "refine-semantics": ("pseudo_labels.refine_semantics", "refine semantic pseudo-labels (DynaSeg segments, dense CRF)"),
     "generate-semantic-pseudolabels-cause": (
         "pseudo_labels.generate_semantic_pseudolabels_cause",
