@@ -48,7 +48,6 @@ def test_segments_snap_blocky_labels_to_an_edge():
     assert np.all(out[:, :10] == 0) and np.all(out[:, 10:] == 1)
 
 
-@pytest.mark.skipif(not refine.crf_available(), reason="pydensecrf2 not installed")
 def test_dense_crf_moves_a_boundary_to_the_image_edge():
     img = np.zeros((40, 40, 3), np.uint8)
     img[:, 20:] = 255
@@ -61,7 +60,6 @@ def test_dense_crf_moves_a_boundary_to_the_image_edge():
     assert np.all(out[:, :18] == 0) and np.all(out[:, 26:] == 1)
 
 
-@pytest.mark.skipif(not refine.crf_available(), reason="pydensecrf2 not installed")
 def test_dense_crf_rejects_ids_outside_the_labels():
     with pytest.raises(PseudoLabelsError):
         refine.dense_crf(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 5, np.uint8), 3)

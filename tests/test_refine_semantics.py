@@ -9,7 +9,6 @@ import pytest
 
 from pseudo_labels.core.arguments import module_main
 from pseudo_labels.core.io import read_png, write_png
-from pseudo_labels.stages import refine
 
 MODULE = "pseudo_labels.refine_semantics"
 STEM = "city_000000_000019"
@@ -49,7 +48,6 @@ def test_none_copies_and_resume_keeps_outputs(folders, capsys):
     assert "skipped 1" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not refine.crf_available(), reason="pydensecrf2 not installed")
 def test_crf_method_pairs_images_by_stem(folders):
     out = folders / "crf"
     assert module_main(MODULE, ["--semantic-dir", str(folders / "sem"), "--method", "crf", "--images-dir",

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.datasets.cityscapes import stem_of
 
 METHODS = ("none", "dynaseg", "crf")
 STAGE = "refine-semantics"
@@ -136,14 +136,12 @@ def dense_crf(image: np.ndarray, semantic: np.ndarray, num_labels: int, params: 
 
 
 # --------------------------------------------------------------------------- folder level
-_CITYSCAPES_STEM = re.compile(r"^([A-Za-z][A-Za-z0-9-]*_\d{6}_\d{6})")
 
 
 def file_key(path: Path, root: Path) -> str:
     """Key pairing files of one image across folders: the Cityscapes stem when the name
     has one, else the path below ``root`` without suffix."""
-    m = _CITYSCAPES_STEM.match(path.name)
-    return m.group(1) if m else str(path.relative_to(root).with_suffix(""))
+    return stem_of(path) or str(path.relative_to(root).with_suffix(""))
 
 
 def index_files(folder: str | os.PathLike, suffixes: tuple[str, ...]) -> dict[str, Path]:
