@@ -55,3 +55,51 @@ def apply_mapping(labels: np.ndarray, mapping: np.ndarray, void: int = UNMATCHED
     lut = np.asarray(mapping, np.int64)
     ok = (labels >= 0) & (labels < len(lut))
     return np.where(ok, lut[np.clip(labels, 0, max(len(lut) - 1, 0))] if len(lut) else void, void)
+
+
+MATCHINGS = ("hungarian", "majority")
+
+
+def match_clusters(confusion: np.ndarray, method: str, unmatched: int = UNMATCHED) -> np.ndarray:
+    """(K,) int64 class per cluster from a (K, C) confusion by ``method`` (hungarian / majority);
+    ``unmatched`` for clusters left over, clusters that never overlap a labelled pixel, and
+    clusters matched to a class they never overlap (hungarian with K < C)."""
+    cm = _check(confusion)
+    if method == "hungarian":
+        mapping = hungarian_match(cm)
+    elif method == "majority":
+        mapping = majority_match(cm)
+    else:
+        raise ValueError(f"unknown matching {method!r} (choose {', '.join(MATCHINGS)})")
+    mapping = np.asarray(mapping, np.int64).copy()
+    mapping[(mapping < 0) | (mapping >= cm.shape[1])] = unmatched  # the matcher's "unmatched"
+    mapping[cm.sum(axis=1) == 0] = unmatched
+    rows = np.flatnonzero(mapping != unmatched)
+    mapping[rows[cm[rows, mapping[rows]] == 0]] = unmatched
+    return mapping
+
+
+def cluster_class_confusion(clusters: np.ndarray, gt: np.ndarray, k: int, num_classes: int) -> np.ndarray:
+    """(k, C) int64 pixel confusion of one image: ``clusters`` (H, W) ids (outside 0..k-1 ignored),
+    ``gt`` (H, W) class ids (outside 0..C-1, e.g. 255 void, ignored). Sum over images to accumulate."""
+    a = np.asarray(clusters).ravel().astype(np.int64)
+    b = np.asarray(gt).ravel().astype(np.int64)
+    if a.shape != b.shape:
+        raise ValueError(f"cluster map and ground truth differ in size: {np.shape(clusters)} vs {np.shape(gt)}")
+    ok = (a >= 0) & (a < k) & (b >= 0) & (b < num_classes)
+    return np.bincount(a[ok] * num_classes + b[ok], minlength=k * num_classes).reshape(k, num_classes)
+
+
+def mapped_confusion(confusion: np.ndarray, mapping: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, C) confusion of the mapped prediction (rows GT, columns prediction) and (C,) GT pixels
+    whose cluster is unmatched (predicted void), from a (K, C) cluster confusion and a (K,)
+    mapping: no image is read again."""
+    cm = np.asarray(confusion, np.int64)
+    c = cm.shape[1]
+    lut = np.asarray(mapping, np.int64)
+    out = np.zeros((c, c), np.int64)
+    for cls in range(c):
+        rows = lut == cls
+        if rows.any():
+            out[:, cls] = cm[rows].sum(axis=0)
+    return out, cm[(lut < 0) | (lut >= c)].sum(axis=0)

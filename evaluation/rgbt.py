@@ -22,46 +22,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .matching import UNMATCHED, hungarian_match, majority_match
+from .matching import UNMATCHED, mapped_confusion, match_clusters
 from .semantic import miou_from_confusion
 
-METHODS = ("hungarian", "majority")
-
-
-def match_clusters(confusion: np.ndarray, method: str) -> np.ndarray:
-    """(K,) int64 class per cluster (255 unmatched) from a (K, C) confusion; clusters that
-    never overlap a labelled pixel, or are matched to a class they never overlap, stay 255."""
-    cm = np.asarray(confusion, np.int64)
-    if method == "hungarian":
-        mapping = hungarian_match(cm)
-    elif method == "majority":
-        mapping = majority_match(cm)
-    else:
-        raise ValueError(f"unknown matching {method!r} (choose {', '.join(METHODS)})")
-    mapping = np.asarray(mapping, np.int64).copy()
-    rows = np.flatnonzero(mapping != UNMATCHED)
-    mapping[rows[cm[rows, mapping[rows]] == 0]] = UNMATCHED
-    mapping[cm.sum(axis=1) == 0] = UNMATCHED
-    return mapping
-
-
-def class_confusion(confusion: np.ndarray, mapping: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(C, C) confusion of the mapped prediction (rows GT) and (C,) GT pixels whose cluster is
-    unmatched, from a (K, C) cluster confusion and a (K,) mapping."""
-    cm = np.asarray(confusion, np.int64)
-    k, c = cm.shape
-    out = np.zeros((c, c), np.int64)
-    mapping = np.asarray(mapping, np.int64)
-    for cls in range(c):
-        rows = mapping == cls
-        if rows.any():
-            out[:, cls] = cm[rows].sum(axis=0)
-    unmatched = (mapping < 0) | (mapping >= c)
-    return out, cm[unmatched].sum(axis=0)
 
 
 def _scores(confusion: np.ndarray, mapping: np.ndarray, names: Sequence[str]) -> dict:
-    cm, misses = class_confusion(confusion, mapping)
+    cm, misses = mapped_confusion(confusion, mapping)
     res = miou_from_confusion(cm, misses)
     res["per_class"] = {n: v for n, v in zip(names, res.pop("per_class_iou"))}
     res["pixels"] = int(cm.sum() + misses.sum())
@@ -104,14 +71,3 @@ def evaluate_unsupervised(confusions: Mapping[str, np.ndarray], groups: Mapping[
             result["groups"][g] = _scores(sum(mats[n] for n in members)[:, keep], mapping, kept_names)
             result["images"][g] = len(members)
     return result
-
-
-def cluster_class_confusion(clusters: np.ndarray, gt: np.ndarray, k: int, num_classes: int) -> np.ndarray:
-    """(k, C) int64 pixel confusion of one image: ``clusters`` (H, W) ids (outside 0..k-1 ignored),
-    ``gt`` (H, W) class ids (outside 0..C-1, e.g. 255 void, ignored)."""
-    a = np.asarray(clusters).ravel().astype(np.int64)
-    b = np.asarray(gt).ravel().astype(np.int64)
-    if a.shape != b.shape:
-        raise ValueError(f"cluster map and ground truth differ in size: {np.shape(clusters)} vs {np.shape(gt)}")
-    ok = (a >= 0) & (a < k) & (b >= 0) & (b < num_classes)
-    return np.bincount(a[ok] * num_classes + b[ok], minlength=k * num_classes).reshape(k, num_classes)

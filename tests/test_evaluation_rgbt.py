@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.rgbt import class_confusion, cluster_class_confusion, evaluate_unsupervised, match_clusters
+from evaluation.matching import cluster_class_confusion, match_clusters
+from evaluation.matching import mapped_confusion as class_confusion
+from evaluation.rgbt import evaluate_unsupervised
 
 
 def test_confusion_of_one_image():

@@ -265,7 +265,7 @@ def _finish(config: DartsSemanticsConfig, records: list, table, centroids: np.nd
 
 
 def _confusions(dataset: str, records: list, paths: list, k: int, num_classes: int) -> dict:
-    from evaluation.rgbt import cluster_class_confusion
+    from evaluation.matching import cluster_class_confusion
     from pseudo_labels.core.io import read_png
     from pseudo_labels.datasets.rgbt import read_rgbt_label
 

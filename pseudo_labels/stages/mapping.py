@@ -42,14 +42,9 @@ def cluster_confusion(clusters: np.ndarray, gt_train_ids: np.ndarray, k: int, nu
     C = ``num_classes``, default ``labels.num_classes`` (Cityscapes: 19).
     Sum the result over images to accumulate.
     """
-    num_classes = _num_classes(num_classes, labels)
-    clusters = np.asarray(clusters).ravel().astype(np.int64)
-    gt = np.asarray(gt_train_ids).ravel().astype(np.int64)
-    if clusters.shape != gt.shape:
-        raise ValueError(f"cluster map and ground truth differ in size: {np.shape(clusters)} vs {np.shape(gt)}")
-    valid = (clusters >= 0) & (clusters < k) & (gt >= 0) & (gt < num_classes)
-    idx = clusters[valid] * num_classes + gt[valid]
-    return np.bincount(idx, minlength=k * num_classes).reshape(k, num_classes).astype(np.int64)
+    from evaluation.matching import cluster_class_confusion
+
+    return cluster_class_confusion(clusters, gt_train_ids, k, _num_classes(num_classes, labels)).astype(np.int64)
 
 
 def map_clusters(confusion: np.ndarray, method: str = "majority", labels: LabelTable = LABELS) -> np.ndarray:
@@ -59,28 +54,16 @@ def map_clusters(confusion: np.ndarray, method: str = "majority", labels: LabelT
     ``majority`` and ``hungarian`` read the confusion with ground truth (they use labels);
     ``none`` returns all void. Clusters that never overlap a labelled pixel stay void.
     """
-    void = labels.void
     confusion = np.asarray(confusion)
     if confusion.ndim != 2:
         raise ValueError(f"confusion must be (k, C), got {confusion.shape}")
-    k = confusion.shape[0]
     if method == "none":
-        return np.full(k, void, np.int64)
-    from evaluation import matching
-
-    if method == "majority":
-        mapping = np.asarray(matching.majority_match(confusion), np.int64)
-    elif method == "hungarian":
-        mapping = np.asarray(matching.hungarian_match(confusion), np.int64)
-    else:
+        return np.full(confusion.shape[0], labels.void, np.int64)
+    if method not in METHODS:
         raise PseudoLabelsError(f"unknown mapping {method!r} (choose {', '.join(METHODS)})")
-    mapping = mapping.copy()
-    mapping[(mapping < 0) | (mapping >= confusion.shape[1])] = void  # the matcher's "unmatched"
-    mapping[confusion.sum(axis=1) == 0] = void
-    # a cluster matched to a class it never overlaps (hungarian with k < C) stays unmapped
-    rows = np.flatnonzero(mapping != void)
-    mapping[rows[confusion[rows, mapping[rows]] == 0]] = void
-    return mapping
+    from evaluation.matching import match_clusters
+
+    return match_clusters(confusion, method, unmatched=labels.void)
 
 
 def apply_mapping(clusters: np.ndarray, cluster_to_class: np.ndarray, labels: LabelTable = LABELS) -> np.ndarray:
@@ -106,15 +89,13 @@ def class_confusion(cluster_conf: np.ndarray, cluster_to_class: np.ndarray, num_
     need to re-read any image.
     Pixels of unmapped clusters (predicted void) appear in no column; count them with
     :func:`void_predicted_pixels`."""
-    num_classes = _num_classes(num_classes, labels)
+    from evaluation.matching import mapped_confusion
+
     cluster_conf = np.asarray(cluster_conf, np.int64)
-    lut = np.asarray(cluster_to_class, np.int64)
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    for c in range(num_classes):
-        rows = lut == c
-        if rows.any():
-            cm[:, c] = cluster_conf[rows].sum(axis=0)
-    return cm
+    num_classes = _num_classes(num_classes, labels)
+    if cluster_conf.shape[1] != num_classes:
+        raise ValueError(f"cluster confusion has {cluster_conf.shape[1]} classes, expected {num_classes}")
+    return mapped_confusion(cluster_conf, cluster_to_class)[0]
 
 
 def void_predicted_pixels(cluster_conf: np.ndarray, cluster_to_class: np.ndarray) -> int:
