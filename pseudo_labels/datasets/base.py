@@ -83,12 +83,13 @@ class LabelTable:
         return [{"id": c.panoptic_id, "name": c.name, "color": list(c.color), "isthing": int(c.is_thing)}
                 for c in self.classes]
 
-    def check_ids(self, ids: np.ndarray, what: str = "array") -> None:
-        """Raise ValueError naming ``what`` and the ids outside 0..C-1 and void."""
+    def check_ids(self, ids: np.ndarray, what: str = "") -> None:
+        """Raise ValueError (``"<what>: ids [...] are not classes of <table> (...)"``, no prefix
+        when ``what`` is empty) listing the ids outside 0..C-1 and void."""
         u = np.unique(ids)
         bad = [int(v) for v in u if not (0 <= v < self.num_classes or v == self.void)]
         if bad:
-            raise ValueError(f"{what}: ids {bad[:10]} are not classes of {self.name} "
+            raise ValueError(f"{what + ': ' if what else ''}ids {bad[:10]} are not classes of {self.name} "
                              f"(0..{self.num_classes - 1}, void {self.void})")
 
 

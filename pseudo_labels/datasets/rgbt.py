@@ -37,7 +37,6 @@ RGBT_MODULES: dict[str, str] = {
     "pst900": "pseudo_labels.datasets.pst900",
 }
 MODALITIES = ("rgb", "thermal")
-CONDITIONS = ("day", "night", "unknown")
 
 
 def rgbt_module(dataset: str) -> ModuleType:
@@ -122,12 +121,10 @@ def check_label_ids(ids: np.ndarray, table: LabelTable, path: str | os.PathLike)
     ids = np.asarray(ids)
     if ids.ndim != 2:
         raise InputFileError(path, f"label image has shape {ids.shape}, expected a single-channel (H, W) PNG")
-    present = np.unique(ids)
-    bad = [int(v) for v in present if not (0 <= v < table.num_classes or v == table.void)]
-    if bad:
-        raise InputFileError(path, f"label ids {bad[:10]} are not classes of {table.name} "
-                             f"(0..{table.num_classes - 1}, void {table.void})",
-                             "labels must hold class indices, not colours")
+    try:
+        table.check_ids(ids)
+    except ValueError as exc:
+        raise InputFileError(path, f"label {exc}", "labels must hold class indices, not colours") from None
     return ids.astype(np.uint8)
 
 

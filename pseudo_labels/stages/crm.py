@@ -54,8 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pseudo_labels.stages.maps import resize_semantic
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
+from pseudo_labels.core.defaults import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from pseudo_labels.core.defaults import (  # noqa: E402
     CRM_MASK_PATCH, CRM_MASK_RATIO, CRM_SDC_WEIGHT, CRM_SDN_WEIGHT, CRM_MWS_WEIGHT, CRM_BACKBONE, CRM_WIDTH, CRM_DECODER_DIM, CRM_EPOCHS, CRM_BATCH_SIZE, CRM_LR, CRM_WEIGHT_DECAY, CRM_POLY_POWER, CRM_SEED,
 )
@@ -65,8 +67,6 @@ MODALITY_CHANNELS = {"rgb": 3, "thermal": 1}
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.json"
 IGNORE = 255
-RGB_MEAN = (0.485, 0.456, 0.406)
-RGB_STD = (0.229, 0.224, 0.225)
 THERMAL_MEAN, THERMAL_STD = 0.5, 0.25
 
 
@@ -479,19 +479,11 @@ def to_input_tensors(arrays: Mapping[str, np.ndarray], size: tuple[int, int] | N
             a = a[:, :, None] if a.ndim == 2 else a
         x = a.astype(np.float32) / 255.0
         if m == "rgb":
-            x = (x - np.array(RGB_MEAN, np.float32)) / np.array(RGB_STD, np.float32)
+            x = (x - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
         else:
             x = (x - THERMAL_MEAN) / THERMAL_STD
         out[m] = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
     return out
-
-
-def resize_label(label: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    import cv2
-
-    if size is None or label.shape == tuple(size):
-        return label
-    return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 # --------------------------------------------------------------------------- training
@@ -524,7 +516,7 @@ class TrainingData:
             if c.input_size:
                 arrays = {m: cv2.resize(a, (c.input_size[1], c.input_size[0]), interpolation=cv2.INTER_LINEAR)
                           .reshape(c.input_size[0], c.input_size[1], -1) for m, a in arrays.items()}
-                lab = resize_label(lab, c.input_size)
+                lab = resize_semantic(lab, c.input_size)
             inputs.append(arrays)
             labels.append(lab)
         sizes = {lab.shape for lab in labels}

@@ -49,7 +49,6 @@ from pseudo_labels.core.errors import PseudoLabelsError
 
 VARIANTS = ("scf", "fsf")
 CONTINUITY_MODES = ("gradient", "detached")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 STAGE = "generate-dynaseg-segments"
 RUN_JSON = "dynaseg_run.json"
 
@@ -321,6 +320,7 @@ def upsample_labels(responses, used: np.ndarray, size: tuple[int, int], chunk: i
 
 
 def resize_labels_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) int64 label map at ``size`` (OpenCV INTER_NEAREST, top-left convention; unchanged when it fits)."""
     import cv2
 
     if labels.shape == tuple(size):
@@ -448,15 +448,10 @@ def plan_segment_jobs(config: DynaSegConfig) -> list[SegmentJob]:
         for e in list_images(config.cityscapes_root, config.split):
             pairs.append((e.stem, e.image_path, e.relative(".png")))
     else:
-        root = Path(config.images_dir)
-        if not root.is_dir():
-            raise PseudoLabelsError(f"{root}: images folder not found")
-        for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root)
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(s.startswith(".") for s in rel.parts):
-                pairs.append((str(rel.with_suffix("")), p, rel.with_suffix(".png")))
-        if not pairs:
-            raise PseudoLabelsError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+        from pseudo_labels.datasets.image_folders import list_image_folder
+
+        for r in list_image_folder(config.images_dir):
+            pairs.append((r.stem, r.image_path, Path(r.stem + ".png")))
     return [SegmentJob(key, str(img), str(out / rel), str(out / rel.with_suffix(".json"))) for key, img, rel in pairs]
 
 

@@ -71,15 +71,6 @@ def connected_regions(segments: np.ndarray) -> np.ndarray:
     return label(np.asarray(segments), background=-1, connectivity=1).astype(np.int32)
 
 
-def resize_segments(segments: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a segment map to (H, W) (unchanged when it fits)."""
-    import cv2
-
-    if segments.shape == tuple(size):
-        return segments
-    return cv2.resize(segments.astype(np.int32), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-
-
 @dataclass(frozen=True)
 class CrfParams:
     iterations: int = CRF_ITERATIONS
@@ -225,7 +216,9 @@ def refine_one(job: RefineJob, config: RefineConfig) -> dict:
     if sem.ndim != 2:
         raise PseudoLabelsError(f"{job.semantic_path}: expected a single-channel semantic PNG, got shape {sem.shape}")
     if config.method == "dynaseg":
-        segs = resize_segments(read_png(job.segments_path), sem.shape)
+        from pseudo_labels.stages.dynaseg import resize_labels_nearest
+
+        segs = resize_labels_nearest(read_png(job.segments_path), sem.shape)
         out = majority_in_segments(sem, connected_regions(segs) if config.connected else segs)
     elif config.method == "crf":
         import cv2
