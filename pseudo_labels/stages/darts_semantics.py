@@ -141,25 +141,23 @@ class _AssignJob:
     centroids: np.ndarray
     size: tuple
     path: str
-    reuse: bool
 
 
-def _assign(job: _AssignJob) -> str:
-    """Write one cluster PNG (or keep the finished one); returns 'computed' or 'reused'."""
+def _assign(job: _AssignJob) -> None:
+    """Write one cluster PNG."""
     from pseudo_labels.core import io as plio
     from pseudo_labels.stages import clustering
 
-    if job.reuse and Path(job.path).exists():
-        return "reused"
     clusters = clustering.assign_clusters(job.vectors, job.centroids, job.size)
     plio.write_png(job.path, clustering.cluster_png_array(clusters, len(job.centroids)))
-    return "computed"
 
 
-def _image_size(dataset: str, record) -> tuple[int, int]:
-    from pseudo_labels.datasets.rgbt import read_rgbt_pair
+def _image_size(record) -> tuple[int, int]:
+    """(H, W) of a record's image from its file header (no decode; RGB and thermal share it)."""
+    from PIL import Image
 
-    return read_rgbt_pair(dataset, record)[0].shape[:2]
+    with Image.open(record.image_path) as im:
+        return im.size[::-1]
 
 
 def generate_darts_semantics(config: DartsSemanticsConfig, options: RunOptions | None = None) -> DartsSemanticsResult:
@@ -202,13 +200,13 @@ def generate_darts_semantics(config: DartsSemanticsConfig, options: RunOptions |
             save_features(out / "features" / r.relative(".npy"), v)
     mine = opts.select(list(range(len(records))))
     t0 = time.time()
-    jobs = [_AssignJob(stems[i], vectors[i], centroids, _image_size(config.dataset, records[i]),
-                       str(out / "clusters" / records[i].relative(".png")), reuse) for i in mine]
-    runs = run_per_image(_assign, jobs, options=opts, desc="darts semantics", name_of=lambda j: j.stem)
+    jobs = [_AssignJob(stems[i], vectors[i], centroids, _image_size(records[i]),
+                       str(out / "clusters" / records[i].relative(".png"))) for i in mine]
+    runs = run_per_image(_assign, jobs, options=opts, desc="darts semantics", name_of=lambda j: j.stem,
+                         is_done=(lambda j: Path(j.path).exists()) if reuse else None)
     times["assign"] = time.time() - t0
     result = DartsSemanticsResult(out=str(out), images=len(records), k=k, failed=list(runs.failed),
-                                  computed=sum(r == "computed" for r in runs.results),
-                                  reused=sum(r == "reused" for r in runs.results))
+                                  computed=runs.done, reused=runs.skipped)
     result.seconds = {name: round(v, 4) for name, v in times.items()}
     meta = {"source": config.source, "dataset": config.dataset, "split": config.split, "k": k, "seed": config.seed}
     inputs = {"data_root": str(Path(config.data_root).resolve()), "features": str(Path(features).resolve()),
