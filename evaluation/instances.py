@@ -52,7 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from evaluation.pq_stats import EvaluationError
-from evaluation.resize import pil_nearest_indices, resize_nearest  # noqa: F401  (re-exported)
+from evaluation.resize import resize_nearest
 
 PROTOCOLS = ("coco", "cityscapes", "reference")
 SCORE_DEFINITION = ("area: pixel count of the predicted segment at the evaluated resolution (a segment's own "

@@ -51,7 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from evaluation.pq_stats import EvaluationError, PQStats, _where  # noqa: F401  (re-exported)
-from evaluation.resize import pil_nearest_indices, resize_nearest  # noqa: F401  (re-exported)
+from evaluation.resize import resize_nearest
 
 #: OpenCV, an optional accelerator for the joint histogram and RGB -> id (numpy fallbacks otherwise);
 #: imported on first use (the hotcoco engine never needs it). ``...``: not imported yet; None: unavailable.

@@ -357,7 +357,7 @@ def test_evaluation_imports_nothing_from_pseudo_labels():
 def test_resize_nearest_is_bit_exact_pil():
     from PIL import Image
 
-    from evaluation.instances import resize_nearest
+    from evaluation.resize import resize_nearest
 
     rng = np.random.default_rng(0)
     for (h, w), (oh, ow) in (((256, 512), (28, 56)), ((1024, 2048), (322, 644)), ((23, 46), (1024, 2048)),

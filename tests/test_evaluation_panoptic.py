@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.resize import pil_nearest_indices
 from evaluation.panoptic import (
     EvaluationError,
     PQStats,
     evaluate_panoptic_folders,
-    pil_nearest_indices,
     pq_stats_image,
     read_panoptic_png,
     resize_nearest,

@@ -8,7 +8,8 @@ import torch
 
 from pseudo_labels.cli import main
 from pseudo_labels.core.arguments import module_main
-from pseudo_labels.stages.features import BUILTIN_DIM, build_dinov2
+from pseudo_labels.stages.dinov2 import build_dinov2
+from pseudo_labels.stages.features import BUILTIN_DIM
 from pseudo_labels.core.io import read_manifest
 
 

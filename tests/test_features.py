@@ -8,14 +8,12 @@ import torch
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.dinov2 import build_dinov2, dinov2_patch_tokens, official_pos_embed
 from pseudo_labels.stages.features import (
     BUILTIN_DIM,
-    build_dinov2,
     build_extractor,
-    dinov2_patch_tokens,
     load_features,
     normalize_image,
-    official_pos_embed,
     resize_image,
     resized_shape,
     resolve_device,

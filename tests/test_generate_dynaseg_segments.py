@@ -101,7 +101,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 def test_fsf_with_a_dinov2_checkpoint_and_missing_weights(image_folder, tmp_path, capsys):
     import torch
 
-    from pseudo_labels.stages.features import build_dinov2
+    from pseudo_labels.stages.dinov2 import build_dinov2
 
     torch.manual_seed(0)
     model = build_dinov2(None, None, config=dict(embed_dim=32, depth=2, num_heads=1, mlp_ratio=4.0,

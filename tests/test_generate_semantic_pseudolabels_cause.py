@@ -12,7 +12,7 @@ import torch
 
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_image_rgb, read_png
-from pseudo_labels.stages.features import build_dinov2
+from pseudo_labels.stages.dinov2 import build_dinov2
 
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=1, mlp_ratio=4.0, patch_size=14, pos_grid=2)
 
@@ -52,7 +52,8 @@ def _reference_labels(image, backbone, head, probe, mapping, crop=28):
     """generate_semantic_pseudolabels_cause.py single-scale path, without CRF, on one image."""
     from PIL import Image
 
-    from pseudo_labels.stages.features import dinov2_patch_tokens, normalize_image, resize_image
+    from pseudo_labels.stages.dinov2 import dinov2_patch_tokens
+    from pseudo_labels.stages.features import normalize_image, resize_image
 
     h0, w0 = image.shape[:2]
     scale = crop / min(h0, w0)

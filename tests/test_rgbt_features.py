@@ -12,7 +12,8 @@ from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets import mfnet
 from pseudo_labels.datasets.rgbt import read_rgbt_pair
 from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
-from pseudo_labels.stages.features import build_dinov2, build_extractor
+from pseudo_labels.stages.dinov2 import build_dinov2
+from pseudo_labels.stages.features import build_extractor
 from pseudo_labels.stages.rgbt_features import (
     RGBTFeatureConfig, extract_rgbt_features, load_rgbt_features, rgbt_feature_path,
 )

@@ -90,7 +90,7 @@ def test_executor_ray_without_ray_is_a_clear_error(monkeypatch):
     import sys
 
     from pseudo_labels.core.errors import PseudoLabelsError
-    from pseudo_labels.core.runner import RunOptions, run_per_image
+    from pseudo_labels.core.runner import run_per_image
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(PseudoLabelsError, match="needs the 'ray' package"):

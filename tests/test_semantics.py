@@ -126,7 +126,7 @@ def test_quality_floor_beats_shuffled(synth_city):
     from pseudo_labels.stages.clustering import assign_clusters, fit_kmeans, sample_patch_features
     from pseudo_labels.stages.features import build_extractor
     from pseudo_labels.stages.mapping import class_confusion, cluster_confusion, map_clusters
-    from pseudo_labels.stages.semantics import read_gt_train_ids
+    from pseudo_labels.datasets.cityscapes import read_gt_train_ids
 
     entries = list_images(synth_city, "val")
     feats = build_extractor("builtin").extract([read_image_rgb(e.image_path) for e in entries])

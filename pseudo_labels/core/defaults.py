@@ -54,8 +54,6 @@ SPIDEPTH_INPUT_SIZE = (320, 1024)  # (H, W) of the released Cityscapes model (ar
 SPIDEPTH_CITYSCAPES_CROP_FRACTION = 0.25  # bottom rows removed (ego car): SPIdepth keeps h * 3 // 4
 SPIDEPTH_FLIP = True  # average with the mirrored prediction (test_simple_SQL_config.py)
 DEPTH_ANYTHING_MAX_RATIO = 100.0  # relative disparity -> depth: far clip at 100x the nearest depth
-SPIDEPTH_MIN_DEPTH = 0.01  # SPIdepth Cityscapes eval options (not stored in the checkpoint)
-SPIDEPTH_MAX_DEPTH = 80.0
 
 # --- weakly supervised CAM pseudo-labels (issue 8: pseudo_labels.stages.weak, train-cam, generate-cam-pseudolabels)
 # head, lr, epochs and grids: the settings of benchmarks/deal_evidence.py (reports/weak_deal.md)

@@ -72,11 +72,16 @@ class RunSummary:
     def line(self) -> str:
         return f"done {self.done}, skipped {self.skipped} (already finished), failed {len(self.failed)}"
 
-    def raise_if_failed(self, what: str = "images") -> None:
+    def raise_if_failed(self, what: str = "images", hint: str = "") -> None:
         if self.failed:
-            names = "; ".join(f"{n}: {m}" for n, m in self.failed[:5])
-            more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
-            raise PseudoLabelsError(f"{len(self.failed)} {what} failed: {names}{more}")
+            raise failures_error(self.failed, what, hint)
+
+
+def failures_error(failures: Sequence[tuple[str, str]], what: str = "images", hint: str = "") -> PseudoLabelsError:
+    """The error naming the failed items (the first five) and ``hint`` (what to do)."""
+    names = "; ".join(f"{n}: {m}" for n, m in failures[:5])
+    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+    return PseudoLabelsError(f"{len(failures)} {what} failed: {names}{more}" + (f"; {hint}" if hint else ""))
 
 
 def error_message(exc: BaseException) -> str:

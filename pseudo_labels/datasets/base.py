@@ -51,10 +51,6 @@ class LabelTable:
         return len(self.classes)
 
     @property
-    def ids(self) -> tuple[int, ...]:
-        return tuple(c.id for c in self.classes)
-
-    @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.classes)
 
@@ -73,10 +69,11 @@ class LabelTable:
 
     def colorize(self, ids: np.ndarray, void_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
         """(H, W) class ids -> (H, W, 3) uint8 RGB; void and unknown ids get ``void_color``."""
-        lut = np.zeros((max(256, int(ids.max(initial=0)) + 1), 3), np.uint8)
-        lut[:] = void_color
+        ids = np.asarray(ids, np.int64)
+        lut = np.zeros((self.num_classes + 1, 3), np.uint8)
         lut[: self.num_classes] = self.colors
-        return lut[np.asarray(ids, np.int64).clip(0, len(lut) - 1)]
+        lut[self.num_classes] = void_color  # void and every id outside 0..C-1
+        return lut[np.where((ids >= 0) & (ids < self.num_classes), ids, self.num_classes)]
 
     def panoptic_categories(self) -> list[dict]:
         """Categories of a COCO/Cityscapes panoptic JSON (``id`` = each class's ``panoptic_id``)."""

@@ -8,6 +8,8 @@ whatever suffix follows; folders are searched recursively, so flat and
 
 from __future__ import annotations
 
+import functools
+
 import os
 import re
 from dataclasses import dataclass
@@ -39,18 +41,17 @@ LABELS = LabelTable("cityscapes", tuple(
 
 
 def label_id_to_train_id_lut() -> np.ndarray:
+    """(256,) uint8 lookup table labelId -> trainId (255 for ignored / unknown ids); a copy."""
+    return _label_id_to_train_id_table().copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _label_id_to_train_id_table() -> np.ndarray:
     """(256,) uint8 lookup table labelId -> trainId (255 for ignored / unknown ids)."""
     lut = np.full(256, IGNORE, np.uint8)
     for lab in _CS_LABELS:
         if 0 <= lab.id < 256 and 0 <= lab.trainId < 255:
             lut[lab.id] = lab.trainId
-    return lut
-
-
-def train_id_to_label_id_lut() -> np.ndarray:
-    """(256,) uint8 lookup table trainId -> labelId (0 'unlabeled' for 255 and unknown)."""
-    lut = np.zeros(256, np.uint8)
-    lut[: NUM_CLASSES] = TRAIN_ID_TO_LABEL_ID
     return lut
 
 
@@ -70,10 +71,6 @@ def panoptic_categories(use_train_id: bool = False) -> list[dict]:
             }
         )
     return cats
-
-
-def label_name(label_id: int) -> str:
-    return id2label[label_id].name
 
 
 # --------------------------------------------------------------------------- stems and files
@@ -153,6 +150,20 @@ def list_images(root: str | os.PathLike, split: str) -> list[ImageEntry]:
 def gt_path(root: str | os.PathLike, entry: ImageEntry, kind: str) -> Path:
     """Path of a ground-truth file: kind in labelIds, instanceIds, labelTrainIds, color."""
     return Path(root) / "gtFine" / entry.split / entry.city / f"{entry.stem}_gtFine_{kind}.png"
+
+
+def read_gt_train_ids(root: str | os.PathLike, entry: ImageEntry) -> np.ndarray | None:
+    """gtFine trainIds (H, W) uint8 of an image: ``labelTrainIds`` or, failing that, ``labelIds``
+    mapped with cityscapesscripts' table; None when neither exists."""
+    from pseudo_labels.core.io import read_png
+
+    p = gt_path(root, entry, "labelTrainIds")
+    if p.is_file():
+        return read_png(p)
+    p = gt_path(root, entry, "labelIds")
+    if p.is_file():
+        return label_id_to_train_id_lut()[read_png(p)]
+    return None
 
 
 def disparity_path(root: str | os.PathLike, entry: ImageEntry) -> Path:

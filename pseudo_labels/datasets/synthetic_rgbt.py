@@ -174,7 +174,7 @@ def _add_props(label: np.ndarray, rgb: np.ndarray, thermal_base: np.ndarray, cit
     kerb = cv2.dilate(road.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).astype(bool)
     label[kerb & (city_labels == SIDEWALK)] = mfnet.CURVE
     info = {"cones": 0, "bump": False}
-    fx, fy, u0 = camera["intrinsic"]["fx"], camera["intrinsic"]["fy"], camera["intrinsic"]["u0"]
+    fx, fy = camera["intrinsic"]["fx"], camera["intrinsic"]["fy"]
     if rng.random() < 0.5:  # speed bump: road pixels in a 0.5 m depth band
         zb = float(rng.uniform(7.0, 20.0))
         band = road & (depth >= zb) & (depth < zb + 0.5)

@@ -176,7 +176,7 @@ class Cause27Model:
 def center_crop_nearest(array: np.ndarray, crop: int) -> np.ndarray:
     """torchvision ``Resize(crop, NEAREST)`` (short side -> crop, long side truncated) then
     ``CenterCrop(crop)`` of an (H, W[, C]) array, PIL nearest sampling."""
-    from evaluation.instances import resize_nearest
+    from evaluation.resize import resize_nearest
 
     h, w = array.shape[:2]
     size = (crop, int(crop * w / h)) if h <= w else (int(crop * h / w), crop)
@@ -318,7 +318,7 @@ def load_hungarian(output_dir: str | os.PathLike) -> np.ndarray:
 
 # --------------------------------------------------------------------------- generation
 def _generate_one(entry, cfg: Cause27Config, mapping: tuple[int, ...]) -> int:
-    from evaluation.instances import resize_nearest
+    from evaluation.resize import resize_nearest
     from pseudo_labels.core.io import read_image_rgb, write_png
 
     image = read_image_rgb(entry.image_path)

@@ -49,7 +49,6 @@ from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 BACKENDS = ("auto", "faiss", "torch", "sklearn")
 UPSAMPLE_MODES = ("similarity", "labels")
 CENTROIDS_NAME = "kmeans_centroids.npz"
-UNMAPPED = 255
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -430,11 +429,6 @@ def cluster_png_array(clusters: np.ndarray, k: int, void_mask: np.ndarray | None
     if void_mask is not None:
         out[np.asarray(void_mask, bool)] = void
     return out
-
-
-def cluster_void_value(k: int) -> int:
-    """Void value of a raw cluster PNG for ``k`` clusters (255 or 65535)."""
-    return 255 if k <= 255 else 65535
 
 
 # --------------------------------------------------------------------------- centroids file

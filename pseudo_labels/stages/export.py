@@ -37,7 +37,6 @@ instances, resizes both labels by ``DATA.SCALE`` (nearest) in the loader, falls 
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -306,16 +305,6 @@ def cups_threshold_interval(inside: np.ndarray, all_: np.ndarray, things: Iterab
         return None
     lo, hi = float(p[stuff].max()), float(p[things].min())
     return (lo, hi) if lo < hi else None
-
-
-def png_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(H, W) from a PNG header, None if not a PNG."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or not head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return None
-    w, h = struct.unpack(">II", head[16:24])
-    return h, w
 
 
 # --------------------------------------------------------------------------- output folder rules

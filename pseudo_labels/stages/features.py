@@ -37,9 +37,7 @@ import numpy as np
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 from pseudo_labels.core.runner import RunOptions, RunSummary
-from pseudo_labels.stages.dinov2 import (  # noqa: F401  (re-exported: the feature stage's backbones)
-    DINOV2_ARCHS, build_dinov2, dinov2_patch_tokens, infer_dinov2_config, load_checkpoint, official_pos_embed,
-)
+from pseudo_labels.stages.dinov2 import DINOV2_ARCHS, build_dinov2, dinov2_patch_tokens
 
 BACKBONES = ("builtin", *DINOV2_ARCHS)
 HEADS = ("cause",)
@@ -604,12 +602,9 @@ class FeatureRunSummary(RunSummary):
         return (f"{STAGE}{shard}: {self.done} computed, {self.skipped} skipped (already done), "
                 f"{len(self.failed)} failed{rate} -> {self.out}")
 
-    def raise_if_failed(self, what: str = "images") -> None:
-        if self.failed:
-            names = "; ".join(f"{n}: {m}" for n, m in self.failed[:5])
-            more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
-            raise PseudoLabelsError(f"{len(self.failed)} {what} failed: {names}{more}; the others were written, "
-                                    "rerun to retry the failed ones")
+    def raise_if_failed(self, what: str = "images", hint: str = "the others were written, rerun to retry the "
+                                                                "failed ones") -> None:
+        super().raise_if_failed(what, hint)
 
 
 def _feature_grid(out: Path, entries: list, extractor: FeatureExtractor) -> list[int] | None:

@@ -56,10 +56,10 @@ def resize_semantic(semantic: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return semantic
     if semantic.dtype in (np.uint8, np.uint16, np.int16, np.float32):
         return cv2.resize(semantic, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    from pseudo_labels.stages.clustering import nearest_indices
+
     H, W = semantic.shape[:2]
-    rows = np.minimum(((np.arange(h) + 0.5) * (H / h)).astype(np.int64), H - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * (W / w)).astype(np.int64), W - 1)
-    return semantic[rows[:, None], cols[None, :]]
+    return semantic[nearest_indices(h, H)[:, None], nearest_indices(w, W)[None, :]]
 
 
 def resize_depth_bilinear(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -47,10 +47,12 @@ import numpy as np
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
-from pseudo_labels.core.runner import RunOptions, RunSummary, batch_name, error_message, run_per_image
+from pseudo_labels.core.runner import (
+    RunOptions, RunSummary, batch_name, error_message, failures_error, run_per_image,
+)
 from pseudo_labels.datasets import label_table
 from pseudo_labels.datasets.base import LabelTable
-from pseudo_labels.datasets.cityscapes import LABELS, ImageEntry, gt_path, label_id_to_train_id_lut, list_images
+from pseudo_labels.datasets.cityscapes import LABELS, ImageEntry, gt_path, list_images, read_gt_train_ids
 from pseudo_labels.stages.clustering import (
     BACKENDS, CENTROIDS_NAME, UPSAMPLE_MODES, assign_clusters, cluster_png_array, fit_kmeans, fit_sample_budget,
     image_rng, load_centroids, patch_grid, pool_to_grid, resize_nearest, resolve_backend, sample_patch_features,
@@ -217,20 +219,6 @@ def image_size(path: Path) -> tuple[int, int]:
             return read_image_rgb(path).shape[:2]
         raise InputFileError(path, "not a readable PNG image")
     return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-
-
-def read_gt_train_ids(root: str, entry: ImageEntry) -> np.ndarray | None:
-    """gtFine trainIds (H, W) uint8 of an image: ``labelTrainIds`` or, failing that,
-    ``labelIds`` mapped with cityscapesscripts' table; None when neither exists."""
-    from pseudo_labels.core.io import read_png
-
-    p = gt_path(root, entry, "labelTrainIds")
-    if p.exists():
-        return read_png(p)
-    p = gt_path(root, entry, "labelIds")
-    if p.exists():
-        return label_id_to_train_id_lut()[read_png(p)]
-    return None
 
 
 def has_gt(root: str, entry: ImageEntry) -> bool:
@@ -550,12 +538,7 @@ def score_mapping(conf: np.ndarray, c2c: np.ndarray, mapping: str, k: int, split
 
 
 # --------------------------------------------------------------------------- the split
-def failures_error(failures: list[tuple[str, str]], what: str = "images") -> PseudoLabelsError:
-    """The error naming failed images (exit status 2) once the others are done."""
-    names = "; ".join(f"{n}: {m}" for n, m in failures[:5])
-    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-    return PseudoLabelsError(f"{len(failures)} {what} failed: {names}{more}; the others were finished, "
-                             "rerun to retry the failed ones")
+RETRY_HINT = "the others were finished, rerun to retry the failed ones"
 
 
 @dataclass
@@ -580,9 +563,8 @@ class SemanticRunSummary(RunSummary):
             return self.message
         return f"{self.done} images written, {self.skipped} reused, {len(self.failed)} failed -> {self.out_dir}"
 
-    def raise_if_failed(self, what: str = "images") -> None:
-        if self.failed:
-            raise failures_error(self.failed, what)
+    def raise_if_failed(self, what: str = "images", hint: str = RETRY_HINT) -> None:
+        super().raise_if_failed(what, hint)
 
 
 class _SemanticRun:
@@ -751,7 +733,7 @@ class _SemanticRun:
                                          batch_size=c.batch_size, options=self.opts, void=self.labels.void)
         self.note_failures((f["image"], f["error"]) for f in sinfo["failed"])
         if samples.shape[0] == 0 and self.failures:
-            raise failures_error(list(self.failures.items()))  # nothing could be sampled: name the failures, not k
+            raise failures_error(list(self.failures.items()), hint=RETRY_HINT)  # nothing could be sampled: name the failures, not k
         if k > samples.shape[0]:
             raise PseudoLabelsError(f"--k {k} is more than the {samples.shape[0]} sampled feature vectors of "
                                     f"split {c.split}; lower --k or raise --samples-per-image")

@@ -59,6 +59,7 @@ from pseudo_labels.stages.instances import (
     resize_semantic,
     thing_components,
 )
+from pseudo_labels.stages.clustering import nearest_indices
 from pseudo_labels.stages.panoptic import panoptic_categories, panoptic_ids
 
 METRIC_KEYS = ("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "SQ_stuff", "RQ_stuff", "SQ_things", "RQ_things")
@@ -171,18 +172,13 @@ def _classes_of(inst: np.ndarray, sem: np.ndarray) -> list[int]:
     return [int(c) for c in cls[1:]]
 
 
-def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
-    """PIL-style nearest source index along one axis (as resize_semantic / the evaluator)."""
-    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
-
-
 def _compose(shapes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Row / col source indices (into shapes[0]) of a chain of nearest resizes ending at shapes[-1]."""
     rows = np.arange(shapes[-1][0])
     cols = np.arange(shapes[-1][1])
     for a, b in zip(shapes[-2::-1], shapes[:0:-1]):
-        rows = _nearest_index(a[0], b[0])[rows]
-        cols = _nearest_index(a[1], b[1])[cols]
+        rows = nearest_indices(b[0], a[0])[rows]
+        cols = nearest_indices(b[1], a[1])[cols]
     return rows, cols
 
 
@@ -258,7 +254,7 @@ class GTFrame:
 
 def gt_frame(gt_pan: np.ndarray, gt_segments: list[dict], protocol: str, image_id: Any = None) -> GTFrame:
     """:class:`GTFrame` of a GT panoptic id map (H, W) and its JSON segments."""
-    from evaluation.panoptic import resize_nearest
+    from evaluation.resize import resize_nearest
 
     gt = resize_nearest(gt_pan, tuple(defaults.REFERENCE_EVAL_RESOLUTION)) if protocol == "reference" else gt_pan
     seg_by_id: dict[int, dict] = {}

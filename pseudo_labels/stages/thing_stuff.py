@@ -55,7 +55,6 @@ from pseudo_labels.stages.maps import class_masks, depth_gradient_magnitude
 RULE = dict(max_area_frac=0.15, min_bottom=0.47, max_elongation=6.0, max_depth_spread=0.05,
             max_depth_spread_pixels=1.0, min_images=1, min_frac=2e-4)
 
-_STAT_KEYS = ("area_frac", "bottom", "elongation", "depth_spread", "depth_spread_pixels", "n_components", "fill")
 
 
 def _weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from pseudo_labels.core import io
-from pseudo_labels.datasets.cityscapes import IGNORE, NUM_CLASSES, TRAIN_ID_COLORS, gt_path, index_by_stem, label_id_to_train_id_lut, list_images
+from pseudo_labels.datasets.cityscapes import LABELS, index_by_stem, list_images, read_gt_train_ids
 from pseudo_labels.core.defaults import DEPTH_BLUR_SIGMA, GRAD_THRESHOLD, VIS_N_PANELS
 from pseudo_labels.core.defaults import VIS_OVERLAY_ALPHA as OVERLAY_ALPHA
 from pseudo_labels.core.defaults import VIS_SHEET_COLUMNS as SHEET_COLUMNS
@@ -28,11 +28,7 @@ from pseudo_labels.stages.maps import depth_gradient_magnitude
 
 def colorize_semantic(train_ids: np.ndarray) -> np.ndarray:
     """(H, W) trainIds (0..18; anything else = void) -> (H, W, 3) uint8 Cityscapes colours, void black."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:NUM_CLASSES] = TRAIN_ID_COLORS
-    t = np.asarray(train_ids)
-    t = np.where((t >= 0) & (t < 256), t, IGNORE).astype(np.int64)
-    return lut[t]
+    return LABELS.colorize(train_ids)
 
 
 def instance_colors(n: int) -> np.ndarray:
@@ -75,7 +71,7 @@ def blend(image: np.ndarray, color: np.ndarray, alpha: float = OVERLAY_ALPHA, ma
 
 def semantic_overlay(image: np.ndarray, semantic: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """Palette colours of non-void pixels blended over the image."""
-    return blend(image, colorize_semantic(semantic), alpha, semantic < NUM_CLASSES)
+    return blend(image, colorize_semantic(semantic), alpha, semantic < LABELS.num_classes)
 
 
 def instance_overlay(image: np.ndarray, instances: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
@@ -192,17 +188,6 @@ def contact_sheet(tiles: Sequence[np.ndarray], columns: int = SHEET_COLUMNS, pad
 
 
 # --------------------------------------------------------------------------- folder level
-def read_gt_semantic(root: str | Path, entry) -> np.ndarray | None:
-    """gtFine trainIds of an image (labelTrainIds, else labelIds mapped), None when absent."""
-    p = gt_path(root, entry, "labelTrainIds")
-    if p.is_file():
-        return io.read_png(p)
-    p = gt_path(root, entry, "labelIds")
-    if p.is_file():
-        return label_id_to_train_id_lut()[io.read_png(p)]
-    return None
-
-
 @dataclass
 class VisualizeConfig:
     """What ``pseudo-labels visualize`` draws. Paths as given (the manifest records ``depth_dir`` verbatim)."""
@@ -247,7 +232,7 @@ def write_overlays(config: VisualizeConfig) -> dict:
             thumbs.append(panoptic_thumbnail(image, sem, inst, title=im.stem))
         if k < c.n:
             depth = io.read_npy(depth_index[im.stem]) if im.stem in depth_index else None
-            gt = read_gt_semantic(c.cityscapes_root, entry) if c.show_gt else None
+            gt = read_gt_train_ids(c.cityscapes_root, entry) if c.show_gt else None
             with_gt += gt is not None
             panel = make_panel(image, sem, inst, depth, gt, tile_width=c.tile_width,
                                grad_threshold=c.grad_threshold, title=im.stem)

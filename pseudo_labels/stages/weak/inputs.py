@@ -51,12 +51,6 @@ def load_tags(root: str | os.PathLike, entries: Sequence[ImageEntry], *, tags_fi
     return np.stack(out).astype(np.float32)
 
 
-def read_gt_train_ids(root: str | os.PathLike, entry: ImageEntry) -> np.ndarray | None:
-    """(H, W) uint8 gtFine labelTrainIds of one image, or None when the file is absent."""
-    p = gt_path(root, entry, "labelTrainIds")
-    return read_png(p) if p.exists() else None
-
-
 # --------------------------------------------------------------------------- depth
 def depth_index(root: str | os.PathLike, depth_subdir: str | None) -> dict[str, Path] | None:
     """stem -> ``.npy`` path of ``<root>/<depth_subdir>`` ({} when the folder is absent); None for no

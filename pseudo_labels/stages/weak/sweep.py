@@ -23,7 +23,8 @@ from pseudo_labels.datasets.cityscapes import list_images
 from pseudo_labels.stages.features import build_extractor
 from pseudo_labels.stages.report import plot_heatmap
 from pseudo_labels.stages.weak.cam import head_from_checkpoint, load_checkpoint
-from pseudo_labels.stages.weak.inputs import cached_features, depth_index, load_depth, load_tags, read_gt_train_ids
+from pseudo_labels.datasets.cityscapes import read_gt_train_ids
+from pseudo_labels.stages.weak.inputs import cached_features, depth_index, load_depth, load_tags
 from pseudo_labels.stages.weak.masks import (cam_scores_for_image, eval_class_names, extended_confusion,
                                              labels_from_scores, scores_from_confusion)
 from pseudo_labels.stages.weak.training import CamTrainConfig, train_cam
