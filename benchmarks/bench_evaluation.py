@@ -77,7 +77,7 @@ def make_data(root: Path, n: int, seed: int, size=(1024, 2048)):
             p, ps = perturb(rng, g, a["segments_info"], strength=float(rng.uniform(0.5, 2.0)))
             preds.append((a["image_id"], p, ps))
         pj, pf = write_set(root, preds, "pred")
-        return Path(gj), Path(gf), pj, pf, "pseudo_labels.synth"
+        return Path(gj), Path(gf), pj, pf, "pseudo_labels.commands.synth"
     for k in range(n):
         stem = f"benchcity_{k:06d}_000019"
         g, gs = make_gt(rng, size, n_things=int(rng.integers(15, 40)), n_crowd=int(rng.integers(0, 3)))
@@ -158,7 +158,7 @@ def _child(spec: dict) -> dict:
 
         import evaluation.hotcoco_engine  # noqa: F401
         import evaluation.panoptic  # noqa: F401
-        import pseudo_labels.evaluate  # noqa: F401
+        import pseudo_labels.commands.evaluate  # noqa: F401
         import pseudo_labels.core.io  # noqa: F401
         import pseudo_labels.core.runner  # noqa: F401
         from pseudo_labels.cli import main
@@ -193,7 +193,7 @@ def _child(spec: dict) -> dict:
 
         import evaluation.hotcoco_engine  # noqa: F401
         import evaluation.panoptic  # noqa: F401
-        import pseudo_labels.evaluate  # noqa: F401
+        import pseudo_labels.commands.evaluate  # noqa: F401
         import pseudo_labels.core.io  # noqa: F401
         import pseudo_labels.core.runner  # noqa: F401
         from pseudo_labels.cli import main
@@ -228,7 +228,7 @@ def command_wall(spec: dict, tool: str, workers: int) -> float:
         cmd = ["coco", "panoptic", "eval", "--gt", spec["gt_json_int"], "--pred", spec["pred_json_int"],
                "--gt-folder", spec["gt_folder"], "--pred-folder", spec["pred_folder"], "--json"]
     else:
-        cmd = [sys.executable, "-m", "pseudo_labels.evaluate", "--gt-json", spec["gt_json"], "--gt-folder",
+        cmd = [sys.executable, "-m", "pseudo_labels.commands.evaluate", "--gt-json", spec["gt_json"], "--gt-folder",
                spec["gt_folder"], "--pred-json", spec["pred_json"], "--pred-folder", spec["pred_folder"],
                "--out", spec["out"], "--engine", "auto", "--workers", str(workers), "--quiet"]
     env = dict(os.environ, RAYON_NUM_THREADS=str(workers), PYTHONPATH=str(ROOT))
@@ -453,7 +453,7 @@ def main(argv=None) -> int:
             **{f"{tool}_workers_{w}": (None if not np.isfinite(v) else v) for (tool, w), v in best_cmd.items()},
             "what": "process start to exit, best of --repeat: `coco panoptic eval --gt --pred --gt-folder "
                     "--pred-folder --json` (hotcoco's command, integer-id JSON, RAYON_NUM_THREADS = workers) vs "
-                    "`python -m pseudo_labels.evaluate ... --engine auto --workers W --quiet`; includes interpreter "
+                    "`python -m pseudo_labels.commands.evaluate ... --engine auto --workers W --quiet`; includes interpreter "
                     "start and imports, a fixed cost per run that per-image numbers leave out",
         },
         "max_abs_difference_fractions": checks,

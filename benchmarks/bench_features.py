@@ -46,7 +46,7 @@ def _sync(device: str) -> None:
 def main(argv=None) -> int:
     import torch
 
-    from pseudo_labels.stages.features import build_extractor
+    from pseudo_labels.stages.semantic.features import build_extractor
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/bench_features.json")

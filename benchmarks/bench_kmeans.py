@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pseudo_labels.core import defaults  # noqa: E402
-from pseudo_labels.stages.clustering import (  # noqa: E402
+from pseudo_labels.stages.semantic.clustering import (  # noqa: E402
     auto_threads, fit_kmeans_raw, kmeans_inertia, l2_normalize, resolve_backend,
 )
 
@@ -84,9 +84,9 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 from pseudo_labels.core import defaults
 from pseudo_labels.datasets.cityscapes import ImageEntry
-from pseudo_labels.stages.clustering import fit_kmeans, fit_sample_budget
-from pseudo_labels.stages.features import save_features
-from pseudo_labels.stages.semantics import FeatureSource, collect_samples
+from pseudo_labels.stages.semantic.clustering import fit_kmeans, fit_sample_budget
+from pseudo_labels.stages.semantic.features import save_features
+from pseudo_labels.stages.semantic.semantics import FeatureSource, collect_samples
 tmp = tempfile.mkdtemp(prefix="bench_fit_rss_")
 rng_feat = np.random.default_rng(0)
 base = rng_feat.standard_normal(({d}, 8)).astype(np.float32)

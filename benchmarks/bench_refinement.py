@@ -10,7 +10,7 @@ time / images. Also the Hungarian mIoU (per image, ``evaluation.unsupervised``) 
 DynaSeg segments themselves against the 19 GT classes.
 
 Speed (``--part speed``): per-image DynaSeg time at 512x1024 on one core (one thread),
-ours (defaults of :mod:`pseudo_labels.stages.dynaseg`) against the reference's procedure
+ours (defaults of :mod:`pseudo_labels.stages.refine.dynaseg`) against the reference's procedure
 with the same T, written straightforwardly: sklearn ``KMeans(n_init=10)`` on every pixel
 for k = 3..26, ``silhouette_score`` on every pixel, then the reference network
 (M=3, p=100, 100 outputs) trained at full resolution. Parts of the reference too slow to
@@ -178,7 +178,7 @@ def reference_network_seconds(image: np.ndarray, steps: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from pseudo_labels.stages.dynaseg import build_network, continuity_loss, scf_input
+    from pseudo_labels.stages.refine.dynaseg import build_network, continuity_loss, scf_input
 
     torch.manual_seed(0)
     x = torch.from_numpy(scf_input(image, image.shape[:2]))[None]
@@ -231,7 +231,7 @@ def silhouette_scaling(pixels: np.ndarray, sizes, k: int = 8) -> dict:
 
 
 def speed_one(image: np.ndarray, steps: int, ref_steps: int, full_reference: bool) -> dict:
-    from pseudo_labels.stages import dynaseg as ds
+    from pseudo_labels.stages.refine import dynaseg as ds
 
     params = ds.DynaSegParams(steps=steps, threads=1)
     t0 = time.perf_counter()

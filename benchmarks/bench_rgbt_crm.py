@@ -50,9 +50,9 @@ def make_pseudo_labels(root: Path, args, timings: dict) -> tuple[Path, dict]:
     """Synthetic set + DARTS pseudo-labels of the train split; returns (labels dir, DARTS manifest)."""
     from pseudo_labels.core.io import read_manifest
     from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
-    from pseudo_labels.stages.darts import DartsTrainConfig, train_darts
-    from pseudo_labels.stages.darts_semantics import DartsSemanticsConfig, generate_darts_semantics
-    from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features
+    from pseudo_labels.stages.rgbt.darts import DartsTrainConfig, train_darts
+    from pseudo_labels.stages.rgbt.darts_semantics import DartsSemanticsConfig, generate_darts_semantics
+    from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features
 
     t0 = time.time()
     write_synthetic_rgbt(root, args.n_train, seed=0, size=tuple(args.size), split="train")
@@ -79,7 +79,7 @@ def score_folder(root: Path, labels: Path, split: str) -> dict:
     """mIoU overall / day / night of the label PNGs in ``labels`` (``<split>/<name>.png``) vs GT."""
     from pseudo_labels.core.io import read_png
     from pseudo_labels.datasets.mfnet import LABELS
-    from pseudo_labels.stages import crm
+    from pseudo_labels.stages.rgbt import crm
 
     samples = crm.list_samples(root, "mfnet", split)
     preds = {s.name: read_png(labels / s.relative) for s in samples}
@@ -101,7 +101,7 @@ def _brief(scores: dict) -> dict:
 def score_student(root: Path, run: Path, split: str) -> dict:
     """modality -> {overall, day, night} mIoU of the student's predictions on ``split``."""
     from pseudo_labels.datasets.mfnet import LABELS
-    from pseudo_labels.stages import crm
+    from pseudo_labels.stages.rgbt import crm
 
     model, cfg = crm.student_from_checkpoint(crm.load_checkpoint(run))
     samples = crm.list_samples(root, "mfnet", split)
@@ -119,7 +119,7 @@ def score_student(root: Path, run: Path, split: str) -> dict:
 
 
 def train_one(root: Path, labels: Path | None, name: str, seed: int, args) -> dict:
-    from pseudo_labels.stages import crm
+    from pseudo_labels.stages.rgbt import crm
 
     masking, sdc, sdn, mws = CONFIGS[name]
     run = root / "runs" / f"{name.replace(' ', '_').replace('+', 'p')}_{'gt' if labels is None else 'pl'}_{seed}"
@@ -151,7 +151,7 @@ def measure_cost(work: Path, args) -> list[dict]:
         for name in ("no masking", "complementary + SDC + SDN + MWS (w=1)"):
             masking, sdc, sdn, mws = CONFIGS[name]
             run = root / ("run_" + masking)
-            cmd = [sys.executable, "-m", "pseudo_labels.train_crm", "--data-root", str(root), "--dataset", "mfnet",
+            cmd = [sys.executable, "-m", "pseudo_labels.commands.train_crm", "--data-root", str(root), "--dataset", "mfnet",
                    "--labels", "gt", "--out", str(run), "--epochs", "2", "--batch-size", str(args.batch_size),
                    "--masking", masking, "--mask-patch-size", "16", "--sdc-weight", str(sdc), "--sdn-weight",
                    str(sdn), "--mws-weight", str(mws), "--restart"]

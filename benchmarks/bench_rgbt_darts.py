@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt  # noqa: E402
-from pseudo_labels.stages.darts import DartsLossConfig, DartsTrainConfig, train_darts  # noqa: E402
-from pseudo_labels.stages.darts_semantics import DartsSemanticsConfig, generate_darts_semantics  # noqa: E402
-from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features  # noqa: E402
+from pseudo_labels.stages.rgbt.darts import DartsLossConfig, DartsTrainConfig, train_darts  # noqa: E402
+from pseudo_labels.stages.rgbt.darts_semantics import DartsSemanticsConfig, generate_darts_semantics  # noqa: E402
+from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features  # noqa: E402
 
 METHODS = ("rgb", "thermal", "concat", "darts", "darts_reliability")
 

@@ -93,7 +93,7 @@ PLATEAU_LOOP = """
 import json, sys
 sys.path.insert(0, {repo!r})
 from pseudo_labels.datasets.cityscapes import list_images
-from pseudo_labels.stages.semantics import AssignJob, FeatureSource, assign_batch, batches as _batches
+from pseudo_labels.stages.semantic.semantics import AssignJob, FeatureSource, assign_batch, batches as _batches
 def anon():
     return int([l for l in open("/proc/self/status") if l.startswith("RssAnon")][0].split()[1]) / 1024
 entries = list_images({city!r}, "val")
@@ -109,7 +109,7 @@ for rep in range({reps}):
 print(json.dumps(samples))
 """
 IMPORTS = ("import torch, faiss, cv2, numpy, scipy.optimize, evaluation.matching, "
-           "pseudo_labels.stages.semantics, pseudo_labels.stages.features")
+           "pseudo_labels.stages.semantic.semantics, pseudo_labels.stages.semantic.features")
 
 
 def measure(args: list) -> dict:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pseudo_labels.core import defaults  # noqa: E402
-from pseudo_labels.stages.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges  # noqa: E402
+from pseudo_labels.stages.instance.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges  # noqa: E402
 from tests.test_instances import reference_split  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def pin_to_one_core() -> int | None:
 
 def make_city(root: Path, n: int) -> None:
     from pseudo_labels.datasets.cityscapes import gt_path, list_images
-    from pseudo_labels.stages.depth import normalize_depth
+    from pseudo_labels.stages.instance.depth import normalize_depth
     from pseudo_labels.core.io import read_png, write_npy, write_png
     from pseudo_labels.datasets.synthetic_city import generate_scene, image_seed, write_synthetic_city
 
@@ -212,7 +212,7 @@ def bench_end_to_end(root: Path, tmp: Path, n_cells_timed: int = 2, repeats: int
     from pseudo_labels.datasets.cityscapes import gt_path, index_by_stem, list_images, panoptic_gt
     from pseudo_labels.cli import main as cli
     from pseudo_labels.core.io import read_json
-    from pseudo_labels.stages.sweep import Grid, ImageJob, SweepSettings, sweep_image
+    from pseudo_labels.stages.outputs.sweep import Grid, ImageJob, SweepSettings, sweep_image
 
     def sweep():  # like for like: the reference protocol (512x1024) as the straightforward version
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):

@@ -3,7 +3,7 @@
 For each seed: a synthetic city (``pseudo-labels synth``, ``--n-images`` at 512x1024), depth
 from its stereo disparity, min-max normalised per image (``generate-depth --source
 disparity --normalize minmax``, as the reference's depth maps), then the decision of
-:func:`pseudo_labels.stages.thing_stuff.decide_thing_classes_from_files` (the code path of
+:func:`pseudo_labels.stages.instance.thing_stuff.decide_thing_classes_from_files` (the code path of
 ``generate-depth-guided-instances --thing-classes auto``, at 512x1024, tau 0.20) on
 
 * the ground-truth trainId maps (labelTrainIds): agreement = fraction of the train classes
@@ -17,7 +17,7 @@ disparity --normalize minmax``, as the reference's depth maps), then the decisio
   constant decision).
 
 The same cities are also decided by the reference repository's rule
-(:mod:`pseudo_labels.stages.thing_stuff_reference`, ``classify-stuff-things``: depth-split
+(:mod:`pseudo_labels.stages.instance.thing_stuff_reference`, ``classify-stuff-things``: depth-split
 ratio, big-stuff stage, top ``--reference-n-things`` classes; its depth-edge threshold 0.05
 on the same min-max depth), scored the same way (``reference_rule`` in each seed and
 ``summary_reference_rule``).
@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pseudo_labels.datasets.cityscapes import CLASS_NAMES, THING_TRAIN_IDS, index_by_stem  # noqa: E402
-from pseudo_labels.stages.thing_stuff import RULE, agreement, decide_thing_classes_from_files  # noqa: E402
-from pseudo_labels.stages.thing_stuff_reference import REFERENCE_DEFAULTS, decide_thing_classes_reference  # noqa: E402
+from pseudo_labels.stages.instance.thing_stuff import RULE, agreement, decide_thing_classes_from_files  # noqa: E402
+from pseudo_labels.stages.instance.thing_stuff_reference import REFERENCE_DEFAULTS, decide_thing_classes_reference  # noqa: E402
 
 SIZE = (512, 1024)
 
@@ -126,7 +126,7 @@ def evaluate_seed(root: Path, k: int, decide=decide_thing_classes_from_files) ->
 def cluster_sides(root: Path, k: int, stems: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per cluster: GT thing pixels and GT stuff pixels (k,) each, at :data:`SIZE`."""
     from pseudo_labels.core.io import read_png
-    from pseudo_labels.stages.maps import resize_semantic
+    from pseudo_labels.stages.instance.maps import resize_semantic
 
     gts = index_by_stem(root / "gtFine" / "val", "_gtFine_labelTrainIds.png")
     raws = index_by_stem(root / f"raw_k{k}" / "val", ".png")
@@ -163,7 +163,7 @@ def score_clusters(decided: set[int], th: np.ndarray, st: np.ndarray) -> dict:
 def evaluate_seed_reference(root: Path, k: int, n_things: int) -> dict:
     """The reference's rule on the same maps (GT trainIds with 19 classes; k-means clusters with k)."""
     from pseudo_labels.core.io import read_npy, read_png
-    from pseudo_labels.stages.maps import resize_semantic
+    from pseudo_labels.stages.instance.maps import resize_semantic
 
     gts = index_by_stem(root / "gtFine" / "val", "_gtFine_labelTrainIds.png")
     deps = index_by_stem(root / "depth_disp" / "val", ".npy")
@@ -243,7 +243,7 @@ def main() -> int:
         }
 
     res = {
-        "what": "label-free thing/stuff decision (pseudo_labels.stages.thing_stuff) vs the Cityscapes split",
+        "what": "label-free thing/stuff decision (pseudo_labels.stages.instance.thing_stuff) vs the Cityscapes split",
         "image_size": list(SIZE), "n_images_per_seed": args.n_images, "seeds": args.seeds, "k": args.k,
         "depth": "stereo disparity -> depth, min-max normalised per image", "grad_threshold": 0.2,
         "rule": RULE,

@@ -1,8 +1,8 @@
 """The ``pseudo-labels`` command: one subcommand per stage.
 
-Each command is a module ``pseudo_labels.<module>`` exposing ``add_arguments(parser)`` and
-``run(args) -> int``; the same module runs as ``python -m pseudo_labels.<module>`` through
-:func:`pseudo_labels.core.arguments.module_main`. Only the chosen
+Each command is a module ``pseudo_labels.commands.<module>`` exposing ``add_arguments(parser)``
+and ``run(args) -> int``; the same module runs as ``python -m pseudo_labels.commands.<module>``
+through :func:`pseudo_labels.commands.module_main`. Only the chosen
 subcommand's module is imported, so ``pseudo-labels --help`` is quick.
 """
 
@@ -17,44 +17,44 @@ from pseudo_labels.core.arguments import add_common_arguments, run_guarded
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("pseudo_labels.demo", "run the whole pipeline on a built-in synthetic city"),
-    "synth": ("pseudo_labels.synth", "write a synthetic city in the Cityscapes layout (with GT, disparity, camera)"),
-    "extract-features": ("pseudo_labels.extract_features", "dense self-supervised ViT patch features per image"),
+    "demo": ("pseudo_labels.commands.demo", "run the whole pipeline on a built-in synthetic city"),
+    "synth": ("pseudo_labels.commands.synth", "write a synthetic city in the Cityscapes layout (with GT, disparity, camera)"),
+    "extract-features": ("pseudo_labels.commands.extract_features", "dense self-supervised ViT patch features per image"),
     "generate-overclustered-semantics": (
-        "pseudo_labels.generate_overclustered_semantics",
+        "pseudo_labels.commands.generate_overclustered_semantics",
         "features -> k-means over-clustering -> cluster-to-class semantic pseudo-labels",
     ),
-    "generate-depth": ("pseudo_labels.generate_depth", "depth maps from disparity, .npy folders or a monocular network"),
+    "generate-depth": ("pseudo_labels.commands.generate_depth", "depth maps from disparity, .npy folders or a monocular network"),
     "generate-depth-guided-instances": (
-        "pseudo_labels.generate_depth_guided_instances",
+        "pseudo_labels.commands.generate_depth_guided_instances",
         "split thing classes into instances with depth edges + connected components",
     ),
-    "generate-panoptic": ("pseudo_labels.generate_panoptic", "assemble Cityscapes-panoptic PNG + JSON"),
-    "evaluate": ("pseudo_labels.evaluate", "PQ/SQ/RQ (and mIoU) against Cityscapes panoptic ground truth"),
-    "sweep": ("pseudo_labels.sweep_cli", "grid over k x tau x A_min (x sigma), JSON/CSV/heatmap"),
-    "convert-to-cups-format": ("pseudo_labels.convert_to_cups_format", "export panoptic pseudo-labels for CUPS training"),
-    "export-coco": ("pseudo_labels.export_coco", "export panoptic pseudo-labels as COCO panoptic"),
-    "visualize": ("pseudo_labels.visualize", "per-image overlay panels and a contact sheet"),
-    "report": ("pseudo_labels.report", "markdown report from a sweep JSON"),
-    "train-cam": ("pseudo_labels.train_cam", "train a tag classifier (CAMs) with the depth edge alignment loss"),
-    "generate-cam-pseudolabels": ("pseudo_labels.generate_cam_pseudolabels", "semantic pseudo-labels from CAMs"),
-    "synth-rgbt": ("pseudo_labels.synth_rgbt", "write a synthetic RGB-thermal set in the MFNet layout (day + night)"),
-    "run": ("pseudo_labels.run", "run the whole pipeline from one TOML config (resumable)"),
-    "extract-rgbt-features": ("pseudo_labels.extract_rgbt_features", "backbone features of RGB-T images, per modality"),
-    "train-crm": ("pseudo_labels.train_crm", "train a CRM student (complementary random masking) on pseudo-labels"),
-    "generate-crm-pseudolabels": ("pseudo_labels.generate_crm_pseudolabels", "semantic labels from a trained CRM student"),
-    "generate-dynaseg-segments": ("pseudo_labels.generate_dynaseg_segments", "unsupervised DynaSeg segments per image"),
-    "evaluate-segments": ("pseudo_labels.evaluate_segments", "score unsupervised segments against COCO-Stuff-27 / VOC / BSD500 ground truth (DynaSeg protocols)"),
-    "refine-semantics": ("pseudo_labels.refine_semantics", "refine semantic pseudo-labels (DynaSeg segments, dense CRF)"),
+    "generate-panoptic": ("pseudo_labels.commands.generate_panoptic", "assemble Cityscapes-panoptic PNG + JSON"),
+    "evaluate": ("pseudo_labels.commands.evaluate", "PQ/SQ/RQ (and mIoU) against Cityscapes panoptic ground truth"),
+    "sweep": ("pseudo_labels.commands.sweep", "grid over k x tau x A_min (x sigma), JSON/CSV/heatmap"),
+    "convert-to-cups-format": ("pseudo_labels.commands.convert_to_cups_format", "export panoptic pseudo-labels for CUPS training"),
+    "export-coco": ("pseudo_labels.commands.export_coco", "export panoptic pseudo-labels as COCO panoptic"),
+    "visualize": ("pseudo_labels.commands.visualize", "per-image overlay panels and a contact sheet"),
+    "report": ("pseudo_labels.commands.report", "markdown report from a sweep JSON"),
+    "train-cam": ("pseudo_labels.commands.train_cam", "train a tag classifier (CAMs) with the depth edge alignment loss"),
+    "generate-cam-pseudolabels": ("pseudo_labels.commands.generate_cam_pseudolabels", "semantic pseudo-labels from CAMs"),
+    "synth-rgbt": ("pseudo_labels.commands.synth_rgbt", "write a synthetic RGB-thermal set in the MFNet layout (day + night)"),
+    "run": ("pseudo_labels.commands.run", "run the whole pipeline from one TOML config (resumable)"),
+    "extract-rgbt-features": ("pseudo_labels.commands.extract_rgbt_features", "backbone features of RGB-T images, per modality"),
+    "train-crm": ("pseudo_labels.commands.train_crm", "train a CRM student (complementary random masking) on pseudo-labels"),
+    "generate-crm-pseudolabels": ("pseudo_labels.commands.generate_crm_pseudolabels", "semantic labels from a trained CRM student"),
+    "generate-dynaseg-segments": ("pseudo_labels.commands.generate_dynaseg_segments", "unsupervised DynaSeg segments per image"),
+    "evaluate-segments": ("pseudo_labels.commands.evaluate_segments", "score unsupervised segments against COCO-Stuff-27 / VOC / BSD500 ground truth (DynaSeg protocols)"),
+    "refine-semantics": ("pseudo_labels.commands.refine_semantics", "refine semantic pseudo-labels (DynaSeg segments, dense CRF)"),
     "generate-semantic-pseudolabels-cause": (
-        "pseudo_labels.generate_semantic_pseudolabels_cause",
+        "pseudo_labels.commands.generate_semantic_pseudolabels_cause",
         "CAUSE-27 semantic pseudo-labels (DINOv2 + Segment_TR + cluster probe, Hungarian-named)",
     ),
-    "remap-cause27-to-trainid": ("pseudo_labels.remap_cause27_to_trainid", "remap CAUSE 27-class PNGs to 19 trainIds"),
-    "classify-stuff-things": ("pseudo_labels.classify_stuff_things", "the reference's depth-split stuff/things rule -> stuff_things.json"),
-    "train-darts": ("pseudo_labels.train_darts", "train the DARTS RGB-thermal fusion head on frozen features"),
+    "remap-cause27-to-trainid": ("pseudo_labels.commands.remap_cause27_to_trainid", "remap CAUSE 27-class PNGs to 19 trainIds"),
+    "classify-stuff-things": ("pseudo_labels.commands.classify_stuff_things", "the reference's depth-split stuff/things rule -> stuff_things.json"),
+    "train-darts": ("pseudo_labels.commands.train_darts", "train the DARTS RGB-thermal fusion head on frozen features"),
     "generate-darts-semantics": (
-        "pseudo_labels.generate_darts_semantics",
+        "pseudo_labels.commands.generate_darts_semantics",
         "DARTS fused codes (or rgb/thermal/concat features) -> k-means -> semantic pseudo-labels, day/night scores",
     ),
 }

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
-from pseudo_labels.stages import darts
-from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features
+from pseudo_labels.stages.rgbt import darts
+from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features
 
 
 @pytest.fixture(autouse=True, scope="module")

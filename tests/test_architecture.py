@@ -3,7 +3,7 @@
 - import-linter contracts in ``pyproject.toml`` (``[tool.importlinter]``): the library layers
   stages -> datasets -> core never import upwards; ``evaluation`` imports nothing from
   ``pseudo_labels``; ``refs`` imports nothing of ours; no import cycles among siblings.
-- Commands (the top-level modules of ``pseudo_labels``, e.g. ``pseudo_labels.generate_panoptic``)
+- Commands (the top-level modules of ``pseudo_labels``, e.g. ``pseudo_labels.commands.generate_panoptic``)
   import no other command and not the ``pseudo-labels`` dispatcher; the library imports no command.
 """
 
@@ -18,7 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("pseudo_labels.core", "pseudo_labels.datasets", "pseudo_labels.stages")
+COMMANDS_PACKAGE = "pseudo_labels.commands"
 DISPATCHER = "pseudo_labels.cli"
+FAMILIES = {"semantic", "instance", "refine", "rgbt", "weak", "outputs"}
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,8 @@ def graph() -> grimp.ImportGraph:
 
 
 def command_modules(graph: grimp.ImportGraph) -> set[str]:
-    """Top-level modules of pseudo_labels that are not the library packages or the dispatcher."""
-    children = graph.find_children("pseudo_labels")
-    return {m for m in children if m not in LIBRARY and m != DISPATCHER and not graph.find_children(m)}
+    """The modules of ``pseudo_labels.commands`` (one per ``pseudo-labels <command>``)."""
+    return set(graph.find_children(COMMANDS_PACKAGE))
 
 
 def test_import_linter_contracts_hold():
@@ -42,7 +43,7 @@ def test_import_linter_contracts_hold():
 
 def test_commands_import_no_other_command(graph):
     commands = command_modules(graph)
-    assert {"pseudo_labels.generate_panoptic", "pseudo_labels.demo", "pseudo_labels.run"} <= commands
+    assert {"pseudo_labels.commands.generate_panoptic", "pseudo_labels.commands.demo", "pseudo_labels.commands.run"} <= commands
     bad = [f"{c} imports {m}" for c in sorted(commands)
            for m in sorted(graph.find_modules_directly_imported_by(c)) if m in commands or m == DISPATCHER]
     assert not bad, "\n".join(bad)
@@ -76,3 +77,24 @@ def test_commands_are_thin(graph):
         if n > COMMAND_MAX_LINES:
             long[module] = n
     assert not long, f"commands over {COMMAND_MAX_LINES} lines (move the work into pseudo_labels/stages): {long}"
+
+
+def test_the_tree_shows_the_product(graph):
+    """Beside the packages only the entry point; inside ``stages`` only families and the pipeline."""
+    top = {m.rpartition(".")[2] for m in graph.find_children("pseudo_labels")}
+    assert top == {"cli", "commands", "core", "datasets", "stages"}, top
+    stages = {m.rpartition(".")[2] for m in graph.find_children("pseudo_labels.stages")}
+    assert stages == FAMILIES | {"pipeline"}, stages
+    for family in FAMILIES:
+        assert graph.find_children(f"pseudo_labels.stages.{family}"), family
+
+
+def test_old_command_module_names_still_run():
+    """``python -m pseudo_labels.<module>`` (the spelling before ``commands/``) runs the command."""
+    for old in ("generate_overclustered_semantics", "sweep_cli"):
+        proc = subprocess.run([sys.executable, "-m", f"pseudo_labels.{old}", "--help"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "usage: python -m pseudo_labels.commands." in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "pseudo_labels.no_such_command"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "No module named" in proc.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages.centroids import (
+from pseudo_labels.stages.semantic.centroids import (
     centroids_npz_bytes, is_base64_centroids, load_reference_centroids, restore_centroids,
 )
 
@@ -39,7 +39,7 @@ def test_decode_base64_npz(tmp_path, compressed):
 
 
 def test_restore_writes_npz_readable_by_clustering(tmp_path):
-    from pseudo_labels.stages.clustering import load_centroids
+    from pseudo_labels.stages.semantic.clustering import load_centroids
 
     path, c, c2c = _reference_like(tmp_path)
     out = restore_centroids(path, tmp_path / "pseudo_semantic_raw_k80" / "kmeans_centroids.npz")
@@ -70,7 +70,7 @@ def test_bad_files_are_named(tmp_path):
 
 def test_load_centroids_accepts_the_base64_file(tmp_path):
     """``--load-centroids`` goes through clustering.load_centroids, which reads the .b64 too."""
-    from pseudo_labels.stages.clustering import load_centroids
+    from pseudo_labels.stages.semantic.clustering import load_centroids
 
     path, c, c2c = _reference_like(tmp_path)
     f = load_centroids(path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.core.io import write_npy, write_png
-from pseudo_labels.stages.thing_stuff_reference import (
+from pseudo_labels.stages.instance.thing_stuff_reference import (
     classify, cluster_statistics, decide_thing_classes_reference, image_class_records,
 )
 
@@ -131,7 +131,7 @@ def test_command_writes_reference_schema(tmp_path, capsys):
 
 
 def test_file_form_for_the_instance_stage(tmp_path):
-    from pseudo_labels.stages.thing_stuff_reference import decide_thing_classes_reference_from_files
+    from pseudo_labels.stages.instance.thing_stuff_reference import decide_thing_classes_reference_from_files
 
     rng = np.random.default_rng(1)
     sems, deps, sp, dp = [], [], [], []

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pseudo_labels.stages.clustering import (
+from pseudo_labels.stages.semantic.clustering import (
     assign_clusters, cluster_png_array, fit_kmeans, fit_kmeans_raw, kmeans_inertia, l2_normalize,
     load_centroids, pool_to_grid, resize_nearest, sample_patch_features, save_centroids,
 )
@@ -145,7 +145,7 @@ def test_centroids_roundtrip_and_reference_file(tmp_path):
 
 def test_fit_sample_budget_and_quotas():
     from pseudo_labels.core import defaults
-    from pseudo_labels.stages.clustering import fit_sample_budget, sample_quotas
+    from pseudo_labels.stages.semantic.clustering import fit_sample_budget, sample_quotas
 
     assert fit_sample_budget(80) == defaults.MAX_FIT_SAMPLES
     assert fit_sample_budget(500) == 500 * defaults.KMEANS_MAX_POINTS_PER_CENTROID
@@ -162,7 +162,7 @@ def test_fit_sample_budget_and_quotas():
 
 
 def test_image_rng_depends_on_seed_and_stem_only():
-    from pseudo_labels.stages.clustering import image_rng
+    from pseudo_labels.stages.semantic.clustering import image_rng
 
     a = image_rng(42, "aachen_000000_000019").integers(1 << 30, size=4)
     assert np.array_equal(a, image_rng(42, "aachen_000000_000019").integers(1 << 30, size=4))
@@ -189,7 +189,7 @@ def test_auto_backend_without_faiss_fits_with_torch(monkeypatch):
     """The ``except ImportError`` path of resolve_backend: auto falls back to torch and still fits."""
     import sys
 
-    from pseudo_labels.stages.clustering import resolve_backend
+    from pseudo_labels.stages.semantic.clustering import resolve_backend
 
     assert resolve_backend("auto") == "faiss"
     monkeypatch.setitem(sys.modules, "faiss", None)

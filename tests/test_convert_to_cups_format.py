@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pseudo_labels.core import io
-from pseudo_labels.stages import export
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.stages.outputs import export
+from pseudo_labels.commands import module_main
 from pseudo_labels.datasets.cityscapes import THING_TRAIN_IDS, panoptic_categories
 from pseudo_labels.core.errors import PseudoLabelsError
 from tests.test_export import STEMS, scene, write_panoptic
@@ -29,7 +29,7 @@ def city_root(tmp_path, stems=STEMS, split="train", sequence=True):
 
 
 def convert(*argv):
-    return module_main("pseudo_labels.convert_to_cups_format", [str(a) for a in argv])
+    return module_main("pseudo_labels.commands.convert_to_cups_format", [str(a) for a in argv])
 
 
 def expected(stem_index, unmatched="void"):
@@ -100,7 +100,7 @@ def test_fork_export_full_resolution_uint16(tmp_path):
     root = city_root(tmp_path)
     out = tmp_path / "fork"
     assert convert("--panoptic-dir", folder, "--cityscapes-root", root, "--out", out, "--target", "cups-fork") == 0
-    # monocular_ups pseudo_labels/convert_to_cups_format.py main: uint16 instances at full resolution,
+    # monocular_ups pseudo_labels/commands/convert_to_cups_format.py main: uint16 instances at full resolution,
     # one <stem>_leftImg8bit.pt per image with float32 "distribution all pixels"/"... inside object proposals"
     for k, s in enumerate(STEMS):
         inst = io.read_png(out / f"{s}_leftImg8bit_instance.png")

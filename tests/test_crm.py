@@ -1,4 +1,4 @@
-"""CRM student library (pseudo_labels.stages.crm): masks, model, losses, training, inference."""
+"""CRM student library (pseudo_labels.stages.rgbt.crm): masks, model, losses, training, inference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages import crm
+from pseudo_labels.stages.rgbt import crm
 from tests.rgbt_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 

@@ -1,4 +1,4 @@
-"""DARTS fusion head, correlation losses and training (pseudo_labels.stages.darts, command train-darts)."""
+"""DARTS fusion head, correlation losses and training (pseudo_labels.stages.rgbt.darts, command train-darts)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 from pseudo_labels.core.io import read_manifest
 from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
-from pseudo_labels.stages import darts
-from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features
+from pseudo_labels.stages.rgbt import darts
+from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Pseudo-labels from DARTS / per-modality features (pseudo_labels.stages.darts_semantics, command
+"""Pseudo-labels from DARTS / per-modality features (pseudo_labels.stages.rgbt.darts_semantics, command
 generate-darts-semantics)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_manifest, read_png
 from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets import mfnet
-from pseudo_labels.stages import darts
-from pseudo_labels.stages.darts_semantics import DartsSemanticsConfig, generate_darts_semantics, source_vectors
-from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features
+from pseudo_labels.stages.rgbt import darts
+from pseudo_labels.stages.rgbt.darts_semantics import DartsSemanticsConfig, generate_darts_semantics, source_vectors
+from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features
 from tests.rgbt_fixtures import small_darts_run
 
 SIZE = (64, 128)

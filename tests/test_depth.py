@@ -1,11 +1,11 @@
-"""Tests of pseudo_labels.stages.depth: disparity formula, invalid filling, normalisation, npy folders."""
+"""Tests of pseudo_labels.stages.instance.depth: disparity formula, invalid filling, normalisation, npy folders."""
 
 import json
 
 import numpy as np
 import pytest
 
-from pseudo_labels.stages import depth
+from pseudo_labels.stages.instance import depth
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 CAMERA = {"extrinsic": {"baseline": 0.2, "x": 1.7}, "intrinsic": {"fx": 2000.0, "fy": 2000.0, "u0": 1000, "v0": 500}}

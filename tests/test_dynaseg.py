@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages import dynaseg
-from pseudo_labels.stages.dynaseg import DynaSegParams
+from pseudo_labels.stages.refine import dynaseg
+from pseudo_labels.stages.refine.dynaseg import DynaSegParams
 
 
 def blocks_image(n_rows: int = 2, n_cols: int = 2, size=(48, 64), noise: float = 6.0, seed: int = 0) -> np.ndarray:

@@ -62,7 +62,7 @@ def test_cli_engines_agree_and_numpy_runs_through_the_runner(tmp_path):
     q = tmp_path / "bad.json"
     q.write_text(json.dumps(pred))
     for workers in ("1", "2"):
-        proc = subprocess.run([sys.executable, "-m", "pseudo_labels.evaluate", *_args(gj, gf, q, pf, tmp_path / "x.json")[1:],
+        proc = subprocess.run([sys.executable, "-m", "pseudo_labels.commands.evaluate", *_args(gj, gf, q, pf, tmp_path / "x.json")[1:],
                                "--engine", "numpy", "--workers", workers, "--quiet"],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2
@@ -128,7 +128,7 @@ def test_cli_bad_input_exit_2(tmp_path, capsys):
 def test_module_entry_point(tmp_path):
     gj, gf, pj, pf = make_dataset(tmp_path, n=1, seed=14)
     out = tmp_path / "m.json"
-    proc = subprocess.run([sys.executable, "-m", "pseudo_labels.evaluate", *_args(gj, gf, pj, pf, out)[1:], "--quiet"],
+    proc = subprocess.run([sys.executable, "-m", "pseudo_labels.commands.evaluate", *_args(gj, gf, pj, pf, out)[1:], "--quiet"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["n_images"] == 1

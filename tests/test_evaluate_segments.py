@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.io import write_png
 from pseudo_labels.datasets import coco_stuff
 
@@ -23,7 +23,7 @@ def tiny_coco_stuff(root, split="val2017"):
 def test_command_scores_and_writes_json(tmp_path, capsys):
     tiny_coco_stuff(tmp_path)
     out = tmp_path / "score.json"
-    rc = module_main("pseudo_labels.evaluate_segments", ["--segments-dir", str(tmp_path / "segs"), "--dataset",
+    rc = module_main("pseudo_labels.commands.evaluate_segments", ["--segments-dir", str(tmp_path / "segs"), "--dataset",
                      "coco-stuff-27", "--data-root", str(tmp_path), "--split", "val2017", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -35,6 +35,6 @@ def test_command_scores_and_writes_json(tmp_path, capsys):
 def test_missing_segments_are_a_clear_error(tmp_path, capsys):
     tiny_coco_stuff(tmp_path)
     (tmp_path / "segs" / "2.png").unlink()
-    rc = module_main("pseudo_labels.evaluate_segments", ["--segments-dir", str(tmp_path / "segs"), "--dataset",
+    rc = module_main("pseudo_labels.commands.evaluate_segments", ["--segments-dir", str(tmp_path / "segs"), "--dataset",
                      "coco-stuff-27", "--data-root", str(tmp_path), "--split", "val2017"])
     assert rc == 2 and "no segments for 1 image(s), e.g. 2" in capsys.readouterr().err

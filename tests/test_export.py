@@ -1,4 +1,4 @@
-"""Tests of pseudo_labels.stages.export: panoptic input checks, CUPS rules, COCO panoptic export."""
+"""Tests of pseudo_labels.stages.outputs.export: panoptic input checks, CUPS rules, COCO panoptic export."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.core import io
-from pseudo_labels.stages import export
+from pseudo_labels.stages.outputs import export
 from pseudo_labels.datasets.cityscapes import THING_TRAIN_IDS, panoptic_categories
 from pseudo_labels.core.errors import PseudoLabelsError
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pseudo_labels.cli import main
-from pseudo_labels.core.arguments import module_main
-from pseudo_labels.stages.dinov2 import build_dinov2
-from pseudo_labels.stages.features import BUILTIN_DIM
+from pseudo_labels.commands import module_main
+from pseudo_labels.stages.semantic.dinov2 import build_dinov2
+from pseudo_labels.stages.semantic.features import BUILTIN_DIM
 from pseudo_labels.core.io import read_manifest
 
 
@@ -20,7 +20,7 @@ def _outputs(out):
 def test_builtin_end_to_end_and_resume(synth_city, tmp_path, capsys):
     out = tmp_path / "feats"
     argv = ["--cityscapes-root", str(synth_city), "--split", "val", "--backbone", "builtin", "--out", str(out)]
-    assert module_main("pseudo_labels.extract_features", argv) == 0
+    assert module_main("pseudo_labels.commands.extract_features", argv) == 0
     files = _outputs(out)
     assert len(files) == 3
     for f in files:
@@ -45,9 +45,9 @@ def test_builtin_end_to_end_and_resume(synth_city, tmp_path, capsys):
     assert files[0].exists()
 
     # other parameters into the same folder: refused unless --overwrite
-    assert module_main("pseudo_labels.extract_features", argv + ["--input-size", "28", "56"]) == 2
+    assert module_main("pseudo_labels.commands.extract_features", argv + ["--input-size", "28", "56"]) == 2
     assert "input_size" in capsys.readouterr().err
-    assert module_main("pseudo_labels.extract_features", argv + ["--input-size", "28", "56", "--overwrite"]) == 0
+    assert module_main("pseudo_labels.commands.extract_features", argv + ["--input-size", "28", "56", "--overwrite"]) == 0
     assert np.load(files[1]).shape == (BUILTIN_DIM, 2, 4)
 
 
@@ -61,14 +61,14 @@ def test_dinov2_cli_and_errors(synth_city, tmp_path, capsys):
     out = tmp_path / "dino"
     base = ["--cityscapes-root", str(synth_city), "--out", str(out), "--input-size", "28", "56"]
     # a tiny checkpoint is refused for a named architecture, with the file and the expected shape
-    assert module_main("pseudo_labels.extract_features", base + ["--backbone", "dinov2_vits14",
+    assert module_main("pseudo_labels.commands.extract_features", base + ["--backbone", "dinov2_vits14",
                                                                  "--weights", str(weights)]) == 2
     err = capsys.readouterr().err
     assert "tiny.pth" in err and "embed dim 384" in err
-    assert module_main("pseudo_labels.extract_features", base + ["--backbone", "dinov2_vitb14"]) == 2
+    assert module_main("pseudo_labels.commands.extract_features", base + ["--backbone", "dinov2_vitb14"]) == 2
     assert "--weights" in capsys.readouterr().err
     # the library path accepts the tiny model (architecture read from the checkpoint)
-    from pseudo_labels import extract_features
+    from pseudo_labels.commands import extract_features
     import argparse
 
     p = argparse.ArgumentParser()

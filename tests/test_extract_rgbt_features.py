@@ -1,4 +1,4 @@
-"""The extract-rgbt-features command (pseudo_labels.extract_rgbt_features)."""
+"""The extract-rgbt-features command (pseudo_labels.commands.extract_rgbt_features)."""
 
 from __future__ import annotations
 

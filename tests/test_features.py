@@ -8,8 +8,8 @@ import torch
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages.dinov2 import build_dinov2, dinov2_patch_tokens, official_pos_embed
-from pseudo_labels.stages.features import (
+from pseudo_labels.stages.semantic.dinov2 import build_dinov2, dinov2_patch_tokens, official_pos_embed
+from pseudo_labels.stages.semantic.features import (
     BUILTIN_DIM,
     build_extractor,
     load_features,
@@ -266,7 +266,7 @@ def test_segment_tr_official_key_names():
 
 
 def test_cause_head_round_trip_and_codebook_lookup(tmp_path):
-    from pseudo_labels.stages.cause import build_segment_tr
+    from pseudo_labels.stages.semantic.cause import build_segment_tr
 
     head, path, cb_path = _tiny_cause(tmp_path)
     loaded = build_segment_tr(path, dim=32)
@@ -337,7 +337,7 @@ def test_extract_features_folder_library_call(synth_city, tmp_path):
     from pseudo_labels.core.io import read_manifest
     from pseudo_labels.core.runner import RunOptions
     from pseudo_labels.datasets.cityscapes import list_images
-    from pseudo_labels.stages.features import FeatureConfig, extract_features_folder
+    from pseudo_labels.stages.semantic.features import FeatureConfig, extract_features_folder
 
     out = tmp_path / "f"
     cfg = FeatureConfig(str(synth_city), str(out), input_size=[28, 56], batch_size=2)  # a list, as from a file
@@ -354,7 +354,7 @@ def test_extract_features_folder_library_call(synth_city, tmp_path):
 
 
 def test_input_size_values():
-    from pseudo_labels.stages.features import input_size_of
+    from pseudo_labels.stages.semantic.features import input_size_of
 
     assert input_size_of([322]) == 322 and input_size_of([28, 56]) == (28, 56)
     with pytest.raises(PseudoLabelsError, match="give H W"):

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.io import read_json, read_png
 
-MOD = "pseudo_labels.generate_cam_pseudolabels"
+MOD = "pseudo_labels.commands.generate_cam_pseudolabels"
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     root = base / "city"
     stems = write_synthetic_city(root, 4, seed=2, size=(64, 128), split="train", class_dropout=0.5)
     run = base / "run"
-    assert module_main("pseudo_labels.train_cam", [
+    assert module_main("pseudo_labels.commands.train_cam", [
         "--cityscapes-root", str(root), "--split", "train", "--backbone", "builtin", "--input-size", "56", "112",
         "--epochs", "3", "--seed", "0", "--tags-from-gt", "--depth-subdir", "disparity", "--deal-weight", "0.1",
         "--hidden", "8", "--pooling", "lse", "--out", str(run)]) == 0

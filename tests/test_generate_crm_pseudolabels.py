@@ -10,7 +10,7 @@ import pytest
 
 from pseudo_labels.cli import main
 from pseudo_labels.core.io import read_png
-from pseudo_labels.stages import crm
+from pseudo_labels.stages.rgbt import crm
 from tests.test_train_crm import SIZE, write_rgbt_fixture
 from tests.rgbt_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 

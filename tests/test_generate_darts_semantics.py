@@ -1,4 +1,4 @@
-"""The generate-darts-semantics command (pseudo_labels.generate_darts_semantics)."""
+"""The generate-darts-semantics command (pseudo_labels.commands.generate_darts_semantics)."""
 
 from __future__ import annotations
 

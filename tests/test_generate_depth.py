@@ -152,7 +152,7 @@ def test_disparity_recovers_synth_depth_within_quantisation(synth_city, tmp_path
 
 def test_library_entry_point_and_overwrite(tmp_path):
     from pseudo_labels.core.runner import RunOptions
-    from pseudo_labels.stages.depth import DepthConfig, generate_depth_maps
+    from pseudo_labels.stages.instance.depth import DepthConfig, generate_depth_maps
 
     make_city(tmp_path, stems=STEMS[:2])
     out = tmp_path / "o"

@@ -19,7 +19,7 @@ WORK = ["--resolution", "128", "256"]
 def prepare_city(src: Path, dst: Path) -> Path:
     """Copy a synthetic city and add ``sem_gt/val/<city>/<stem>.png`` (GT trainIds) and
     ``depth_disp/val/<city>/<stem>.npy`` (disparity depth, min-max normalised as the reference)."""
-    from pseudo_labels.stages.depth import depth_from_disparity, normalize_depth, read_camera
+    from pseudo_labels.stages.instance.depth import depth_from_disparity, normalize_depth, read_camera
     from pseudo_labels.datasets.cityscapes import camera_path, disparity_path
 
     shutil.copytree(src, dst)
@@ -62,9 +62,9 @@ def test_flat_layout_underscore_flags_and_module_entry(city, tmp_path):
         shutil.copy(f, flat_sem / f.name.replace(".png", "_leftImg8bit.png"))
     for f in (city / "depth_disp").rglob("*.npy"):
         shutil.copy(f, flat_depth / f.name)
-    from pseudo_labels.core.arguments import module_main
+    from pseudo_labels.commands import module_main
 
-    rc = module_main("pseudo_labels.generate_depth_guided_instances",
+    rc = module_main("pseudo_labels.commands.generate_depth_guided_instances",
                      ["--semantic_dir", str(flat_sem), "--depth_dir", str(flat_depth), "--output_dir",
                       str(tmp_path / "o"), "--min_area", "50", "--grad_threshold", "0.2", "--workers", "1", *WORK])
     assert rc == 0
@@ -114,7 +114,7 @@ def test_constant_depth_gives_components_and_size_mismatch_resized(city, tmp_pat
     out = tmp_path / "o"
     assert _run("--semantic-dir", str(city / "sem_gt"), "--depth-dir", str(depth), "--output-dir", str(out),
                 "--workers", "1", "--min-area", "50", *WORK) == 0
-    from pseudo_labels.stages.instances import connected_component_instances, resize_semantic
+    from pseudo_labels.stages.instance.instances import connected_component_instances, resize_semantic
 
     for f in (city / "sem_gt").rglob("*.png"):
         inst = read_png(next(out.rglob(f"{f.stem}_instance.png")))
@@ -131,7 +131,7 @@ def test_thing_classes_list_and_auto(city, tmp_path):
     for f in out.rglob("*_instance.png"):
         inst = read_png(f)
         sem = read_png(next((city / "sem_gt").rglob(f.name.replace("_instance", ""))))
-        from pseudo_labels.stages.instances import resize_semantic
+        from pseudo_labels.stages.instance.instances import resize_semantic
 
         sem = resize_semantic(sem, inst.shape)
         assert set(np.unique(sem[inst > 0])) <= {13}

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.io import read_png
 
-MODULE = "pseudo_labels.generate_dynaseg_segments"
+MODULE = "pseudo_labels.commands.generate_dynaseg_segments"
 FAST = ["--steps", "6", "--k-range", "3", "6", "--silhouette-sample", "300", "--work-long-side", "48"]
 
 
@@ -101,7 +101,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 def test_fsf_with_a_dinov2_checkpoint_and_missing_weights(image_folder, tmp_path, capsys):
     import torch
 
-    from pseudo_labels.stages.dinov2 import build_dinov2
+    from pseudo_labels.stages.semantic.dinov2 import build_dinov2
 
     torch.manual_seed(0)
     model = build_dinov2(None, None, config=dict(embed_dim=32, depth=2, num_heads=1, mlp_ratio=4.0,

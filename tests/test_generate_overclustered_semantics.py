@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.cli import main
-from pseudo_labels.stages.features import BUILTIN_DIM
+from pseudo_labels.stages.semantic.features import BUILTIN_DIM
 from pseudo_labels.core.io import read_png
 
 
@@ -15,7 +15,7 @@ from pseudo_labels.core.io import read_png
 def feats_city(synth_city, tmp_path_factory):
     """A writable copy of synth_city with builtin features precomputed under features/."""
     from pseudo_labels.datasets.cityscapes import list_images
-    from pseudo_labels.stages.features import build_extractor, save_features
+    from pseudo_labels.stages.semantic.features import build_extractor, save_features
     from pseudo_labels.core.io import read_image_rgb
 
     root = tmp_path_factory.mktemp("ocs") / "city"
@@ -100,7 +100,7 @@ def test_load_centroids_other_split_no_refit(synth_city_train_val, tmp_path):
 
 
 def test_dim_mismatch_names_file_and_writes_nothing(feats_city, tmp_path, capsys):
-    from pseudo_labels.stages.clustering import l2_normalize, save_centroids
+    from pseudo_labels.stages.semantic.clustering import l2_normalize, save_centroids
 
     bad = tmp_path / "c.npz"
     save_centroids(bad, l2_normalize(np.random.default_rng(0).standard_normal((5, 7)), axis=1))

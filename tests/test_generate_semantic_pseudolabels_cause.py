@@ -12,7 +12,7 @@ import torch
 
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_image_rgb, read_png
-from pseudo_labels.stages.dinov2 import build_dinov2
+from pseudo_labels.stages.semantic.dinov2 import build_dinov2
 
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=1, mlp_ratio=4.0, patch_size=14, pos_grid=2)
 
@@ -41,7 +41,7 @@ def ckpt(tmp_path_factory):
 
 
 def _config(root, ckpt, out, **kw):
-    from pseudo_labels.stages.cause27 import Cause27Config
+    from pseudo_labels.stages.semantic.cause27 import Cause27Config
 
     return Cause27Config(cityscapes_root=str(root), checkpoint_dir=str(ckpt), output_dir=str(out),
                          backbone="dinov2", **kw)
@@ -52,8 +52,8 @@ def _reference_labels(image, backbone, head, probe, mapping, crop=28):
     """generate_semantic_pseudolabels_cause.py single-scale path, without CRF, on one image."""
     from PIL import Image
 
-    from pseudo_labels.stages.dinov2 import dinov2_patch_tokens
-    from pseudo_labels.stages.features import normalize_image, resize_image
+    from pseudo_labels.stages.semantic.dinov2 import dinov2_patch_tokens
+    from pseudo_labels.stages.semantic.features import normalize_image, resize_image
 
     h0, w0 = image.shape[:2]
     scale = crop / min(h0, w0)
@@ -87,8 +87,8 @@ def _reference_labels(image, backbone, head, probe, mapping, crop=28):
 
 
 def test_generate_matches_reference_arithmetic(synth_city, ckpt, tmp_path):
-    from pseudo_labels.stages.cause import load_cause27_models
-    from pseudo_labels.stages.cause27 import generate_cause27_semantics, load_hungarian
+    from pseudo_labels.stages.semantic.cause import load_cause27_models
+    from pseudo_labels.stages.semantic.cause27 import generate_cause27_semantics, load_hungarian
 
     out = tmp_path / "cause"
     res = generate_cause27_semantics(_config(synth_city, ckpt, out, mode="all", split="val"))
@@ -117,7 +117,7 @@ def test_hungarian_histogram_matches_reference(synth_city, ckpt):
     """The naming histogram equals the reference's centre-crop computation on one image."""
     from PIL import Image
 
-    from pseudo_labels.stages.cause27 import _hungarian_histogram, _model, center_crop_nearest
+    from pseudo_labels.stages.semantic.cause27 import _hungarian_histogram, _model, center_crop_nearest
     from pseudo_labels.datasets.cityscapes import list_images
 
     cfg = _config(synth_city, ckpt, "unused")
@@ -141,7 +141,7 @@ def test_hungarian_histogram_matches_reference(synth_city, ckpt):
 
 
 def test_hungarian_from_histogram_recovers_a_permutation():
-    from pseudo_labels.stages.cause27 import hungarian_from_histogram
+    from pseudo_labels.stages.semantic.cause27 import hungarian_from_histogram
 
     perm = np.random.default_rng(0).permutation(27)
     hist = np.zeros((27, 27))
@@ -156,7 +156,7 @@ def test_hungarian_from_histogram_recovers_a_permutation():
 
 
 def test_missing_and_wrong_checkpoint_files_are_named(synth_city, ckpt, tmp_path):
-    from pseudo_labels.stages.cause27 import generate_cause27_semantics
+    from pseudo_labels.stages.semantic.cause27 import generate_cause27_semantics
 
     for name in ("dinov2_vitb14_pretrain.pth", "segment_tr.pth", "cluster_tr.pth", "modular.npy"):
         folder = tmp_path / f"no_{name}"
@@ -173,7 +173,7 @@ def test_missing_and_wrong_checkpoint_files_are_named(synth_city, ckpt, tmp_path
     with pytest.raises(PseudoLabelsError, match=r"cluster_tr\.pth.*dim 64"):
         generate_cause27_semantics(_config(synth_city, bad, tmp_path / "o"))
     # the default backbone check: a tiny ViT is not ViT-B/14
-    from pseudo_labels.stages.cause27 import Cause27Config
+    from pseudo_labels.stages.semantic.cause27 import Cause27Config
 
     cfg = Cause27Config(cityscapes_root=str(synth_city), checkpoint_dir=str(ckpt), output_dir=str(tmp_path / "o"))
     with pytest.raises(PseudoLabelsError, match=r"dinov2_vitb14_pretrain\.pth.*dinov2_vitb14 expects"):
@@ -181,7 +181,7 @@ def test_missing_and_wrong_checkpoint_files_are_named(synth_city, ckpt, tmp_path
 
 
 def test_generate_without_mapping_fails(synth_city, ckpt, tmp_path):
-    from pseudo_labels.stages.cause27 import generate_cause27_semantics
+    from pseudo_labels.stages.semantic.cause27 import generate_cause27_semantics
 
     with pytest.raises(PseudoLabelsError, match=r"hungarian_mapping\.json: Hungarian mapping not found"):
         generate_cause27_semantics(_config(synth_city, ckpt, tmp_path / "o", mode="generate", split="val"))

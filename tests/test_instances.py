@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages.instances import (
+from pseudo_labels.stages.instance.instances import (
     connected_component_instances,
     depth_gradient_magnitude,
     resize_semantic,
@@ -174,7 +174,7 @@ def test_resize_semantic_matches_pil_nearest():
 
 @pytest.mark.parametrize("sigma", [0.0, 1.0, 2.5])
 def test_cropped_gradient_is_bit_identical_where_things_are(sigma):
-    from pseudo_labels.stages.instances import depth_edges, thing_box
+    from pseudo_labels.stages.instance.instances import depth_edges, thing_box
 
     rng = np.random.default_rng(int(sigma * 10))
     depth = rng.random((120, 200)).astype(np.float32)

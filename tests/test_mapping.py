@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pseudo_labels.stages.mapping import (
+from pseudo_labels.stages.semantic.mapping import (
     USES_GROUND_TRUTH, apply_mapping, class_confusion, cluster_confusion, map_clusters, void_predicted_pixels,
 )
 

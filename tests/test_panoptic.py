@@ -11,7 +11,7 @@ import pytest
 
 from pseudo_labels.datasets.cityscapes import TRAIN_ID_TO_LABEL_ID
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages.panoptic import assemble_panoptic, panoptic_segments
+from pseudo_labels.stages.instance.panoptic import assemble_panoptic, panoptic_segments
 
 from .test_generate_depth_guided_instances import WORK, prepare_city
 
@@ -97,7 +97,7 @@ def test_evaluate_cli_reads_output(pipeline, tmp_path):
 
         importlib.import_module(COMMANDS["evaluate"][0])
     except ImportError:
-        pytest.skip("pseudo_labels.evaluate not written yet")
+        pytest.skip("pseudo_labels.commands.evaluate not written yet")
     from pseudo_labels.cli import main
 
     gj, gf = pipeline / "gtFine" / "cityscapes_panoptic_val.json", pipeline / "gtFine" / "cityscapes_panoptic_val"
@@ -145,7 +145,7 @@ def _tiny_scene():
 
 
 def test_assemble_with_a_three_class_table():
-    from pseudo_labels.stages.instances import check_semantic_ids, split_instances_by_depth_edges
+    from pseudo_labels.stages.instance.instances import check_semantic_ids, split_instances_by_depth_edges
 
     tiny = _tiny_table()
     sem, depth = _tiny_scene()
@@ -164,8 +164,8 @@ def test_assemble_with_a_three_class_table():
 
 def test_folder_stages_with_a_three_class_table(tiny_dataset, tmp_path):
     from pseudo_labels.core.io import read_json, read_png, rgb_to_id, write_npy, write_png
-    from pseudo_labels.stages.instances import InstanceConfig, generate_instances
-    from pseudo_labels.stages.panoptic import PanopticConfig, generate_panoptic
+    from pseudo_labels.stages.instance.instances import InstanceConfig, generate_instances
+    from pseudo_labels.stages.instance.panoptic import PanopticConfig, generate_panoptic
 
     sem, depth = _tiny_scene()
     stem = "tinytown_000000_000000"
@@ -198,7 +198,7 @@ def test_folder_stages_with_a_three_class_table(tiny_dataset, tmp_path):
 def test_tables_whose_class_zero_has_panoptic_id_zero_are_shifted():
     """Class 0 with panoptic id 0 would be void, and a thing of category 0 would collide with stuff ids."""
     from pseudo_labels.datasets.base import make_table
-    from pseudo_labels.stages.panoptic import panoptic_categories, panoptic_ids
+    from pseudo_labels.stages.instance.panoptic import panoptic_categories, panoptic_ids
 
     table = make_table("zero", [("car", (1, 1, 1), True), ("road", (2, 2, 2), False), ("sky", (3, 3, 3), False)])
     assert [c.panoptic_id for c in table.classes] == [0, 1, 2]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.stages import pipeline
 
@@ -94,7 +94,7 @@ def hand_typed(base: Path) -> None:
                       city / "gtFine" / "cityscapes_panoptic_val", "--pred-json", out / "panoptic.json",
                       "--pred-folder", out / "panoptic", "--gt-semantic-dir", city / "gtFine" / split,
                       "--pred-semantic-dir", sem, "--out", out / "evaluation.json", "--quiet"]),
-        ("sweep_cli", ["--cityscapes-root", city, "--split", split, "--semantic-subdir", SUB_SEM, "--depth-subdir",
+        ("sweep", ["--cityscapes-root", city, "--split", split, "--semantic-subdir", SUB_SEM, "--depth-subdir",
                        SUB_DEPTH, "--grad-thresholds", "0.1", "0.2", "--min-areas", 50, 100, "--resolution", *res,
                        "--out", out / "sweep.json", "--workers", 1]),
         ("convert_to_cups_format", ["--panoptic-dir", out / "panoptic", "--panoptic-json", out / "panoptic.json",
@@ -110,7 +110,7 @@ def hand_typed(base: Path) -> None:
     for module, argv in steps:
         if module == "convert_to_cups_format":
             pipeline.link_sequence_folder(city)
-        assert module_main(f"pseudo_labels.{module}", [str(a) for a in argv]) == 0, module
+        assert module_main(f"pseudo_labels.commands.{module}", [str(a) for a in argv]) == 0, module
 
 
 #: keys that differ between any two runs: times, input fingerprints (file mtimes), hashes of
@@ -264,13 +264,13 @@ def test_bad_config_names_the_key_and_the_file(tmp_path, text, message):
 
 
 def test_cli_errors_and_print_config(tmp_path, capsys):
-    assert module_main("pseudo_labels.run", ["--config", str(tmp_path / "missing.toml")]) == 2
+    assert module_main("pseudo_labels.commands.run", ["--config", str(tmp_path / "missing.toml")]) == 2
     assert "missing.toml: config file not found" in capsys.readouterr().err
     p = write(tmp_path, '[data]\nroot = "c"\n[sweep]\ngrad_treshold = [0.1]\n')
-    assert module_main("pseudo_labels.run", ["--config", str(p)]) == 2
+    assert module_main("pseudo_labels.commands.run", ["--config", str(p)]) == 2
     err = capsys.readouterr().err
     assert "grad_treshold" in err and str(p) in err and err.count("\n") == 1
-    assert module_main("pseudo_labels.run", ["--print-config"]) == 0
+    assert module_main("pseudo_labels.commands.run", ["--print-config"]) == 0
     text = capsys.readouterr().out
     (tmp_path / "default.toml").write_text(text)
     config = pipeline.load_pipeline_config(tmp_path / "default.toml")

@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 def _stage(city: Path, subdir: str, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pseudo_labels.generate_depth", "--cityscapes-root", str(city), "--split", "val",
+    cmd = [sys.executable, "-m", "pseudo_labels.commands.generate_depth", "--cityscapes-root", str(city), "--split", "val",
            "--source", "disparity", "--output-subdir", subdir, *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
@@ -72,7 +72,7 @@ def test_authentication_failure_message_names_the_settings():
 @pytest.mark.slow
 def test_ray_start_head_with_token_auth(tmp_path):
     city = tmp_path / "city"
-    subprocess.run([sys.executable, "-m", "pseudo_labels.synth", "--out", str(city), "--n", "4", "--seed", "0",
+    subprocess.run([sys.executable, "-m", "pseudo_labels.commands.synth", "--out", str(city), "--n", "4", "--seed", "0",
                     "--size", "128", "256", "--split", "val"], check=True, capture_output=True, timeout=240)
     home = tmp_path / "home"
     home.mkdir()

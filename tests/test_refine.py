@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.stages import refine
+from pseudo_labels.stages.refine import refine_semantics as refine
 
 
 def test_majority_in_segments_against_a_loop():

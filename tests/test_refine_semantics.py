@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.io import read_png, write_png
 
-MODULE = "pseudo_labels.refine_semantics"
+MODULE = "pseudo_labels.commands.refine_semantics"
 STEM = "city_000000_000019"
 
 

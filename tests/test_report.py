@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels.stages import report
+from pseudo_labels.stages.outputs import report
 from pseudo_labels.core import io
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.errors import PseudoLabelsError
 
 
@@ -46,7 +46,7 @@ def test_report_cli_numbers_from_json(tmp_path):
     io.write_png(ov / "contact_sheet.png", np.zeros((4, 4, 3), np.uint8))
     io.write_png(ov / "aachen_000000_000019_panel.png", np.zeros((4, 4, 3), np.uint8))
     out = tmp_path / "reports" / "r.md"
-    assert module_main("pseudo_labels.report", [str(p), "--out", str(out), "--overlays", str(ov)]) == 0
+    assert module_main("pseudo_labels.commands.report", [str(p), "--out", str(out), "--overlays", str(ov)]) == 0
     text = out.read_text()
     best = max(data["results"], key=lambda r: r["PQ"])
     assert f"{best['PQ']:.2f}" in text and "highest PQ" in text

@@ -1,4 +1,4 @@
-"""Per-modality RGB-T features (pseudo_labels.stages.rgbt_features, command extract-rgbt-features)."""
+"""Per-modality RGB-T features (pseudo_labels.stages.rgbt.features, command extract-rgbt-features)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets import mfnet
 from pseudo_labels.datasets.rgbt import read_rgbt_pair
 from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
-from pseudo_labels.stages.dinov2 import build_dinov2
-from pseudo_labels.stages.features import build_extractor
-from pseudo_labels.stages.rgbt_features import (
+from pseudo_labels.stages.semantic.dinov2 import build_dinov2
+from pseudo_labels.stages.semantic.features import build_extractor
+from pseudo_labels.stages.rgbt.features import (
     RGBTFeatureConfig, extract_rgbt_features, load_rgbt_features, rgbt_feature_path,
 )
 

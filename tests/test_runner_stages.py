@@ -157,7 +157,7 @@ def _copies(city: Path, dst: Path, n: int) -> tuple[Path, Path]:
 def test_sigkill_mid_run_then_rerun_equals_a_clean_run(city, tmp_path):
     n = 40
     sem, depth = _copies(city, tmp_path, n)
-    cmd = [sys.executable, "-m", "pseudo_labels.generate_depth_guided_instances", "--semantic-dir", str(sem),
+    cmd = [sys.executable, "-m", "pseudo_labels.commands.generate_depth_guided_instances", "--semantic-dir", str(sem),
            "--depth-dir", str(depth), "--resolution", "512", "1024", "--workers", "1"]
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     subprocess.run([*cmd, "--output-dir", str(clean)], check=True, capture_output=True)

@@ -1,4 +1,4 @@
-"""pseudo_labels.stages.scoring: the folder-level evaluation the evaluate command calls."""
+"""pseudo_labels.stages.outputs.scoring: the folder-level evaluation the evaluate command calls."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import write_png
 from pseudo_labels.core.runner import RunOptions
-from pseudo_labels.stages.scoring import EvaluateConfig, choose_engine, evaluate_folders, evaluate_semantic_dirs, format_table
+from pseudo_labels.stages.outputs.scoring import EvaluateConfig, choose_engine, evaluate_folders, evaluate_semantic_dirs, format_table
 from tests.test_evaluation_panoptic import assert_equal_to_cityscapes, cityscapes_reference, make_dataset
 
 

@@ -1,4 +1,4 @@
-"""pseudo_labels.stages.semantics: the semantic stage as a library (config in, summary out)."""
+"""pseudo_labels.stages.semantic.semantics: the semantic stage as a library (config in, summary out)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets.base import make_table
-from pseudo_labels.stages import semantics
-from pseudo_labels.stages.features import BUILTIN_DIM
-from pseudo_labels.stages.semantics import SemanticConfig, generate_semantics
+from pseudo_labels.stages.semantic import semantics
+from pseudo_labels.stages.semantic.features import BUILTIN_DIM
+from pseudo_labels.stages.semantic.semantics import SemanticConfig, generate_semantics
 
 #: a 3-class label table (ids 0..2 = Cityscapes road, sidewalk, building), for the dataset test
 LABELS = make_table("three", [("road", (128, 64, 128), False), ("sidewalk", (244, 35, 232), False),
@@ -24,7 +24,7 @@ def feats_city(synth_city, tmp_path_factory):
     """A writable copy of synth_city with builtin features precomputed under features/."""
     from pseudo_labels.core.io import read_image_rgb
     from pseudo_labels.datasets.cityscapes import list_images
-    from pseudo_labels.stages.features import build_extractor, save_features
+    from pseudo_labels.stages.semantic.features import build_extractor, save_features
 
     root = tmp_path_factory.mktemp("sem") / "city"
     shutil.copytree(synth_city, root)
@@ -123,9 +123,9 @@ def test_quality_floor_beats_shuffled(synth_city):
 
     from pseudo_labels.core.io import read_image_rgb
     from pseudo_labels.datasets.cityscapes import list_images
-    from pseudo_labels.stages.clustering import assign_clusters, fit_kmeans, sample_patch_features
-    from pseudo_labels.stages.features import build_extractor
-    from pseudo_labels.stages.mapping import class_confusion, cluster_confusion, map_clusters
+    from pseudo_labels.stages.semantic.clustering import assign_clusters, fit_kmeans, sample_patch_features
+    from pseudo_labels.stages.semantic.features import build_extractor
+    from pseudo_labels.stages.semantic.mapping import class_confusion, cluster_confusion, map_clusters
     from pseudo_labels.datasets.cityscapes import read_gt_train_ids
 
     entries = list_images(synth_city, "val")
@@ -148,7 +148,7 @@ def test_bounded_sample_does_not_grow_with_images(feats_city):
     """The fit sample is the budget, whatever the number of images, and the same for any
     worker count (per-image generators)."""
     from pseudo_labels.datasets.cityscapes import list_images
-    from pseudo_labels.stages.semantics import FeatureSource, collect_samples
+    from pseudo_labels.stages.semantic.semantics import FeatureSource, collect_samples
 
     entries = list_images(feats_city, "val")
     src = FeatureSource(str(feats_city / "features"), "builtin", None, None, None, "cpu", 1)

@@ -63,10 +63,10 @@ def test_splitting_beats_one_instance_per_class(city):
     """Depth splitting (defaults scaled to the 128x256 working size) vs one instance per thing class."""
     from evaluation.panoptic import pq_stats_image, read_panoptic_png, summarize_pq
     from pseudo_labels.datasets.cityscapes import list_images, panoptic_categories
-    from pseudo_labels.stages.depth import read_depth_npy
-    from pseudo_labels.stages.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges
+    from pseudo_labels.stages.instance.depth import read_depth_npy
+    from pseudo_labels.stages.instance.instances import resize_depth_bilinear, resize_semantic, split_instances_by_depth_edges
     from pseudo_labels.core.io import read_json, read_png
-    from pseudo_labels.stages.panoptic import panoptic_for_image
+    from pseudo_labels.stages.instance.panoptic import panoptic_for_image
 
     gt = read_json(city / "gtFine" / "cityscapes_panoptic_val.json")
     anns = {a["image_id"]: a for a in gt["annotations"]}
@@ -91,8 +91,8 @@ def test_splitting_beats_one_instance_per_class(city):
 
 def test_cell_instances_equal_single_split():
     """Shared gradients / components / reused buffer: every cell equals one plain split."""
-    from pseudo_labels.stages.instances import split_instances_by_depth_edges
-    from pseudo_labels.stages.sweep import CC_CELL, Grid, SweepSettings, cell_instances, connected_component_instances
+    from pseudo_labels.stages.instance.instances import split_instances_by_depth_edges
+    from pseudo_labels.stages.outputs.sweep import CC_CELL, Grid, SweepSettings, cell_instances, connected_component_instances
 
     from .test_instances import random_case
 
@@ -118,7 +118,7 @@ def test_cell_instances_equal_single_split():
 def test_evaluate_cells_gt_ids_any_size(protocol):
     """Compact GT indices: large (COCO-colour) segment ids give the same statistics; unknown ids raise."""
     from pseudo_labels.core.errors import PseudoLabelsError
-    from pseudo_labels.stages.sweep import Grid, SweepSettings, cell_instances, evaluate_cells
+    from pseudo_labels.stages.outputs.sweep import Grid, SweepSettings, cell_instances, evaluate_cells
 
     from .test_instances import random_case
 
@@ -148,9 +148,9 @@ def test_evaluate_cells_gt_ids_any_size(protocol):
 
 def test_sweep_cells_with_a_three_class_table():
     """The sweep's scoring takes the label table: a 3-class table with one thing scores its own GT at PQ 100."""
-    from pseudo_labels.stages.panoptic import assemble_panoptic
-    from pseudo_labels.stages.instances import split_instances_by_depth_edges
-    from pseudo_labels.stages.sweep import CC_CELL, Grid, SweepSettings, cell_instances, evaluate_cells, summarize_cells
+    from pseudo_labels.stages.instance.panoptic import assemble_panoptic
+    from pseudo_labels.stages.instance.instances import split_instances_by_depth_edges
+    from pseudo_labels.stages.outputs.sweep import CC_CELL, Grid, SweepSettings, cell_instances, evaluate_cells, summarize_cells
 
     from .test_panoptic import _tiny_scene, _tiny_table
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic Cityscapes city (pseudo_labels.datasets.synthetic_city, command pseudo_labels.synth)."""
+"""Tests of the synthetic Cityscapes city (pseudo_labels.datasets.synthetic_city, command pseudo_labels.commands.synth)."""
 
 from __future__ import annotations
 

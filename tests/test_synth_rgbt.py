@@ -1,4 +1,4 @@
-"""The synth-rgbt command (pseudo_labels.synth_rgbt)."""
+"""The synth-rgbt command (pseudo_labels.commands.synth_rgbt)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.datasets.cityscapes import THING_TRAIN_IDS
-from pseudo_labels.stages.thing_stuff import agreement, class_statistics, decide_thing_classes, is_thing
+from pseudo_labels.stages.instance.thing_stuff import agreement, class_statistics, decide_thing_classes, is_thing
 
 
 def test_agreement_floor_on_synthetic_scenes():
@@ -18,7 +18,7 @@ def test_agreement_floor_on_synthetic_scenes():
     """
     import math
 
-    from pseudo_labels.stages.depth import normalize_depth
+    from pseudo_labels.stages.instance.depth import normalize_depth
     from pseudo_labels.datasets.synthetic_city import generate_scene
 
     scenes = [generate_scene(s, (256, 512)) for s in range(4)]
@@ -39,7 +39,7 @@ def test_agreement_floor_on_synthetic_scenes():
 def test_statistics_ignore_depth_units():
     """Spreads are relative to the image's depth range: an affine change of units changes nothing
     (the edge threshold is scaled with it)."""
-    from pseudo_labels.stages.depth import normalize_depth
+    from pseudo_labels.stages.instance.depth import normalize_depth
     from pseudo_labels.datasets.synthetic_city import generate_scene
 
     scenes = [generate_scene(s, (128, 256)) for s in (7, 8)]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.io import read_json, read_png
 
 
@@ -19,7 +19,7 @@ def city(tmp_path_factory):
 
 
 def _train(root, out, *extra):
-    return module_main("pseudo_labels.train_cam", [
+    return module_main("pseudo_labels.commands.train_cam", [
         "--cityscapes-root", str(root), "--split", "train", "--backbone", "builtin", "--input-size", "112", "224",
         "--epochs", "2", "--seed", "0", "--out", str(out), *extra])
 
@@ -42,7 +42,7 @@ def test_train_generate_and_sweep(city, tmp_path, capsys):
                   "--epochs", "3") == 0
     assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 3
 
-    assert module_main("pseudo_labels.generate_cam_pseudolabels", [
+    assert module_main("pseudo_labels.commands.generate_cam_pseudolabels", [
         "--run", str(run), "--cityscapes-root", str(root), "--split", "train", "--output-subdir", "cam_sem",
         "--bg-threshold", "0.2", "--tags-from-gt", "--refine-depth-subdir", "disparity"]) == 0
     printed = capsys.readouterr().out
@@ -56,7 +56,7 @@ def test_train_generate_and_sweep(city, tmp_path, capsys):
     assert read_json(root / "cam_sem" / "manifest.json")["uses_ground_truth"] is True
 
     out = tmp_path / "sweep.json"
-    assert module_main("pseudo_labels.generate_cam_pseudolabels", [
+    assert module_main("pseudo_labels.commands.generate_cam_pseudolabels", [
         "--run", str(run), "--cityscapes-root", str(root), "--split", "train", "--tags-from-gt",
         "--sweep-deal-weights", "0,0.5", "--sweep-bg-thresholds", "0.1,0.3", "--sweep-seeds", "0,1",
         "--sweep-out", str(out)]) == 0

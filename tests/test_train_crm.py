@@ -18,7 +18,7 @@ import torch
 from pseudo_labels.cli import main
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_png, write_manifest, write_png
-from pseudo_labels.stages import crm
+from pseudo_labels.stages.rgbt import crm
 from tests.rgbt_fixtures import one_torch_thread  # noqa: F401  (autouse fixture)
 
 SIZE = (64, 128)
@@ -175,7 +175,7 @@ def test_rgb_only_cityscapes_trains_with_masking_off(synth_city_train_val, tmp_p
 def test_killed_process_resumes_from_last_checkpoint(rgbt_root, tmp_path):
     """SIGKILL the command after its first checkpoint; the rerun finishes with the weights of an
     uninterrupted run."""
-    args = [sys.executable, "-m", "pseudo_labels.train_crm", "--data-root", str(rgbt_root), "--dataset", "mfnet",
+    args = [sys.executable, "-m", "pseudo_labels.commands.train_crm", "--data-root", str(rgbt_root), "--dataset", "mfnet",
             "--labels-dir", "pseudo", "--epochs", "12", "--mask-patch-size", "16"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     killed = tmp_path / "killed"

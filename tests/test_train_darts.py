@@ -1,4 +1,4 @@
-"""The train-darts command (pseudo_labels.train_darts)."""
+"""The train-darts command (pseudo_labels.commands.train_darts)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
-from pseudo_labels.stages import darts
-from pseudo_labels.stages.rgbt_features import RGBTFeatureConfig, extract_rgbt_features
+from pseudo_labels.stages.rgbt import darts
+from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 import numpy as np
 
-from pseudo_labels.stages import visualize
+from pseudo_labels.stages.outputs import visualize
 from pseudo_labels.core import io
 from pseudo_labels.datasets.cityscapes import TRAIN_ID_COLORS
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from tests.test_convert_to_cups_format import H, W, city_root
 from tests.test_export import STEMS, write_panoptic
 
@@ -53,7 +53,7 @@ def test_cli_writes_panels_and_sheet(tmp_path):
     io.write_png(root / "gtFine" / "val" / city / f"{STEMS[0]}_gtFine_labelTrainIds.png", np.zeros((H, W), np.uint8))
     io.write_npy(tmp_path / "depth" / f"{STEMS[0]}.npy", np.random.default_rng(0).random((H, W)).astype(np.float32))
     out = tmp_path / "ov"
-    rc = module_main("pseudo_labels.visualize", ["--cityscapes-root", str(root), "--split", "val", "--panoptic-dir",
+    rc = module_main("pseudo_labels.commands.visualize", ["--cityscapes-root", str(root), "--split", "val", "--panoptic-dir",
                                                  str(folder), "--depth_dir", str(tmp_path / "depth"), "--out", str(out),
                                                  "--n", "2", "--tile-width", "64"])
     assert rc == 0

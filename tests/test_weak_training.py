@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pseudo_labels.core import defaults
-from pseudo_labels.core.arguments import module_main
+from pseudo_labels.commands import module_main
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_json
 from pseudo_labels.stages.weak.inputs import depth_index, load_depth, load_tags, transform_depth
@@ -99,7 +99,7 @@ def test_tags_from_gt_follow_the_min_pixels(city):
 
 def test_cli_without_gt_tags_prints_no_ground_truth_line(city, tmp_path, capsys):
     root, _, tags = city
-    assert module_main("pseudo_labels.train_cam", [
+    assert module_main("pseudo_labels.commands.train_cam", [
         "--cityscapes-root", str(root), "--tags", str(tags), "--backbone", "builtin", "--input_size", "28", "56",
         "--epochs", "1", "--hidden", "0", "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
 """Command-line plumbing shared by every command module: flag spellings, the runner
-flags, error handling and the ``python -m pseudo_labels.<command>`` entry point.
+flags and error handling.
 
 Commands parse flags with these helpers, build a config, call one library function
 and print its summary; nothing here knows any stage.
@@ -8,11 +8,10 @@ and print its summary; nothing here knows any stage.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Callable
 
 from pseudo_labels.core.errors import PseudoLabelsError
 
@@ -102,14 +101,3 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except KeyboardInterrupt:
         print("pseudo-labels: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)
         return 130
-
-
-def module_main(module_name: str, argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m pseudo_labels.<module>``."""
-    mod = importlib.import_module(module_name)
-    prog = "python -m " + module_name
-    parser = argparse.ArgumentParser(prog=prog, description=(mod.__doc__ or "").strip().split("\n\n")[0])
-    mod.add_arguments(parser)
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_guarded(mod.run, args)

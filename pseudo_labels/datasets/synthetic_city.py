@@ -23,7 +23,7 @@ The label table is Cityscapes' (:data:`LABELS`, labelIds/trainIds of cityscapess
 files are listed by the Cityscapes lister (:func:`list_images`).
 
 Library: :func:`generate_scene`, :func:`write_synthetic_city`. Command: ``pseudo-labels synth``
-(:mod:`pseudo_labels.synth`).
+(:mod:`pseudo_labels.commands.synth`).
 """
 
 from __future__ import annotations

@@ -194,13 +194,13 @@ def _run_synth(config, options: RunOptions, layout: Layout, log) -> StepOutcome:
 
 
 def _run_features(config, options, layout, log):
-    from pseudo_labels.stages.features import extract_features_folder
+    from pseudo_labels.stages.semantic.features import extract_features_folder
 
     return _summary_outcome(extract_features_folder(config, options))
 
 
 def _run_semantics(config, options, layout, log):
-    from pseudo_labels.stages.semantics import generate_semantics
+    from pseudo_labels.stages.semantic.semantics import generate_semantics
 
     summary = generate_semantics(config, options, notify=lambda note: log(f"    {note}"))
     gt = "" if summary.uses_ground_truth else "no (label-free)"  # a use is announced by the stage itself
@@ -211,14 +211,14 @@ def _run_semantics(config, options, layout, log):
 
 
 def _run_dynaseg(config, options, layout, log):
-    from pseudo_labels.stages.dynaseg import generate_dynaseg_segments
+    from pseudo_labels.stages.refine.dynaseg import generate_dynaseg_segments
 
     run = generate_dynaseg_segments(config, options)
     return StepOutcome(True, f"{run['summary']}; mean {run['mean_seconds'] or 0:.1f} s/image", run)
 
 
 def _run_refine(config, options, layout, log):
-    from pseudo_labels.stages.refine import refine_semantics
+    from pseudo_labels.stages.refine.refine_semantics import refine_semantics
 
     result = refine_semantics(config, options)
     return StepOutcome(True, f"{result['summary']}; {100 * result['changed_pixel_fraction']:.2f}% of pixels changed",
@@ -226,25 +226,25 @@ def _run_refine(config, options, layout, log):
 
 
 def _run_depth(config, options, layout, log):
-    from pseudo_labels.stages.depth import generate_depth_maps
+    from pseudo_labels.stages.instance.depth import generate_depth_maps
 
     return _summary_outcome(generate_depth_maps(config, options))
 
 
 def _run_instances(config, options, layout, log):
-    from pseudo_labels.stages.instances import generate_instances
+    from pseudo_labels.stages.instance.instances import generate_instances
 
     return _summary_outcome(generate_instances(config, options))
 
 
 def _run_panoptic(config, options, layout, log):
-    from pseudo_labels.stages.panoptic import generate_panoptic
+    from pseudo_labels.stages.instance.panoptic import generate_panoptic
 
     return _summary_outcome(generate_panoptic(config, options))
 
 
 def _run_evaluate(config, options, layout, log):
-    from pseudo_labels.stages.scoring import evaluate_folders
+    from pseudo_labels.stages.outputs.scoring import evaluate_folders
 
     result = evaluate_folders(config, options)
     line = f"PQ {result['PQ']:.2f}  SQ {result['SQ']:.2f}  RQ {result['RQ']:.2f}"
@@ -256,7 +256,7 @@ def _run_evaluate(config, options, layout, log):
 
 
 def _run_sweep(config, options, layout, log):
-    from pseudo_labels.stages.sweep import run_sweep
+    from pseudo_labels.stages.outputs.sweep import run_sweep
 
     result = run_sweep(config, options)
     b = result.get("best")
@@ -266,21 +266,21 @@ def _run_sweep(config, options, layout, log):
 
 
 def _run_cups(config, options, layout, log):
-    from pseudo_labels.stages.export import export_cups
+    from pseudo_labels.stages.outputs.export import export_cups
 
     result = export_cups(config, options)
     return StepOutcome(True, f"CUPS export -> {layout.cups_dir}", result)
 
 
 def _run_coco(config, options, layout, log):
-    from pseudo_labels.stages.export import export_coco
+    from pseudo_labels.stages.outputs.export import export_coco
 
     result = export_coco(config, options)
     return StepOutcome(True, f"COCO panoptic export -> {layout.coco_dir}", result)
 
 
 def _run_visualize(config, options, layout, log):
-    from pseudo_labels.stages.visualize import write_overlays
+    from pseudo_labels.stages.outputs.visualize import write_overlays
 
     res = write_overlays(config)
     return StepOutcome(True, f"wrote {res['panels']} panels and a contact sheet of {res['contact_sheet_images']} "
@@ -289,7 +289,7 @@ def _run_visualize(config, options, layout, log):
 
 
 def _run_report(config, options, layout, log):
-    from pseudo_labels.stages.report import write_report
+    from pseudo_labels.stages.outputs.report import write_report
 
     res = write_report(config)
     return StepOutcome(True, f"wrote {res['report']}", res)
@@ -298,54 +298,54 @@ def _run_report(config, options, layout, log):
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("synth", "synthetic city", "pseudo_labels.datasets.synthetic_city:SyntheticCityConfig",
               lambda L: {}, _run_synth),
-    StageSpec("features", "features", "pseudo_labels.stages.features:FeatureConfig",
+    StageSpec("features", "features", "pseudo_labels.stages.semantic.features:FeatureConfig",
               lambda L: {"cityscapes_root": str(L.root), "out": str(L.features_dir), "split": L.split},
               _run_features, per_image=True),
-    StageSpec("semantics", "features + k-means + cluster-to-class mapping", "pseudo_labels.stages.semantics:SemanticConfig",
+    StageSpec("semantics", "features + k-means + cluster-to-class mapping", "pseudo_labels.stages.semantic.semantics:SemanticConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_subdir": L.semantic_subdir},
               _run_semantics, per_image=True),
-    StageSpec("dynaseg", "DynaSeg segments per image", "pseudo_labels.stages.dynaseg:DynaSegConfig",
+    StageSpec("dynaseg", "DynaSeg segments per image", "pseudo_labels.stages.refine.dynaseg:DynaSegConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "out_dir": str(L.root / L.segments_subdir)},
               _run_dynaseg, per_image=True),
-    StageSpec("refine", "refinement of the semantic pseudo-labels", "pseudo_labels.stages.refine:RefineConfig",
+    StageSpec("refine", "refinement of the semantic pseudo-labels", "pseudo_labels.stages.refine.refine_semantics:RefineConfig",
               lambda L: {"semantic_dir": str(L.raw_semantic_dir), "output_dir": str(L.semantic_dir),
                          "segments_dir": str(L.segments_dir), "images_dir": str(L.root / "leftImg8bit" / L.split)},
               _run_refine, per_image=True),
-    StageSpec("depth", "depth maps", "pseudo_labels.stages.depth:DepthConfig",
+    StageSpec("depth", "depth maps", "pseudo_labels.stages.instance.depth:DepthConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_dir": str(L.root / L.depth_subdir)},
               _run_depth, per_image=True),
-    StageSpec("instances", "depth-guided instance splitting", "pseudo_labels.stages.instances:InstanceConfig",
+    StageSpec("instances", "depth-guided instance splitting", "pseudo_labels.stages.instance.instances:InstanceConfig",
               lambda L: {"semantic_dir": str(L.semantic_dir), "depth_dir": str(L.depth_dir),
                          "output_dir": str(L.instances_dir)},
               _run_instances, per_image=True),
-    StageSpec("panoptic", "panoptic assembly", "pseudo_labels.stages.panoptic:PanopticConfig",
+    StageSpec("panoptic", "panoptic assembly", "pseudo_labels.stages.instance.panoptic:PanopticConfig",
               lambda L: {"semantic_dir": str(L.semantic_dir), "instance_dir": str(L.instances_dir),
                          "out_json": str(L.panoptic_json), "out_folder": str(L.panoptic_dir)},
               _run_panoptic, per_image=True),
-    StageSpec("evaluate", "evaluation against the panoptic ground truth", "pseudo_labels.stages.scoring:EvaluateConfig",
+    StageSpec("evaluate", "evaluation against the panoptic ground truth", "pseudo_labels.stages.outputs.scoring:EvaluateConfig",
               lambda L: {"gt_json": str(L.gt_panoptic[0]), "gt_folder": str(L.gt_panoptic[1]),
                          "pred_json": str(L.panoptic_json), "pred_folder": str(L.panoptic_dir),
                          "gt_semantic_dir": str(L.gt_semantic_dir), "pred_semantic_dir": str(L.semantic_dir),
                          "out": str(L.evaluation_json)},
               _run_evaluate, output=lambda L: L.evaluation_json, pipeline_keys={"semantic": True}),
-    StageSpec("sweep", "parameter sweep (tau x A_min)", "pseudo_labels.stages.sweep:SweepConfig",
+    StageSpec("sweep", "parameter sweep (tau x A_min)", "pseudo_labels.stages.outputs.sweep:SweepConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "semantic_subdirs": (L.used_semantic_subdir,),
                          "depth_subdir": L.depth_subdir, "out": str(L.sweep_json)},
               _run_sweep, output=lambda L: L.sweep_json),
-    StageSpec("exports.cups", "CUPS export", "pseudo_labels.stages.export:CupsExportConfig",
+    StageSpec("exports.cups", "CUPS export", "pseudo_labels.stages.outputs.export:CupsExportConfig",
               lambda L: {"panoptic_dir": str(L.panoptic_dir), "panoptic_json": str(L.panoptic_json),
                          "cityscapes_root": str(L.root), "split": L.split, "out": str(L.cups_dir)},
               _run_cups, output=lambda L: L.cups_dir / io.MANIFEST_NAME),
-    StageSpec("exports.coco", "COCO panoptic export", "pseudo_labels.stages.export:CocoExportConfig",
+    StageSpec("exports.coco", "COCO panoptic export", "pseudo_labels.stages.outputs.export:CocoExportConfig",
               lambda L: {"panoptic_dir": str(L.panoptic_dir), "panoptic_json": str(L.panoptic_json),
                          "out": str(L.coco_dir)},
               _run_coco, output=lambda L: L.coco_dir / io.MANIFEST_NAME),
-    StageSpec("visualize", "overlays", "pseudo_labels.stages.visualize:VisualizeConfig",
+    StageSpec("visualize", "overlays", "pseudo_labels.stages.outputs.visualize:VisualizeConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "panoptic_dir": str(L.panoptic_dir),
                          "panoptic_json": str(L.panoptic_json), "depth_dir": str(L.depth_dir),
                          "out": str(L.overlays_dir)},
               _run_visualize, output=lambda L: L.overlays_dir / io.MANIFEST_NAME),
-    StageSpec("report", "markdown report", "pseudo_labels.stages.report:ReportConfig",
+    StageSpec("report", "markdown report", "pseudo_labels.stages.outputs.report:ReportConfig",
               lambda L: {"sweep_json": str(L.sweep_json), "out_md": str(L.report_md), "overlays": str(L.overlays_dir)},
               _run_report, output=lambda L: L.report_md),
 )

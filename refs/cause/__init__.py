@@ -1,7 +1,7 @@
 """CAUSE (Kim et al., "Causal Unsupervised Semantic Segmentation") model definitions.
 
 Our own implementation of the Segment_TR head and the cluster probe (model definitions only; the library's
-:mod:`pseudo_labels.stages.cause` loads ``segment_tr.pth`` / ``modular.npy`` from local paths).
+:mod:`pseudo_labels.stages.semantic.cause` loads ``segment_tr.pth`` / ``modular.npy`` from local paths).
 Imports nothing from ``pseudo_labels`` or ``evaluation``. See :mod:`refs.cause.segment_tr`.
 """
 

@@ -95,7 +95,7 @@ def pool_logits(cams: torch.Tensor, pooling: str = "gap") -> torch.Tensor:
 
 def resolve_device(device: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N`` as a torch device (the feature stage's check: error when CUDA is absent)."""
-    from pseudo_labels.stages.features import resolve_device as checked_device
+    from pseudo_labels.stages.semantic.features import resolve_device as checked_device
 
     return torch.device(checked_device(device))
 

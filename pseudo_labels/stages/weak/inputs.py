@@ -5,7 +5,7 @@ Shared by :mod:`pseudo_labels.stages.weak.training` and :mod:`pseudo_labels.stag
 Depth: ``depth_subdir`` names a folder of ``.npy`` maps under the dataset root (paired with the
 images by stem, any ``<split>/<city>/`` layout), or is ``"disparity"``: metric depth computed
 from each image's Cityscapes disparity PNG and camera JSON
-(:func:`pseudo_labels.stages.depth.depth_from_disparity`).
+(:func:`pseudo_labels.stages.instance.depth.depth_from_disparity`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_image_rgb, read_manifest, read_png, write_manifest
 from pseudo_labels.datasets.cityscapes import ImageEntry, camera_path, disparity_path, gt_path
-from pseudo_labels.stages import depth as depth_stage
-from pseudo_labels.stages.features import feature_path, load_features, save_features
+from pseudo_labels.stages.instance import depth as depth_stage
+from pseudo_labels.stages.semantic.features import feature_path, load_features, save_features
 from pseudo_labels.stages.weak.tags import read_tags_file, tags_for_images, tags_from_label_map
 
 DEPTH_TRANSFORMS = ("none", "log", "inverse")

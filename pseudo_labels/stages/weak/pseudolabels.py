@@ -34,7 +34,7 @@ from pseudo_labels.core.io import (is_up_to_date, prepare_output_dir, read_image
                                    write_manifest, write_png)
 from pseudo_labels.core.runner import RunOptions, run_per_image
 from pseudo_labels.datasets.cityscapes import ImageEntry, gt_path, list_images
-from pseudo_labels.stages.features import build_extractor, load_features
+from pseudo_labels.stages.semantic.features import build_extractor, load_features
 from pseudo_labels.stages.weak.cam import CHECKPOINT_NAME, head_from_checkpoint, load_checkpoint
 from pseudo_labels.stages.weak.inputs import DISPARITY, depth_index, ensure_cached_features, load_depth, load_tags
 from pseudo_labels.stages.weak.masks import (cam_scores_for_image, eval_class_names, extended_confusion,
@@ -142,7 +142,7 @@ def _depth_for(root, entry: ImageEntry, depth_ref: str | None) -> np.ndarray | N
         return None
     if depth_ref == DISPARITY:
         return load_depth(root, entry, DISPARITY)
-    from pseudo_labels.stages.depth import read_depth_npy
+    from pseudo_labels.stages.instance.depth import read_depth_npy
 
     return read_depth_npy(depth_ref)
 

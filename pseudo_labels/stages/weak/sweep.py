@@ -20,8 +20,8 @@ from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import write_json
 from pseudo_labels.datasets.cityscapes import list_images
-from pseudo_labels.stages.features import build_extractor
-from pseudo_labels.stages.report import plot_heatmap
+from pseudo_labels.stages.semantic.features import build_extractor
+from pseudo_labels.stages.outputs.report import plot_heatmap
 from pseudo_labels.stages.weak.cam import head_from_checkpoint, load_checkpoint
 from pseudo_labels.datasets.cityscapes import read_gt_train_ids
 from pseudo_labels.stages.weak.inputs import cached_features, depth_index, load_depth, load_tags

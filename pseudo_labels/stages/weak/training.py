@@ -21,7 +21,7 @@ from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import fingerprint_files, write_manifest
 from pseudo_labels.datasets.cityscapes import list_images
-from pseudo_labels.stages.features import build_extractor
+from pseudo_labels.stages.semantic.features import build_extractor
 from pseudo_labels.stages.weak.cam import CHECKPOINT_NAME, CamHeadConfig, train_cam_head
 from pseudo_labels.stages.weak.inputs import cached_features, depth_edges_for, load_tags
 from pseudo_labels.stages.weak.tags import class_names

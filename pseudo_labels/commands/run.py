@@ -1,0 +1,43 @@
+"""Run the whole pipeline from one TOML config: ``pseudo-labels run --config pipeline.toml``.
+
+The config names the data root, the split, the output folder and the stages with their
+parameters (features, semantics, depth, instances, panoptic, evaluate, sweep, exports,
+visualize, report); they run in order through the same library functions as their commands.
+Rerunning the same config resumes (finished images and stages are kept). ``--print-config``
+writes a commented default config. See :mod:`pseudo_labels.stages.pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pseudo_labels.core.arguments import add_option
+from pseudo_labels.commands import module_main
+from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.stages.pipeline import default_config_text, format_results, load_pipeline_config, run_pipeline
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "--config", default=None, help="pipeline TOML file")
+    add_option(parser, "--print-config", action="store_true",
+               help="write a commented default config to stdout and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.print_config:
+        sys.stdout.write(default_config_text())
+        return 0
+    if not args.config:
+        raise PseudoLabelsError("give --config pipeline.toml (`pseudo-labels run --print-config` writes one)")
+    result = run_pipeline(load_pipeline_config(args.config))
+    table = format_results(result)
+    if table:
+        print("\n" + table)
+    print(f"\n{len(result.steps)} stages in {result.seconds:.1f}s "
+          f"({sum(s.skipped for s in result.steps)} kept from an earlier run); outputs in {result.config.layout.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(module_main("pseudo_labels.commands.run"))

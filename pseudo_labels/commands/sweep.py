@@ -1,0 +1,71 @@
+"""Grid over k x tau x A_min (x sigma x dilation) of depth-guided splitting, scored by PQ.
+
+Reads ``<root>/<semantic-subdir>/<split>/**.png`` (trainIds; or raw clusters mapped with
+``<root>/<semantic-subdir>/kmeans_centroids.npz`` ``cluster_to_class``, as the reference),
+``<root>/<depth-subdir>/<split>/**.npy`` and the Cityscapes panoptic ground truth
+(``gtFine/cityscapes_panoptic_<split>.json`` + folder). Writes the JSON (the reference's
+schema plus sigma, dilation, SQ/RQ splits and per-class numbers), a CSV next to it, one PQ
+heatmap (tau x A_min) per semantic source, and prints the best configuration. The work is
+:func:`pseudo_labels.stages.outputs.sweep.run_sweep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pseudo_labels.core import defaults
+from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
+from pseudo_labels.commands import module_main
+from pseudo_labels.core.runner import default_workers
+from pseudo_labels.datasets import DATASET_MODULES
+from pseudo_labels.stages.outputs.sweep import SweepConfig, format_best, run_sweep
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "--cityscapes-root", required=True, help="dataset root (Cityscapes layout)")
+    parser.add_argument("--split", default="val")
+    add_option(parser, "--semantic-subdir", nargs="+", required=True, action="extend",
+               help="folder(s) under the root with semantic PNGs (one sweep per folder, e.g. one per k); "
+                    "'gtFine' uses the GT labelTrainIds")
+    add_option(parser, "--depth-subdir", default="depth_spidepth", help="folder under the root with depth .npy")
+    add_option(parser, "--grad-thresholds", type=float, nargs="+", default=list(defaults.SWEEP_GRAD_THRESHOLDS))
+    add_option(parser, "--min-areas", type=int, nargs="+", default=list(defaults.SWEEP_MIN_AREAS))
+    add_option(parser, "--sigmas", "--depth-blur-sigma", type=float, nargs="+", default=[defaults.DEPTH_BLUR_SIGMA])
+    add_option(parser, "--dilation-iters", type=int, nargs="+", default=[defaults.DILATION_ITERS])
+    add_option(parser, "--connectivity", type=int, choices=(4, 8), default=defaults.CONNECTIVITY)
+    add_option(parser, "--normalize", choices=("none", "minmax"), default="none")
+    add_option(parser, "--resolution", type=int, nargs=2, metavar=("H", "W"), default=list(defaults.WORK_RESOLUTION),
+               help="working resolution of the splitting (default %(default)s)")
+    parser.add_argument("--protocol", choices=("standard", "reference"), default=defaults.PROTOCOL)
+    add_option(parser, "--no-cc-baseline", action="store_true", help="skip the connected-components-only row")
+    add_option(parser, "--max-images", type=int, default=None, help="first N images only (quick checks)")
+    add_option(parser, "--skip-missing", action="store_true", help="skip images without semantics or depth (counted)")
+    add_option(parser, "--dataset", choices=sorted(DATASET_MODULES), default="cityscapes",
+               help="label table of the semantic ids and the panoptic categories (default %(default)s)")
+    add_option(parser, "--ap50", action="store_true",
+               help="also an AP50 column: COCO instance AP at IoU 0.5 of the thing classes (score = segment area), "
+                    "in the evaluation frame (512x1024 with --protocol reference)")
+    parser.add_argument("--out", required=True, help="output JSON (CSV and heatmaps are written next to it)")
+    add_runner_arguments(parser, workers=default_workers(), shard=False, overwrite=False)
+
+
+def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    return SweepConfig(
+        cityscapes_root=args.cityscapes_root, semantic_subdirs=tuple(args.semantic_subdir), out=args.out,
+        split=args.split, depth_subdir=args.depth_subdir, grad_thresholds=tuple(args.grad_thresholds),
+        min_areas=tuple(args.min_areas), sigmas=tuple(args.sigmas), dilation_iters=tuple(args.dilation_iters),
+        connectivity=args.connectivity, normalize=args.normalize, resolution=tuple(args.resolution),
+        protocol=args.protocol, cc_baseline=not args.no_cc_baseline, max_images=args.max_images,
+        skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out = run_sweep(config_from_args(args), runner_options(args))
+    print(format_best(out), file=sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(module_main("pseudo_labels.commands.sweep"))
