@@ -129,3 +129,71 @@ def test_read_png_keeps_a_fourth_channel_on_request_and_drops_grey_alpha(tmp_pat
         np.testing.assert_array_equal(io.read_png(tmp_path / "rgbt.png"), rgbt[:, :, :3])
         for keep in (False, True):
             np.testing.assert_array_equal(io.read_png(tmp_path / "g16.png", keep_channels=keep), grey)
+
+
+# --------------------------------------------------------------------------- issue 24: the write layer
+def test_atomic_writer_gives_the_umask_mode(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        io.write_json(tmp_path / "a.json", {})
+        os.umask(0o077)
+        io.write_bytes(tmp_path / "b.bin", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "b.bin").st_mode) == 0o600
+
+
+def test_read_only_or_unwritable_targets_are_one_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", denied)
+    with pytest.raises(PseudoLabelsError, match=r"x.png: cannot write output \(Permission denied\)"):
+        io.write_png(tmp_path / "x.png", np.zeros((2, 2), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoints_round_trip_byte_identical_and_crafted_pickle_runs_nothing(tmp_path):
+    import pickle
+
+    import torch
+
+    obj = {"state": {"w": torch.arange(6.0).reshape(2, 3)}, "meta": '{"epochs": 2}', "epoch": 2}
+    io.save_checkpoint(tmp_path / "a.pt", obj)
+    io.save_checkpoint(tmp_path / "b.pt", obj)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    back = io.load_checkpoint(tmp_path / "a.pt")
+    assert torch.equal(back["state"]["w"], obj["state"]["w"]) and back["meta"] == obj["meta"]
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt", pickle_module=pickle)
+    assert not marker.exists()
+    with pytest.raises(InputFileError, match=r"evil.pt: checkpoint refused"):
+        io.load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+    (tmp_path / "trunc.pt").write_bytes((tmp_path / "a.pt").read_bytes()[:50])
+    with pytest.raises(InputFileError, match="trunc.pt: not a readable torch checkpoint"):
+        io.load_checkpoint(tmp_path / "trunc.pt")
+    with pytest.raises(InputFileError, match="missing.pt: checkpoint not found"):
+        io.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_require_finite_names_the_file(tmp_path):
+    a = np.ones((2, 2), np.float32)
+    a[0, 1] = np.nan
+    io.write_npy(tmp_path / "d.npy", a)
+    assert io.read_npy(tmp_path / "d.npy").shape == (2, 2)
+    with pytest.raises(InputFileError, match=r"d.npy: depth map holds 1 NaN/Inf"):
+        io.read_npy(tmp_path / "d.npy", finite=True, what="depth map")

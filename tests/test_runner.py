@@ -95,3 +95,88 @@ def test_executor_ray_without_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(PseudoLabelsError, match="needs the 'ray' package"):
         run_per_image(abs, [1, 2], executor="ray", progress=False)
+
+
+# --------------------------------------------------------------------------- issue 24: paths and parameters
+def test_confine_and_check_name_refuse_escapes(tmp_path):
+    import os
+
+    from pseudo_labels.core.paths import check_name, confine
+
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    assert confine(root, "a/b.png", "entry") == root / "a" / "b.png"
+    assert check_name("x/../y", "--name") == "x/../y"
+    for bad in ("../x", "a/../../x", "/etc/passwd", ""):
+        with pytest.raises(PseudoLabelsError, match="--name"):
+            check_name(bad, "--name")
+    os.symlink(tmp_path, root / "link")  # a symlink out of the root is resolved and refused
+    with pytest.raises(PseudoLabelsError, match=r"split list entry 'link/x': resolves to .* outside"):
+        confine(root, "link/x", "split list entry")
+
+
+def test_refuse_overlap_rules(tmp_path):
+    from pseudo_labels.core.paths import refuse_overlap
+
+    data = tmp_path / "data"
+    (data / "leftImg8bit").mkdir(parents=True)
+    sem = tmp_path / "sem"
+    sem.mkdir()
+    for out in (sem, sem / "inst", tmp_path):  # equal, inside, containing
+        with pytest.raises(PseudoLabelsError, match="inputs are never written"):
+            refuse_overlap({"--semantic-dir": sem}, {"--out": out}, register=False)
+    refuse_overlap({"--semantic-dir": sem}, {"--out": tmp_path / "inst"}, register=False)
+    # a dedicated sub-folder of a data root is fine, the root itself or a data folder is not
+    refuse_overlap({}, {"--out": data / "pseudo"}, roots={"--root": data}, register=False)
+    for out in (data, data / "leftImg8bit" / "x", tmp_path):
+        with pytest.raises(PseudoLabelsError, match="--root"):
+            refuse_overlap({}, {"--out": out}, roots={"--root": data}, register=False)
+    with pytest.raises(PseudoLabelsError, match="is an input file"):
+        refuse_overlap({"--gt-json": tmp_path / "gt.json"}, {}, output_files={"--out": tmp_path / "gt.json"},
+                       register=False)
+
+
+def test_write_layer_refuses_to_replace_registered_inputs_unless_a_manifest_claims_them(tmp_path):
+    from pseudo_labels.core import io
+    from pseudo_labels.core.paths import guarded, refuse_overlap
+
+    data = tmp_path / "data"
+    io.write_bytes(data / "img.png", b"input")
+    io.write_bytes(data / "ours" / "x.png", b"old")
+    io.write_manifest(data / "ours", "stage", {}, uses_ground_truth=False)
+    with guarded():
+        refuse_overlap({}, {"--out": tmp_path / "out"}, roots={"--root": data})
+        with pytest.raises(PseudoLabelsError, match="img.png: exists inside the input folder"):
+            io.write_bytes(data / "img.png", b"overwritten")
+        io.write_bytes(data / "ours" / "x.png", b"new")  # claimed by our manifest
+        io.write_bytes(data / "new.png", b"new file")  # a new file replaces nothing
+    assert (data / "img.png").read_bytes() == b"input" and (data / "ours" / "x.png").read_bytes() == b"new"
+    io.write_bytes(data / "img.png", b"outside a command: not registered")
+
+
+def test_validate_config_one_check_for_every_config():
+    from dataclasses import dataclass
+
+    from pseudo_labels.core.validate import validate_config
+
+    @dataclass(frozen=True)
+    class Cfg:
+        lr: float = 0.1
+        epochs: int = 1
+        grad_thresholds: tuple = (0.1,)
+        output_subdir: str | None = None
+        ratio: float = 0.5
+
+        def __post_init__(self):
+            validate_config(self)
+
+    Cfg()
+    for kw, msg in [({"lr": float("nan")}, "--lr / lr nan: must be a finite number"),
+                    ({"lr": -1.0}, "--lr / lr -1.0: must be a finite number > 0"),
+                    ({"epochs": 0}, "--epochs / epochs 0: must be a whole number >= 1"),
+                    ({"grad_thresholds": (0.1, -1.0)}, "grad_thresholds -1.0"),
+                    ({"grad_thresholds": ()}, "needs at least one value"),
+                    ({"output_subdir": "../x"}, "leaves its folder"),
+                    ({"ratio": float("inf")}, "--ratio / ratio inf: must be a finite number")]:
+        with pytest.raises(PseudoLabelsError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            Cfg(**kw)

@@ -90,13 +90,25 @@ def runner_options(args: argparse.Namespace):
 
 
 def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command: a :class:`PseudoLabelsError` (or an OS error that escaped the IO layer)
+    is one line on stderr and exit 2; inside, the inputs the command's configs name are
+    protected from being overwritten (:func:`pseudo_labels.core.paths.guarded`)."""
+    from pseudo_labels.core.paths import guarded
+
     show_tb = getattr(args, "traceback", False) or os.environ.get("PSEUDO_LABELS_TRACEBACK") == "1"
     try:
-        return int(run(args) or 0)
+        with guarded():
+            return int(run(args) or 0)
+    except OSError as exc:  # the safety net: IO layers turn these into PseudoLabelsError already
+        if show_tb:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"pseudo-labels: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except PseudoLabelsError as exc:
         if show_tb:
             traceback.print_exc()
-        print(f"pseudo-labels: error: {exc}", file=sys.stderr)
+        print("pseudo-labels: error: " + " ".join(str(exc).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pseudo-labels: interrupted; finished outputs are kept, rerun to resume", file=sys.stderr)

@@ -64,29 +64,62 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> int:
     return removed
 
 
+def umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def os_error(path: str | os.PathLike, exc: OSError, doing: str = "cannot write output") -> PseudoLabelsError:
+    """One line for an OS error at ``path``: ``<path>: cannot write output (No space left on device)``."""
+    cause = exc.strerror or str(exc)
+    where = exc.filename if getattr(exc, "filename", None) else path
+    return PseudoLabelsError(f"{where}: {doing} ({cause})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and nothing appears at ``path``.
-    Parent folders are created.
+    The one write layer: on any exception the temporary file is removed and nothing appears
+    at ``path``; OS errors (read-only or full file system, permission denied, a parent that is
+    a file) become one :class:`PseudoLabelsError` naming the path and the cause. Parent folders
+    are created. The file gets the mode ``open()`` would give (0o666 minus the umask), not the
+    0o600 of the temporary file. Replacing an existing file that is an input of the running
+    command, or lies in an input folder unclaimed by our manifests, is refused
+    (:func:`pseudo_labels.core.paths.check_replace`).
     """
+    from pseudo_labels.core.paths import check_replace
+
     path = Path(path)
+    check_replace(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PseudoLabelsError(f"{path.parent}: cannot create output folder ({exc.strerror})") from exc
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.~{_HOST}-{os.getpid()}~", suffix=".tmp" + path.suffix,
-                               dir=path.parent)
-    os.close(fd)
+        raise os_error(path.parent, exc, "cannot create output folder") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.~{_HOST}-{os.getpid()}~", suffix=".tmp" + path.suffix,
+                                   dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise os_error(path, exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~umask())
         os.replace(tmp_path, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
-        raise PseudoLabelsError(f"{path}: cannot write output ({exc.strerror or exc})") from exc
+        raise os_error(path, exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
@@ -125,6 +158,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputFileError(path, "file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(path, f"malformed JSON ({exc})") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read ({exc.strerror or exc})") from None
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -133,14 +168,77 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
             np.save(f, array)
 
 
-def read_npy(path: str | os.PathLike) -> np.ndarray:
+def read_npy(path: str | os.PathLike, *, finite: bool = False, what: str = "array") -> np.ndarray:
+    """A ``.npy`` array (never unpickled). ``finite``: NaN / Inf is an error naming the file
+    (depth maps, features: see :func:`require_finite`)."""
     path = Path(path)
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputFileError(path, "file not found") from None
     except (ValueError, OSError, EOFError) as exc:
         raise InputFileError(path, f"not a readable .npy array ({exc})") from None
+    if finite:
+        require_finite(array, path, what)
+    return array
+
+
+def require_finite(array: np.ndarray, path: str | os.PathLike, what: str = "array") -> np.ndarray:
+    """``array`` if every value is finite; else :class:`InputFileError` naming the file and how
+    many values are NaN / Inf. Used for depth maps and features (a NaN there silently changes
+    every edge or trains to a NaN loss)."""
+    a = np.asarray(array)
+    if a.dtype.kind in "fc":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise InputFileError(path, f"{what} holds {int(bad.sum())} NaN/Inf value(s) of {a.size}; "
+                                       "fix or regenerate the file")
+    return array
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` ``obj`` atomically, with bytes that depend on ``obj`` only.
+
+    ``obj`` must load with ``weights_only=True``: tensors, and dicts / lists / tuples of str,
+    int, float, bool, None (metadata as plain values or JSON strings, never objects). Saved
+    through memory, so the archive's inner folder name does not follow the temporary file's
+    random name (identical objects give identical files).
+    """
+    import io as _io
+
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: nothing in the file runs.
+
+    Every checkpoint the tool reads goes through here. A file that needs arbitrary unpickling
+    (a crafted or foreign pickle), a truncated or non-torch file, or a missing one is an
+    :class:`InputFileError` naming the file and ``what``.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, f"{what} not found" if not path.exists() else f"{what} is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(path, f"{what} refused: it holds more than tensors and plain values, and "
+                                   f"loading it would run code from the file ({first[:160]})") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read {what} ({exc.strerror or exc})") from None
+    except Exception as exc:  # truncated zip, not a torch file, ...
+        text = " ".join(str(exc).split())[:200]
+        raise InputFileError(path, f"not a readable torch {what} ({type(exc).__name__}: {text})") from None
 
 
 # --------------------------------------------------------------------------- PNG

@@ -1,0 +1,227 @@
+"""Where the tool may read and write: one helper for each rule.
+
+- :func:`confine`: every path built from a user-given name (a sub-folder name, ``--name``,
+  a split-list entry, a JSON ``file_name``, a config key) is resolved (``..`` and symlinks)
+  and must stay inside its root; the offending value is named otherwise.
+- :func:`check_name`: the same rule before the root exists (config validation): a relative
+  name that does not climb out (``a/b`` yes; ``../x``, ``/x``, ``a/../../x`` no).
+- :func:`refuse_overlap`: an output folder that equals, contains or lies inside an input
+  folder is refused, unless the input is a *data root* and the output is a dedicated
+  sub-folder of it that holds none of the root's input folders (``<root>/pseudo_sem`` beside
+  ``<root>/leftImg8bit``). The input folders are then registered with the write layer.
+- :func:`check_replace`: the write layer (:func:`pseudo_labels.core.io.atomic_path`) refuses
+  to replace an existing file that is a registered input, or that lies inside a registered
+  input folder and is claimed by no manifest of ours.
+
+Every refusal is a :class:`~pseudo_labels.core.errors.PseudoLabelsError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from pseudo_labels.core.errors import PseudoLabelsError
+
+#: folders of a data root that hold inputs (Cityscapes, MFNet / PST900, COCO-Stuff, image
+#: folders); an output folder must not be, contain or lie inside one of them
+DATA_FOLDERS = ("leftImg8bit", "gtFine", "gtCoarse", "disparity", "camera", "images", "labels", "thermal",
+                "annotations", "train", "val", "test")
+
+#: the environment variable that carries the registered inputs into worker processes
+_ENV = "PSEUDO_LABELS_PROTECTED_INPUTS"
+
+
+# --------------------------------------------------------------------------- names inside roots
+def check_name(name: str | os.PathLike, what: str) -> str:
+    """``name`` if it is a relative path that stays below where it is joined, else an error.
+
+    Lexical check (no file system): absolute paths, and ``..`` parts that climb above the
+    start (``../x``, ``a/../../x``) are refused, naming ``what`` (e.g. ``--output-subdir``).
+    """
+    text = os.fspath(name)
+    if text == "" or "\x00" in text:
+        raise PseudoLabelsError(f"{what} {text!r}: not a valid name")
+    if os.path.isabs(text) or text.startswith("~"):
+        raise PseudoLabelsError(f"{what} {text!r}: must be a name relative to its folder, not an absolute path")
+    depth = 0
+    for part in Path(text).parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                raise PseudoLabelsError(f"{what} {text!r}: leaves its folder ('..'); give a name inside it")
+        elif part not in (".", ""):
+            depth += 1
+    return text
+
+
+def confine(root: str | os.PathLike, name: str | os.PathLike, what: str) -> Path:
+    """``root / name``, refused unless it stays inside ``root`` after resolving ``..`` and symlinks.
+
+    ``name`` comes from the user (a flag, a config key, a list or JSON entry); ``what`` names
+    that source in the error, e.g. ``"split list val.txt entry"``. Returns the joined path as
+    given (not resolved), so messages and manifests keep the user's spelling.
+    """
+    check_name(name, what)
+    joined = Path(root) / name
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(joined)
+    if not _is_within(real, real_root):
+        raise PseudoLabelsError(f"{what} {os.fspath(name)!r}: resolves to {real}, outside {root}")
+    return joined
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+# --------------------------------------------------------------------------- inputs vs outputs
+def refuse_overlap(
+    inputs: Mapping[str, str | os.PathLike | None],
+    outputs: Mapping[str, str | os.PathLike | None],
+    *,
+    roots: Mapping[str, str | os.PathLike | None] = (),
+    output_files: Mapping[str, str | os.PathLike | None] = (),
+    register: bool = True,
+) -> None:
+    """Refuse outputs that could overwrite inputs; ``None`` entries are ignored.
+
+    ``inputs``: plain input folders or files (label name -> path), searched as a whole.
+    ``roots``: data roots (Cityscapes / MFNet layouts): an output strictly inside one is allowed
+    when the first folder below the root is none of :data:`DATA_FOLDERS` and no other input lies
+    in it (outputs in a dedicated sub-folder cannot collide with input files).
+    ``outputs``: output folders; ``output_files``: single output files (refused when they are an
+    input file, or lie inside a plain input folder).
+    The labels (flag or key names) appear in the error. Registers the inputs with
+    :func:`check_replace` unless ``register`` is false.
+    """
+    ins = {k: _real(v) for k, v in dict(inputs).items() if v is not None}
+    rts = {k: _real(v) for k, v in dict(roots or {}).items() if v is not None}
+    outs = {k: _real(v) for k, v in dict(outputs).items() if v is not None}
+    files = {k: _real(v) for k, v in dict(output_files or {}).items() if v is not None}
+    for ok, o in outs.items():
+        for ik, i in ins.items():
+            if o == i:
+                _overlap(ok, o, ik, "is the input folder")
+            if _is_within(i, o):
+                _overlap(ok, o, ik, f"contains the input {i}")
+            if _is_within(o, i) and os.path.isdir(i):
+                _overlap(ok, o, ik, f"lies inside the input folder {i}")
+        for rk, r in rts.items():
+            if o == r:
+                _overlap(ok, o, rk, "is the data root")
+            if _is_within(r, o):
+                _overlap(ok, o, rk, f"contains the data root {r}")
+            if _is_within(o, r):
+                first = os.path.relpath(o, r).split(os.sep)[0]
+                if first in DATA_FOLDERS:
+                    _overlap(ok, o, rk, f"lies inside the data folder {os.path.join(r, first)}; "
+                                        "use a dedicated sub-folder of the root")
+    for fk, f in files.items():
+        for ik, i in list(ins.items()) + list(rts.items()):
+            if f == i:
+                _overlap(fk, f, ik, "is an input file")
+        for ik, i in ins.items():
+            if _is_within(f, i) and os.path.isdir(i):
+                _overlap(fk, f, ik, f"lies inside the input folder {i}")
+        for rk, r in rts.items():
+            if _is_within(f, r) and os.path.relpath(f, r).split(os.sep)[0] in DATA_FOLDERS:
+                _overlap(fk, f, rk, "lies inside a data folder of the root")
+    if register:
+        protect(list(ins.values()) + list(rts.values()))
+
+
+def _overlap(out_label: str, out: str, in_label: str, why: str) -> None:
+    raise PseudoLabelsError(f"{out_label} {out}: {why} ({in_label}); inputs are never written, "
+                            "choose an output folder outside the inputs")
+
+
+def _real(p: str | os.PathLike) -> str:
+    return os.path.realpath(os.path.expanduser(os.fspath(p)))
+
+
+# --------------------------------------------------------------------------- the write layer's guard
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """The scope of one command (:func:`pseudo_labels.core.arguments.run_guarded`): inputs that
+    :func:`refuse_overlap` sees inside it are registered, and the write layer refuses to replace
+    them; on exit the registry is restored. Outside any scope (library calls) nothing is registered."""
+    before = os.environ.get(_ENV)
+    os.environ.setdefault(_ENV, "")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_ENV, None)
+        else:
+            os.environ[_ENV] = before
+
+
+def protect(paths: Iterable[str | os.PathLike]) -> None:
+    """Register input files / folders of this run (also for worker processes started later);
+    a no-op outside :func:`guarded`."""
+    if _ENV not in os.environ:
+        return
+    known = protected()
+    new = [p for p in (_real(p) for p in paths) if p not in known]
+    if new:
+        os.environ[_ENV] = os.pathsep.join(list(known) + new)
+
+
+def protected() -> tuple[str, ...]:
+    """The registered inputs (real paths)."""
+    text = os.environ.get(_ENV, "")
+    return tuple(p for p in text.split(os.pathsep) if p)
+
+
+def check_replace(path: str | os.PathLike) -> None:
+    """Refuse to replace the existing file ``path`` when it is a registered input, or when it lies
+    inside a registered input folder and no manifest of ours (``manifest.json`` or
+    ``*_manifest.json`` with ``"tool": "pseudo_labels"``) in its folder or above claims it.
+    New files (``path`` absent) are always allowed."""
+    if not os.path.lexists(path):
+        return
+    real = _real(path)
+    for p in protected():
+        if real == p:
+            raise PseudoLabelsError(f"{path}: is an input of this run; inputs are never overwritten")
+        if _is_within(real, p) and not _claimed(os.path.dirname(real), p):
+            raise PseudoLabelsError(f"{path}: exists inside the input folder {p} and is not an output of "
+                                    "pseudo_labels (no manifest claims it); refusing to replace it")
+
+
+def _claimed(folder: str, stop: str) -> bool:
+    """True when ``folder`` or a parent up to ``stop`` (exclusive) holds a manifest of ours."""
+    while _is_within(folder, stop) and folder != stop:
+        if _has_manifest(folder):
+            return True
+        folder = os.path.dirname(folder)
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_manifest_cached(folder: str, stamp: float) -> bool:
+    try:
+        names = [n for n in os.listdir(folder) if n == "manifest.json" or n.endswith("_manifest.json")]
+    except OSError:
+        return False
+    for n in names:
+        try:
+            with open(os.path.join(folder, n), "rb") as f:
+                if json.load(f).get("tool") == "pseudo_labels":
+                    return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
+def _has_manifest(folder: str) -> bool:
+    try:
+        stamp = os.stat(folder).st_mtime
+    except OSError:
+        return False
+    return _has_manifest_cached(folder, stamp)
