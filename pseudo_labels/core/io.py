@@ -461,3 +461,8 @@ def prepare_output_dir(
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_json_default))
+
+
+#: plain JSON values (dict / list / str / int / float / bool / None) of ``value``: checkpoint
+#: metadata in this form loads with ``weights_only=True``
+plain_values = _jsonable

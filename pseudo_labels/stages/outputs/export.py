@@ -405,8 +405,7 @@ def _write_pt(path: Path, inside, all_, per_object, dtype: str) -> None:
             CUPS_DIST_INSIDE: torch.as_tensor(np.asarray(inside)).to(tdt)}
     if per_object is not None:
         data[CUPS_DIST_PER_OBJECT] = torch.as_tensor(np.asarray(per_object)).to(tdt)
-    with io.atomic_path(path) as tmp:
-        torch.save(data, tmp)
+    io.save_checkpoint(path, data)  # byte-identical for identical data
 
 
 def find_cups_split(cityscapes_root: str | os.PathLike, stems: Sequence[str]) -> str:
@@ -613,7 +612,7 @@ def read_cups_class_split(root_pseudo: str | os.PathLike, threshold: float = CUP
     files = [p for p in os.listdir(root_pseudo) if ".pt" in p]
     if not files:
         raise PseudoLabelsError(f"{root_pseudo}: no .pt class-distribution file (CUPS needs one)")
-    tensors = [torch.load(os.path.join(root_pseudo, p)) for p in files]
+    tensors = [io.load_checkpoint(os.path.join(root_pseudo, p), "class-distribution file") for p in sorted(files)]
     inside = torch.stack([t[CUPS_DIST_INSIDE] for t in tensors]).sum(0).numpy()
     all_ = torch.stack([t[CUPS_DIST_ALL] for t in tensors]).sum(0).numpy()
     things, stuff = cups_thing_stuff_split(inside, all_, threshold)

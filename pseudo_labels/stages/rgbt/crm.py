@@ -188,7 +188,11 @@ def _load_backbone_weights(net: nn.Module, path: str, in_ch: int) -> None:
 
             state = load_file(str(p))
         else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            from pseudo_labels.core.io import load_checkpoint as load_tensors_only
+
+            state = load_tensors_only(p, "backbone weights")
+    except PseudoLabelsError:
+        raise
     except Exception as exc:
         raise InputFileError(p, f"unreadable weights ({type(exc).__name__}: {exc})") from None
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
@@ -541,13 +545,13 @@ def _poly_lr(c: CRMModelConfig, step: int, total: int) -> float:
 
 def save_checkpoint(path: Path, model: CRMStudent, opt, scaler, epoch: int, c: CRMModelConfig, history: list,
                     meta: Mapping[str, Any]) -> None:
-    from pseudo_labels.core.io import atomic_path
+    from pseudo_labels.core import io as plio
 
     state = {"format": "pseudo_labels.crm/1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-             "epoch": int(epoch), "config": c.to_dict(), "history": list(history), "meta": dict(meta)}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+             "epoch": int(epoch), "config": plio.plain_values(c.to_dict()), "history": plio.plain_values(list(history)),
+             "meta": plio.plain_values(dict(meta))}
+    plio.save_checkpoint(path, state)  # tensors + plain values: loads with weights_only=True
 
 
 def load_checkpoint(run: str | os.PathLike) -> dict:
@@ -556,10 +560,9 @@ def load_checkpoint(run: str | os.PathLike) -> dict:
     p = p / CHECKPOINT_NAME if p.is_dir() else p
     if not p.is_file():
         raise PseudoLabelsError(f"{p}: no CRM checkpoint (train one with: pseudo-labels train-crm --out RUN)")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise InputFileError(p, f"unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    from pseudo_labels.core.io import load_checkpoint as load_tensors_only
+
+    state = load_tensors_only(p, "CRM checkpoint")
     if not isinstance(state, dict) or state.get("format") != "pseudo_labels.crm/1":
         raise InputFileError(p, "not a CRM checkpoint of this tool")
     return state

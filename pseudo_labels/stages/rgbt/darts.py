@@ -420,13 +420,10 @@ def _train_loop(head, records, f_rgb, f_thermal, neighbours, config: DartsTrainC
 
 def _write_run(out: Path, head, model_cfg: DartsModelConfig, config: DartsTrainConfig, summary: dict,
                log: list) -> None:
-    import torch
-
     from pseudo_labels.core import io as plio
 
     state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
-    with plio.atomic_path(out / CHECKPOINT_NAME) as tmp:
-        torch.save(state, tmp)
+    plio.save_checkpoint(out / CHECKPOINT_NAME, state)  # tensors only; metadata in RUN_CONFIG_NAME (JSON)
     plio.write_json(out / RUN_CONFIG_NAME, {"model": asdict(model_cfg), "train": config.parameters(),
                                             "summary": summary})
     plio.write_json(out / LOSS_LOG_NAME, log)
@@ -437,8 +434,6 @@ def _write_run(out: Path, head, model_cfg: DartsModelConfig, config: DartsTrainC
 
 def load_darts_run(run: str | Path, device: str = "cpu") -> tuple:
     """(head in eval mode on ``device``, run config dict) of a ``train-darts`` output folder."""
-    import torch
-
     run = Path(run)
     cfg_path, ckpt = run / RUN_CONFIG_NAME, run / CHECKPOINT_NAME
     for p in (cfg_path, ckpt):
@@ -448,8 +443,11 @@ def load_darts_run(run: str | Path, device: str = "cpu") -> tuple:
 
     info = read_json(cfg_path)
     head = build_head(DartsModelConfig(**info["model"]))
+    from pseudo_labels.core.io import load_checkpoint as load_tensors_only
+
+    state = load_tensors_only(ckpt, "DARTS checkpoint")
     try:
-        head.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+        head.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001
         raise InputFileError(ckpt, f"does not fit the head in {RUN_CONFIG_NAME} ({type(exc).__name__}: {exc})") from None
     return head.to(device).eval(), info

@@ -29,10 +29,9 @@ def load_checkpoint(path: str | os.PathLike, what: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, f"{what} checkpoint not found", "give the local path of the .pth file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputFileError(path, f"not a readable PyTorch checkpoint for {what} ({type(exc).__name__}: {exc})") from None
+    from pseudo_labels.core.io import load_checkpoint as load_tensors_only
+
+    obj = load_tensors_only(path, f"{what} checkpoint")
     for key in ("model", "state_dict", "teacher"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

@@ -103,20 +103,19 @@ def resolve_device(device: str) -> torch.device:
 # --------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str | os.PathLike, head: CamHead, optimizer: torch.optim.Optimizer | None,
                     epoch: int, config: CamHeadConfig, history: list, meta: Mapping[str, Any] | None = None) -> None:
-    """Write the checkpoint atomically (temp file + rename)."""
-    from pseudo_labels.core.io import atomic_path
+    """Write the checkpoint atomically; tensors + plain values only (loads with ``weights_only=True``)."""
+    from pseudo_labels.core import io as plio
 
     state = {
         "format": "pseudo_labels.cam/1",
         "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "epoch": int(epoch),
-        "config": config.to_dict(),
-        "history": list(history),
-        "meta": dict(meta or {}),
+        "config": plio.plain_values(config.to_dict()),
+        "history": plio.plain_values(list(history)),
+        "meta": plio.plain_values(dict(meta or {})),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    plio.save_checkpoint(path, state)
 
 
 def load_checkpoint(run_dir_or_file: str | os.PathLike) -> dict:
@@ -126,10 +125,9 @@ def load_checkpoint(run_dir_or_file: str | os.PathLike) -> dict:
         p = p / CHECKPOINT_NAME
     if not p.is_file():
         raise PseudoLabelsError(f"{p}: no CAM checkpoint (train one with: pseudo-labels train-cam --out RUN_DIR)")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise PseudoLabelsError(f"{p}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    from pseudo_labels.core.io import load_checkpoint as load_tensors_only
+
+    state = load_tensors_only(p, "CAM checkpoint")
     if not isinstance(state, dict) or "head" not in state or "config" not in state:
         raise PseudoLabelsError(f"{p}: not a CAM checkpoint of this tool")
     return state
