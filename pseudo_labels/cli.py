@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from pseudo_labels.core.arguments import add_common_arguments, run_guarded
+from pseudo_labels.core.arguments import ArgumentParser, add_common_arguments, run_guarded
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,7 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     from pseudo_labels import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(  # one-line usage errors (core.arguments)
         prog="pseudo-labels",
         description="Pseudo-labels for panoptic / semantic segmentation without human labels.",
     )

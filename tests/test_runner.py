@@ -141,17 +141,20 @@ def test_write_layer_refuses_to_replace_registered_inputs_unless_a_manifest_clai
     from pseudo_labels.core.paths import guarded, refuse_overlap
 
     data = tmp_path / "data"
-    io.write_bytes(data / "img.png", b"input")
-    io.write_bytes(data / "ours" / "x.png", b"old")
-    io.write_manifest(data / "ours", "stage", {}, uses_ground_truth=False)
+    io.write_bytes(data / "images" / "img.png", b"input")
+    io.write_bytes(data / "images" / "ours" / "x.png", b"old")
+    io.write_manifest(data / "images" / "ours", "stage", {}, uses_ground_truth=False)
     with guarded():
         refuse_overlap({}, {"--out": tmp_path / "out"}, roots={"--root": data})
         with pytest.raises(PseudoLabelsError, match="img.png: exists inside the input folder"):
-            io.write_bytes(data / "img.png", b"overwritten")
-        io.write_bytes(data / "ours" / "x.png", b"new")  # claimed by our manifest
-        io.write_bytes(data / "new.png", b"new file")  # a new file replaces nothing
-    assert (data / "img.png").read_bytes() == b"input" and (data / "ours" / "x.png").read_bytes() == b"new"
-    io.write_bytes(data / "img.png", b"outside a command: not registered")
+            io.write_bytes(data / "images" / "img.png", b"overwritten")
+        io.write_bytes(data / "images" / "ours" / "x.png", b"new")  # claimed by our manifest
+        io.write_bytes(data / "images" / "new.png", b"new file")  # a new file replaces nothing
+        io.write_bytes(data / "pseudo" / "c.npz", b"1")
+        io.write_bytes(data / "pseudo" / "c.npz", b"2")  # beside the data folders: ours to replace
+    assert (data / "images" / "img.png").read_bytes() == b"input"
+    assert (data / "images" / "ours" / "x.png").read_bytes() == b"new"
+    io.write_bytes(data / "images" / "img.png", b"outside a command: not registered")
 
 
 def test_validate_config_one_check_for_every_config():

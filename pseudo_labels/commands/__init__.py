@@ -9,17 +9,16 @@ used before the commands had their own package, as ``python -m pseudo_labels.<mo
 
 from __future__ import annotations
 
-import argparse
 import importlib
 from typing import Sequence
 
-from pseudo_labels.core.arguments import add_common_arguments, run_guarded
+from pseudo_labels.core.arguments import ArgumentParser, add_common_arguments, run_guarded
 
 
 def module_main(module_name: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pseudo_labels.commands.<module>``: parse ``argv``, run guarded."""
     mod = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog="python -m " + module_name,
+    parser = ArgumentParser(prog="python -m " + module_name,
                                      description=(mod.__doc__ or "").strip().split("\n\n")[0])
     mod.add_arguments(parser)
     add_common_arguments(parser)

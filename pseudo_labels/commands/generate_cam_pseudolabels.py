@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--sweep-deal-weights", type=_floats, default=None, metavar="W1,W2",
                help="run the sweep over these DEAL weights (trains one head per weight x seed; "
                     "one process: the runner flags other than --device do not apply)")
-    add_option(parser, "--sweep-bg-thresholds", type=_floats, default=list(defaults.SWEEP_CAM_BG_THRESHOLDS),
-               metavar="T1,T2")
+    add_option(parser, "--sweep-bg-thresholds", type=_floats, default=None, metavar="T1,T2",
+               help=f"with --sweep-deal-weights (default {','.join(map(str, defaults.SWEEP_CAM_BG_THRESHOLDS))})")
     add_option(parser, "--sweep-seeds", type=lambda s: [int(v) for v in _floats(s)], default=None, metavar="S1,S2")
     add_option(parser, "--depth-subdir", default=None, help="sweep: depth for DEAL (default: the base run's)")
     add_option(parser, "--sweep-out", default=None, help="sweep JSON (default RUN/cam_sweep.json; CSV and heatmap PNG next to it)")
@@ -80,6 +80,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> CamLabelConfig:
+    if not args.sweep_deal_weights:  # flags that mean something only in the sweep need their partner
+        given = [f for f, v in (("--sweep-bg-thresholds", args.sweep_bg_thresholds), ("--sweep-seeds", args.sweep_seeds),
+                                ("--sweep-out", args.sweep_out), ("--depth-subdir", args.depth_subdir)) if v is not None]
+        if given:
+            raise PseudoLabelsError(f"{' '.join(given)} needs --sweep-deal-weights (the sweep); without it the "
+                                    "flag would be ignored")
+    if args.sweep_bg_thresholds is None:
+        args.sweep_bg_thresholds = list(defaults.SWEEP_CAM_BG_THRESHOLDS)
     return CamLabelConfig(
         run=args.run, cityscapes_root=args.cityscapes_root, split=args.split, output_subdir=args.output_subdir,
         bg_threshold=args.bg_threshold, tags_file=args.tags, tags_from_gt=args.tags_from_gt,

@@ -16,6 +16,7 @@ from pathlib import Path
 from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
 from pseudo_labels.commands import module_main
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.paths import check_name, confine
 from pseudo_labels.stages.rgbt import crm
 
 
@@ -38,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir:
         out_dir = Path(args.output_dir)
     else:
+        check_name(args.output_subdir, "--output-subdir")  # before the run is read (issue 24)
         root = args.data_root or crm.load_checkpoint(args.run).get("meta", {}).get("data_root")
         if not root:
             raise PseudoLabelsError("--output-subdir needs --data-root (the run does not name its data root)")
-        out_dir = Path(root) / args.output_subdir
+        out_dir = confine(root, args.output_subdir, "--output-subdir")
     config = crm.CRMLabelConfig(run=args.run, output_dir=str(out_dir), data_root=args.data_root,
                                 dataset=args.dataset, split=args.split, modality=args.modality, device=args.device)
     res = crm.generate_crm_pseudolabels(config, runner_options(args),

@@ -28,6 +28,7 @@ from pseudo_labels.core import defaults
 from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
 from pseudo_labels.commands import module_main
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.paths import confine
 from pseudo_labels.stages.instance.depth import SOURCES, DepthConfig, generate_depth_maps
 
 
@@ -73,7 +74,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 def output_dir_of(args: argparse.Namespace) -> Path:
     if getattr(args, "output_dir", None):
         return Path(args.output_dir)
-    return Path(args.cityscapes_root) / args.output_subdir
+    return confine(args.cityscapes_root, args.output_subdir, "--output-subdir")  # stays inside the root (issue 24)
 
 
 def config_from_args(args: argparse.Namespace) -> DepthConfig:

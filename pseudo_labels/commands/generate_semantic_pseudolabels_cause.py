@@ -23,6 +23,7 @@ import argparse
 from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
 from pseudo_labels.commands import module_main
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.paths import confine
 from pseudo_labels.stages.semantic.cause27 import MODES, SPLITS, Cause27Config, generate_cause27_semantics
 
 
@@ -61,11 +62,9 @@ def _device(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     output_dir = args.output_dir
     if args.output_subdir:
-        output_dir = str(Path(args.cityscapes_root) / args.output_subdir)
+        output_dir = str(confine(args.cityscapes_root, args.output_subdir, "--output-subdir"))  # issue 24
     config = Cause27Config(cityscapes_root=args.cityscapes_root, checkpoint_dir=args.checkpoint_dir,
                            output_dir=output_dir, mode=args.mode, split=args.split,
                            hungarian_split=args.hungarian_split, limit=args.limit, device=_device(args),

@@ -16,6 +16,14 @@ from typing import Callable
 from pseudo_labels.core.errors import PseudoLabelsError
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line (``pseudo-labels: error: ...``,
+    exit 2) like every other error, instead of the usage text plus a line."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"pseudo-labels: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, *more: str, **kwargs):
     """``parser.add_argument`` that also accepts the underscore spelling of ``--a-b`` (``--a_b``)."""
     names = [flag, *more]

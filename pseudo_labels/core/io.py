@@ -231,14 +231,19 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputFileError(path, f"{what} refused: it holds more than tensors and plain values, and "
-                                   f"loading it would run code from the file ({first[:160]})") from None
+        text = " ".join(str(exc).split())
+        m = re.search(r"Unsupported global: (GLOBAL \S+)", text)
+        if m:
+            raise InputFileError(path, f"{what} refused: it names Python objects ({m.group(1)}) that loading "
+                                       "would run; only tensors and plain values are loaded") from None
+        m = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+        raise InputFileError(path, f"not a readable PyTorch checkpoint ({what}; {(m.group(1) if m else text)[:160]})"
+                             ) from None
     except OSError as exc:
         raise InputFileError(path, f"cannot read {what} ({exc.strerror or exc})") from None
     except Exception as exc:  # truncated zip, not a torch file, ...
         text = " ".join(str(exc).split())[:200]
-        raise InputFileError(path, f"not a readable torch {what} ({type(exc).__name__}: {text})") from None
+        raise InputFileError(path, f"not a readable PyTorch checkpoint ({what}; {type(exc).__name__}: {text})") from None
 
 
 # --------------------------------------------------------------------------- PNG

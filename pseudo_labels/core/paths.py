@@ -11,7 +11,7 @@
   ``<root>/leftImg8bit``). The input folders are then registered with the write layer.
 - :func:`check_replace`: the write layer (:func:`pseudo_labels.core.io.atomic_path`) refuses
   to replace an existing file that is a registered input, or that lies inside a registered
-  input folder and is claimed by no manifest of ours.
+  input folder (a plain input, or a data folder of a data root) and is claimed by no manifest of ours.
 
 Every refusal is a :class:`~pseudo_labels.core.errors.PseudoLabelsError` (one line, exit 2).
 """
@@ -34,6 +34,7 @@ DATA_FOLDERS = ("leftImg8bit", "gtFine", "gtCoarse", "disparity", "camera", "ima
 
 #: the environment variable that carries the registered inputs into worker processes
 _ENV = "PSEUDO_LABELS_PROTECTED_INPUTS"
+_ENV_OWN = "PSEUDO_LABELS_OWN_OUTPUTS"
 
 
 # --------------------------------------------------------------------------- names inside roots
@@ -95,7 +96,8 @@ def refuse_overlap(
     when the first folder below the root is none of :data:`DATA_FOLDERS` and no other input lies
     in it (outputs in a dedicated sub-folder cannot collide with input files).
     ``outputs``: output folders; ``output_files``: single output files (refused when they are an
-    input file, or lie inside a plain input folder).
+    input file or lie in a data folder of a root; beside plain inputs a named file collides with
+    nothing new, and the write layer refuses to replace an existing input there).
     The labels (flag or key names) appear in the error. Registers the inputs with
     :func:`check_replace` unless ``register`` is false.
     """
@@ -121,18 +123,16 @@ def refuse_overlap(
                 if first in DATA_FOLDERS:
                     _overlap(ok, o, rk, f"lies inside the data folder {os.path.join(r, first)}; "
                                         "use a dedicated sub-folder of the root")
-    for fk, f in files.items():
+    for fk, f in files.items():  # a named file beside inputs collides only with a file of its name
         for ik, i in list(ins.items()) + list(rts.items()):
             if f == i:
                 _overlap(fk, f, ik, "is an input file")
-        for ik, i in ins.items():
-            if _is_within(f, i) and os.path.isdir(i):
-                _overlap(fk, f, ik, f"lies inside the input folder {i}")
         for rk, r in rts.items():
             if _is_within(f, r) and os.path.relpath(f, r).split(os.sep)[0] in DATA_FOLDERS:
                 _overlap(fk, f, rk, "lies inside a data folder of the root")
-    if register:
-        protect(list(ins.values()) + list(rts.values()))
+    if register:  # plain inputs as a whole; of a data root, its data folders (outputs may sit beside them)
+        protect(list(ins.values()) + [os.path.join(r, d) for r in rts.values() for d in DATA_FOLDERS],
+                outputs=list(outs.values()) + list(files.values()))
 
 
 def _overlap(out_label: str, out: str, in_label: str, why: str) -> None:
@@ -150,32 +150,38 @@ def guarded() -> Iterator[None]:
     """The scope of one command (:func:`pseudo_labels.core.arguments.run_guarded`): inputs that
     :func:`refuse_overlap` sees inside it are registered, and the write layer refuses to replace
     them; on exit the registry is restored. Outside any scope (library calls) nothing is registered."""
-    before = os.environ.get(_ENV)
+    before = {v: os.environ.get(v) for v in (_ENV, _ENV_OWN)}
     os.environ.setdefault(_ENV, "")
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(_ENV, None)
-        else:
-            os.environ[_ENV] = before
+        for var, value in before.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
-def protect(paths: Iterable[str | os.PathLike]) -> None:
-    """Register input files / folders of this run (also for worker processes started later);
-    a no-op outside :func:`guarded`."""
+def protect(paths: Iterable[str | os.PathLike], outputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Register input files / folders of this run, and its own outputs (a later stage of ``run``
+    reads what an earlier one writes: those stay writable); also for worker processes started
+    later. A no-op outside :func:`guarded`."""
     if _ENV not in os.environ:
         return
-    known = protected()
-    new = [p for p in (_real(p) for p in paths) if p not in known]
-    if new:
-        os.environ[_ENV] = os.pathsep.join(list(known) + new)
+    for var, items in ((_ENV, paths), (_ENV_OWN, outputs)):
+        known = _registered(var)
+        new = [p for p in (_real(p) for p in items) if p not in known]
+        if new:
+            os.environ[var] = os.pathsep.join(list(known) + new)
 
 
 def protected() -> tuple[str, ...]:
     """The registered inputs (real paths)."""
-    text = os.environ.get(_ENV, "")
-    return tuple(p for p in text.split(os.pathsep) if p)
+    return _registered(_ENV)
+
+
+def _registered(var: str) -> tuple[str, ...]:
+    return tuple(p for p in os.environ.get(var, "").split(os.pathsep) if p)
 
 
 def check_replace(path: str | os.PathLike) -> None:
@@ -186,6 +192,8 @@ def check_replace(path: str | os.PathLike) -> None:
     if not os.path.lexists(path):
         return
     real = _real(path)
+    if any(_is_within(real, o) for o in _registered(_ENV_OWN)):
+        return
     for p in protected():
         if real == p:
             raise PseudoLabelsError(f"{path}: is an input of this run; inputs are never overwritten")
@@ -195,10 +203,12 @@ def check_replace(path: str | os.PathLike) -> None:
 
 
 def _claimed(folder: str, stop: str) -> bool:
-    """True when ``folder`` or a parent up to ``stop`` (exclusive) holds a manifest of ours."""
-    while _is_within(folder, stop) and folder != stop:
+    """True when ``folder`` or a parent up to ``stop`` (inclusive) holds a manifest of ours."""
+    while _is_within(folder, stop):
         if _has_manifest(folder):
             return True
+        if folder == stop:
+            break
         folder = os.path.dirname(folder)
     return False
 
@@ -225,3 +235,19 @@ def _has_manifest(folder: str) -> bool:
     except OSError:
         return False
     return _has_manifest_cached(folder, stamp)
+
+
+def check_json_file_names(json_path: str | os.PathLike, folder: str | os.PathLike, key: str = "file_name") -> None:
+    """Every ``annotations[*][key]`` of a (COCO / Cityscapes) panoptic JSON must name a file inside
+    ``folder`` (:func:`confine`); a JSON of another shape is an error naming the file."""
+    from pseudo_labels.core.errors import InputFileError
+    from pseudo_labels.core.io import read_json
+
+    data = read_json(json_path)
+    anns = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+        raise InputFileError(json_path, "not a panoptic JSON (no 'annotations' list of objects)")
+    for a in anns:
+        name = a.get(key)
+        if name is not None:
+            confine(folder, str(name), f"{json_path}: {key}")

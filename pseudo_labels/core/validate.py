@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.core.paths import check_name, refuse_overlap
+from pseudo_labels.core.paths import check_name, confine, refuse_overlap
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ RULES: dict[str, Range] = {
     # sizes and counts
     "resolution": COUNT, "input_size": COUNT, "output_size": COUNT, "tile_width": COUNT,
     "mask_patch_size": COUNT, "width": COUNT, "decoder_dim": COUNT, "heads": COUNT, "code_dim": COUNT,
-    "hidden": COUNT, "knn": COUNT, "channels": COUNT, "n_blocks": COUNT, "max_labels": Range(2, integer=True),
+    "hidden": NONNEG_INT, "knn": COUNT, "channels": COUNT, "n_blocks": COUNT, "max_labels": Range(2, integer=True),
     "feature_short_side": COUNT, "work_long_side": COUNT, "samples_per_image": COUNT, "max_samples": COUNT,
     "max_images": COUNT, "limit": NONNEG_INT, "n": NONNEG_INT, "sheet_n": NONNEG_INT, "n_panels": NONNEG_INT,
     "refine_band": NONNEG_INT, "threads": NONNEG_INT, "crop": NONNEG_INT, "tags_min_pixels": NONNEG_INT,
@@ -118,15 +118,19 @@ RULES: dict[str, Range] = {
     "pos_xy_std": POSITIVE, "bi_xy_std": POSITIVE, "bi_rgb_std": POSITIVE, "pos_weight": NONNEG, "bi_weight": NONNEG,
 }
 
+#: grids and lists that need at least one value
+NONEMPTY_FIELDS = ("grad_thresholds", "min_areas", "sigmas", "semantic_subdirs", "sweep_bg_thresholds", "modalities")
+
 #: fields holding a name joined below a root (checked to stay inside it)
 NAME_FIELDS = ("output_subdir", "depth_subdir", "refine_depth_subdir", "semantic_subdirs", "semantic_subdir",
-               "features_subdir", "segments_subdir", "refined_subdir", "name")
+               "features_subdir", "segments_subdir", "refined_subdir", "name", "split", "hungarian_split")
 
 ROOT_FIELDS = ("cityscapes_root", "data_root")
 INPUT_FIELDS = ("semantic_dir", "depth_dir", "instance_dir", "panoptic_dir", "segments_dir", "images_dir",
                 "input_dir", "features", "gt_json", "gt_folder", "pred_json", "pred_folder", "gt_semantic_dir",
                 "pred_semantic_dir", "panoptic_json", "sweep_json", "overlays", "tags_file", "load_centroids",
-                "labels_dir", "checkpoint_dir", "features_dir")
+                "labels_dir", "checkpoint_dir", "features_dir", "run", "weights", "head_weights", "model_dir",
+                "backbone_weights", "codebook")
 OUTPUT_FIELDS = ("out", "out_dir", "output_dir", "out_folder")
 OUTPUT_FILE_FIELDS = ("out_json", "out_md", "output_path", "sweep_out")
 
@@ -151,7 +155,7 @@ def check_value(field: str, value: Any, rule: Range | None = None) -> None:
                                     + (f" ({rule.text()[5:]})" if rule else ""))
         if rule is not None and isinstance(x, numbers.Real) and not rule.ok(x):
             raise PseudoLabelsError(f"{flag_name(field)} {x}: {rule.text()}")
-    if rule is not None and isinstance(value, (tuple, list)) and not value and field.endswith("s"):
+    if isinstance(value, (tuple, list)) and not value and field in NONEMPTY_FIELDS:
         raise PseudoLabelsError(f"{flag_name(field)}: needs at least one value")
 
 
@@ -165,8 +169,12 @@ def validate_config(cfg: Any, *, overlap: bool = True) -> None:
             continue
         check_value(f.name, value, ranges.get(f.name))
         if f.name in NAME_FIELDS and value is not None:
+            root = next((getattr(cfg, r) for r in ROOT_FIELDS if getattr(cfg, r, None)), None)
             for v in (value if isinstance(value, (tuple, list)) else [value]):
-                check_name(v, flag_name(f.name))
+                if root is not None and f.name != "name":  # joined below the data root: resolved too
+                    confine(root, v, flag_name(f.name))
+                else:
+                    check_name(v, flag_name(f.name))
     if overlap:
         check_paths(cfg)
 
@@ -198,3 +206,18 @@ def check_paths(cfg: Any) -> None:
     if not (groups["output"] or groups["output_file"]):
         return
     refuse_overlap(groups["input"], groups["output"], roots=groups["root"], output_files=groups["output_file"])
+
+
+def check_not_upscaled(path: str | os.PathLike, shape: tuple[int, ...], other: tuple[int, ...], what: str,
+                       other_what: str, *, both: bool = False) -> None:
+    """Refuse a paired map smaller than its partner (``both``: smaller in both dimensions): a
+    semantic map silently upscaled beside a finer depth or instance map means the pair does not
+    match. ``path`` (the smaller map's file) is named in the error."""
+    from pseudo_labels.core.errors import InputFileError
+
+    h, w = shape[:2]
+    H, W = other[:2]
+    smaller = (h < H and w < W) if both else (h < H or w < W)
+    if smaller:
+        raise InputFileError(path, f"{what} is {h}x{w}, smaller than its {other_what} ({H}x{W}): the pair does not "
+                                   f"match (it would be upscaled silently); give maps of the same image size")

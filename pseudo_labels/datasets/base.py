@@ -114,6 +114,17 @@ class ImageRecord:
 
 
 def read_split_list(path: str | os.PathLike) -> list[str]:
-    """Names of a split list file (one per line; blank lines and ``#`` comments skipped)."""
-    text = Path(path).read_text()
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    """Names of a split list file (one per line; blank lines and ``#`` comments skipped); every
+    name must stay below the folder it is joined to (no ``..`` escape, not absolute: issue 24)."""
+    from pseudo_labels.core.errors import InputFileError
+    from pseudo_labels.core.io import read_bytes
+    from pseudo_labels.core.paths import check_name
+
+    try:
+        text = read_bytes(path).decode()
+    except UnicodeDecodeError:
+        raise InputFileError(path, "split list is not UTF-8 text") from None
+    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    for n in names:
+        check_name(n, f"{path}: entry")
+    return names

@@ -42,6 +42,7 @@ import numpy as np
 from pseudo_labels.core import io as plio
 from pseudo_labels.datasets.cityscapes import LABELS, label_id_to_train_id_lut, list_images  # noqa: F401  (LABELS, list_images: this data set's table and lister)
 from pseudo_labels.core.defaults import SYNTH_SIZE, SYNTH_SPLIT
+from pseudo_labels.core.validate import validate_config
 
 # --------------------------------------------------------------------------- constants
 #: real Cityscapes camera at 2048x1024 (scaled to the image size per scene)
@@ -876,6 +877,9 @@ class SyntheticCityConfig:
     seed: int = 0
     size: tuple[int, int] = SYNTH_SIZE
     class_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def check(self, name_of=lambda field: "--" + field.replace("_", "-")) -> None:
         """:class:`PseudoLabelsError` for values the generator cannot use; ``name_of(field)`` is how the

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping
 from pseudo_labels.core import defaults, io
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.runner import RunOptions
+from pseudo_labels.core.validate import validate_config
 
 STATE_NAME = "pipeline_state.json"
 
@@ -76,6 +77,9 @@ class Layout:
     features_subdir: str
     segments_subdir: str = DATA_KEYS["segments_subdir"]
     refined_subdir: str | None = None  # set when the config has [refine]: later stages read the refined maps
+
+    def __post_init__(self) -> None:
+        validate_config(self, overlap=False)  # the sub-folder names stay inside the root (issue 24)
 
     @property
     def features_dir(self) -> Path:

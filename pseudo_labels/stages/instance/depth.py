@@ -34,6 +34,7 @@ import numpy as np
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.validate import validate_config
 
 NORMALIZE_MODES = ("minmax", "none")
 FILL_MODES = ("nearest", "nan")
@@ -205,10 +206,11 @@ def index_depth_folder(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def read_depth_npy(path: str | os.PathLike) -> np.ndarray:
-    """Read one depth map: (H, W) or (1, H, W) / (H, W, 1) array -> (H, W) float32."""
+    """Read one depth map: (H, W) or (1, H, W) / (H, W, 1) array -> (H, W) float32; NaN / Inf is
+    an error naming the file."""
     from pseudo_labels.core.io import read_npy
 
-    a = read_npy(path)
+    a = read_npy(path, finite=True, what="depth map")
     if a.ndim == 3 and 1 in (a.shape[0], a.shape[2]):
         a = a.reshape(a.shape[1:] if a.shape[0] == 1 else a.shape[:2])
     if a.ndim != 2:
@@ -419,6 +421,9 @@ class DepthConfig:
     spidepth_preprocess: str = defaults.SPIDEPTH_PREPROCESS
     flip: bool = defaults.SPIDEPTH_FLIP
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def resolved(self) -> "DepthConfig":
         """Checked copy with absolute model paths and a tuple ``output_size`` (what the workers get)."""

@@ -65,6 +65,7 @@ from pseudo_labels.stages.instance.maps import (  # noqa: F401  (part of this st
     resize_depth_bilinear,
     resize_semantic,
 )
+from pseudo_labels.core.validate import check_not_upscaled, validate_config
 
 #: thing ids of the default label table (Cityscapes trainIds 11..18)
 DEFAULT_THING_IDS: tuple[int, ...] = cityscapes.LABELS.thing_ids
@@ -423,6 +424,9 @@ class InstanceConfig:
     dataset: str = "cityscapes"
     thing_rule: str = defaults.THING_RULE
 
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
+
 
 @dataclass
 class InstanceRun(RunSummary):
@@ -497,6 +501,7 @@ def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None,
         raise InputFileError(depth_path, f"expected a 2-D depth map, got shape {depth.shape}")
     if not np.isfinite(depth).all():
         raise InputFileError(depth_path, "depth has NaN/infinite values", "fill invalid pixels when writing depth")
+    check_not_upscaled(sem_path, sem.shape, depth.shape, "semantic map", f"depth map {depth_path}", both=True)
     sem = resize_semantic(sem, tuple(resolution))
     depth = resize_depth_bilinear(depth.astype(np.float32), tuple(resolution))
     return sem, normalize_depth_map(depth, normalize)

@@ -34,6 +34,7 @@ from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 from pseudo_labels.core.runner import RunOptions, RunSummary, run_per_image
 from pseudo_labels.stages.instance.instances import resize_semantic
 from pseudo_labels.core.io import id_to_rgb, write_json, write_png
+from pseudo_labels.core.validate import check_not_upscaled, validate_config
 
 PANOPTIC_SUFFIX = "_panoptic.png"
 #: a panoptic id >= this is a thing instance (labelId * 1000 + k)
@@ -203,6 +204,9 @@ class PanopticConfig:
     skip_missing: bool = False
     dataset: str = "cityscapes"
 
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
+
 
 @dataclass
 class PanopticRun(RunSummary):
@@ -260,6 +264,7 @@ def process_panoptic_job(job: PanopticJob, stuff_min_area: int, resolution, out_
     inst = read_png(job.instance_path)
     if inst.ndim != 2:
         raise InputFileError(job.instance_path, f"expected a single-channel instance map, got shape {inst.shape}")
+    check_not_upscaled(job.semantic_path, sem.shape, inst.shape, "semantic map", "instance map")  # issue 24
     pan, segs = panoptic_for_image(sem, inst, stuff_min_area, resolution, labels)
     write_panoptic_png(Path(out_folder) / panoptic_file_name(job.stem), pan)
     return {"image": image_entry(job.stem, pan.shape), "annotation": annotation_entry(job.stem, segs)}

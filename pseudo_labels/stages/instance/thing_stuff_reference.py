@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.validate import validate_config
 
 STAGE = "classify-stuff-things"
 #: the reference's defaults
@@ -157,6 +158,9 @@ class StuffThingsConfig:
     big_stuff_size_thresh: float = 0.02
     big_stuff_pix_thresh: float = 5000.0
 
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
+
 
 def _image_record(pair: tuple[str, str], cfg: StuffThingsConfig) -> dict[int, dict] | None:
     from pseudo_labels.core.io import read_npy, read_png
@@ -168,7 +172,7 @@ def _image_record(pair: tuple[str, str], cfg: StuffThingsConfig) -> dict[int, di
     sem = read_png(sem_path)
     if sem.ndim != 2:
         raise InputFileError(sem_path, f"expected a single-channel class-id PNG, got shape {sem.shape}")
-    depth = np.asarray(read_npy(depth_path), np.float64)
+    depth = np.asarray(read_npy(depth_path, finite=True, what="depth map"), np.float64)
     if depth.ndim != 2:
         raise InputFileError(depth_path, f"expected an (H, W) depth map, got shape {depth.shape}")
     if depth.shape != sem.shape:

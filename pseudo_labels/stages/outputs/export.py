@@ -47,6 +47,8 @@ from pseudo_labels.core import io
 from pseudo_labels.datasets.cityscapes import CLASS_NAMES, IGNORE, NUM_CLASSES, THING_TRAIN_IDS, city_of, index_by_stem, stem_of
 from pseudo_labels.core.defaults import CUPS_SCALE, CUPS_THING_STUFF_THRESHOLD
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.paths import confine
+from pseudo_labels.core.validate import validate_config
 
 # --------------------------------------------------------------------------- CUPS constants
 CUPS_SEMANTIC_SUFFIX = "_leftImg8bit_semantic.png"
@@ -161,7 +163,7 @@ def load_panoptic_input(panoptic_dir: str | os.PathLike, panoptic_json: str | os
         if stem in seen:
             raise InputFileError(json_path, f"image {stem} appears twice in 'annotations'")
         seen.add(stem)
-        direct = png_dir / fname if fname else None
+        direct = confine(png_dir, fname, f"{json_path}: file_name") if fname else None  # stays inside (issue 24)
         png = direct if direct is not None and direct.is_file() else by_stem.get(stem)
         if png is None:
             raise PseudoLabelsError(f"{png_dir}: no PNG for image {stem} (file_name {fname!r} in {json_path.name})")
@@ -756,6 +758,9 @@ class CupsExportConfig:
     unmatched_things: str = "void"
     overwrite: bool = False
 
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
+
 
 def _input_fingerprint(inp: PanopticInput) -> dict:
     return {"panoptic_json": str(inp.json_path), "panoptic_dir": str(inp.png_dir),
@@ -795,6 +800,9 @@ class CocoExportConfig:
     panoptic_json: str | None = None
     name: str = "panoptic"
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def export_coco(config: CocoExportConfig, options=None) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 
 from pseudo_labels.core import io
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.validate import validate_config
 
 PARAM_KEYS = ("k", "grad_threshold", "min_area", "depth_blur_sigma", "sigma", "dilation_iters")
 METRIC_KEYS = ("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "mIoU", "avg_instances", "n_images")
@@ -205,6 +206,9 @@ class ReportConfig:
     overlays: str | Path | None = None  # folder written by ``visualize``
     title: str | None = None  # default "Sweep report: <sweep name>"
     n_panels: int = 3  # per-image overlay panels shown (besides the contact sheet)
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def write_report(config: ReportConfig) -> dict:

@@ -21,6 +21,8 @@ from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets import cityscapes
 from pseudo_labels.datasets.base import LabelTable
+from pseudo_labels.core.paths import check_json_file_names
+from pseudo_labels.core.validate import validate_config
 
 ENGINES = ("auto", "numpy", "hotcoco")
 PROTOCOLS = ("standard", "reference")
@@ -55,6 +57,10 @@ class EvaluateConfig:
     progress: bool = True
     instances: bool = False
     instance_protocol: str = "coco"
+
+    PATH_ROLES = {"out": "output_file"}  # path roles for the overlap check (issue 24)
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def format_table(result: dict) -> str:
@@ -199,6 +205,8 @@ def evaluate_folders(config: EvaluateConfig, options: RunOptions | None = None) 
     labels = label_table(cfg.dataset)
     engine = choose_engine(cfg.engine, options)
     t0 = time.perf_counter()
+    check_json_file_names(cfg.gt_json, cfg.gt_folder)  # every PNG named stays in its folder (issue 24)
+    check_json_file_names(cfg.pred_json, cfg.pred_folder)
     try:
         result = evaluate_panoptic_folders(cfg.gt_json, cfg.gt_folder, cfg.pred_json, cfg.pred_folder,
                                            protocol=cfg.protocol, workers=options.workers,

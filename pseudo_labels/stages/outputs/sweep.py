@@ -61,6 +61,7 @@ from pseudo_labels.stages.instance.instances import (
 )
 from pseudo_labels.stages.semantic.clustering import nearest_indices
 from pseudo_labels.stages.instance.panoptic import panoptic_categories, panoptic_ids
+from pseudo_labels.core.validate import validate_config
 
 METRIC_KEYS = ("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "SQ_stuff", "RQ_stuff", "SQ_things", "RQ_things")
 
@@ -546,6 +547,10 @@ class SweepConfig:
     skip_missing: bool = False
     dataset: str = "cityscapes"
     ap50: bool = False
+
+    PATH_ROLES = {"out": "output_file"}  # path roles for the overlap check (issue 24)
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def load_cluster_lut(folder: Path, split: str, labels: LabelTable = cityscapes.LABELS

@@ -24,6 +24,7 @@ from pseudo_labels.core.defaults import VIS_SHEET_MAX_IMAGES as SHEET_MAX_IMAGES
 from pseudo_labels.core.defaults import VIS_TILE_WIDTH as TILE_WIDTH
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.stages.instance.maps import depth_gradient_magnitude
+from pseudo_labels.core.validate import validate_config
 
 
 def colorize_semantic(train_ids: np.ndarray) -> np.ndarray:
@@ -203,6 +204,9 @@ class VisualizeConfig:
     tile_width: int = TILE_WIDTH  # pixels
     grad_threshold: float = GRAD_THRESHOLD  # tau of the depth edge tile
     show_gt: bool = True  # last tile shows gtFine semantics when present
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def write_overlays(config: VisualizeConfig) -> dict:

@@ -55,6 +55,7 @@ RUN_JSON = "dynaseg_run.json"
 from pseudo_labels.core.defaults import (  # noqa: E402
     DYNASEG_N_BLOCKS as N_BLOCKS, DYNASEG_CHANNELS as CHANNELS, DYNASEG_MAX_LABELS as MAX_LABELS, DYNASEG_STEPS as STEPS, DYNASEG_LR as LR, DYNASEG_MOMENTUM as MOMENTUM, DYNASEG_MU as MU, DYNASEG_K_RANGE as K_RANGE, DYNASEG_SILHOUETTE_SAMPLE as SILHOUETTE_SAMPLE, DYNASEG_KMEANS_FIT_SAMPLE as KMEANS_FIT_SAMPLE, DYNASEG_KMEANS_ITER as KMEANS_ITER, DYNASEG_WORK_LONG_SIDE as WORK_LONG_SIDE, DYNASEG_SEED as SEED,
 )
+from pseudo_labels.core.validate import validate_config
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class DynaSegParams:
             raise PseudoLabelsError(f"--max-labels {self.max_labels} must be at least k_max {self.k_max}")
         if self.steps < 0 or self.n_blocks < 1 or self.channels < 1 or self.work_long_side < 8:
             raise PseudoLabelsError("need steps >= 0, n_blocks >= 1, channels >= 1, work_long_side >= 8")
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     @property
     def mu_value(self) -> float:
@@ -419,6 +421,9 @@ class DynaSegConfig:
     head: str | None = None
     head_weights: str | None = None
     feature_short_side: int = 322
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 @dataclass(frozen=True)

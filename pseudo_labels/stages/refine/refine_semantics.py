@@ -39,6 +39,7 @@ VOID = 255
 from pseudo_labels.core.defaults import (  # noqa: E402
     CRF_ITERATIONS, CRF_POS_XY_STD, CRF_POS_WEIGHT, CRF_BI_XY_STD, CRF_BI_RGB_STD, CRF_BI_WEIGHT, CRF_GT_PROB,
 )
+from pseudo_labels.core.validate import validate_config
 
 
 def majority_in_segments(semantic: np.ndarray, segments: np.ndarray, void: int = VOID) -> np.ndarray:
@@ -80,6 +81,9 @@ class CrfParams:
     bi_rgb_std: float = CRF_BI_RGB_STD
     bi_weight: float = CRF_BI_WEIGHT
     gt_prob: float = CRF_GT_PROB
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def crf_available() -> bool:
@@ -166,6 +170,9 @@ class RefineConfig:
     num_labels: int = 19
     crf: CrfParams = CrfParams()
     connected: bool = True
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 @dataclass(frozen=True)

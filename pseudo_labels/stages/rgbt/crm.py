@@ -61,6 +61,7 @@ from pseudo_labels.core.defaults import IMAGENET_MEAN, IMAGENET_STD  # noqa: E40
 from pseudo_labels.core.defaults import (  # noqa: E402
     CRM_MASK_PATCH, CRM_MASK_RATIO, CRM_SDC_WEIGHT, CRM_SDN_WEIGHT, CRM_MWS_WEIGHT, CRM_BACKBONE, CRM_WIDTH, CRM_DECODER_DIM, CRM_EPOCHS, CRM_BATCH_SIZE, CRM_LR, CRM_WEIGHT_DECAY, CRM_POLY_POWER, CRM_SEED,
 )
+from pseudo_labels.core.validate import validate_config
 
 MASKINGS = ("none", "random", "complementary", "random-complementary")
 MODALITY_CHANNELS = {"rgb": 3, "thermal": 1}
@@ -295,6 +296,7 @@ class CRMModelConfig:
     def __post_init__(self) -> None:
         self.modalities = tuple(self.modalities)
         self.input_size = tuple(self.input_size) if self.input_size else None
+        validate_config(self)  # one check for flags and TOML (issue 24)
         check_model_config(self)
 
     def to_dict(self) -> dict:
@@ -781,6 +783,9 @@ class CRMTrainConfig:
     restart: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
+
     def model_config(self, num_classes: int) -> CRMModelConfig:
         modalities = dataset_modalities(self.dataset)
         rgbt = len(modalities) > 1
@@ -933,6 +938,9 @@ class CRMLabelConfig:
     split: str | None = None
     modality: str = "both"
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def _student(checkpoint: str, device: str):

@@ -64,6 +64,7 @@ from typing import Sequence
 import numpy as np
 
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.validate import validate_config
 
 CHECKPOINT_NAME = "darts_head.pt"
 RUN_CONFIG_NAME = "darts_config.json"
@@ -89,6 +90,9 @@ class DartsLossConfig:
     standardize: bool = True
     rgb_reliability: bool = False
 
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
+
 
 @dataclass(frozen=True)
 class DartsModelConfig:
@@ -101,6 +105,9 @@ class DartsModelConfig:
     mlp_ratio: float = 2.0
     code_dim: int = 64
     input_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def build_head(cfg: DartsModelConfig):
@@ -285,6 +292,9 @@ class DartsTrainConfig:
     loss: DartsLossConfig = field(default_factory=DartsLossConfig)
     log_every: int = 10
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def parameters(self) -> dict:
         p = asdict(self)

@@ -35,6 +35,7 @@ import numpy as np
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.runner import RunOptions, run_per_image
+from pseudo_labels.core.validate import validate_config
 
 STAGE = "generate-darts-semantics"
 SOURCES = ("darts", "rgb", "thermal", "concat")
@@ -64,6 +65,9 @@ class DartsSemanticsConfig:
     evaluate: bool = True
     ignore_classes: tuple[int, ...] = ()
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def parameters(self) -> dict:
         res = lambda p: str(Path(p).resolve()) if p else None  # noqa: E731

@@ -33,6 +33,7 @@ from pseudo_labels.core.runner import RunOptions, RunSummary, batch_name, error_
 from pseudo_labels.datasets.base import ImageRecord
 from pseudo_labels.datasets.rgbt import MODALITIES, list_rgbt_images, modality_image, read_rgbt_pair
 from pseudo_labels.stages.semantic.features import build_extractor, load_features, save_features
+from pseudo_labels.core.validate import validate_config
 
 STAGE = "extract-rgbt-features"
 #: default network input: short side 322 (MFNet 480 x 640 -> 322 x 420, a 23 x 30 patch grid)
@@ -78,8 +79,7 @@ class RGBTFeatureConfig:
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities:
             raise PseudoLabelsError(f"--modality {' '.join(self.modalities)}: choose from {', '.join(MODALITIES)}")
-        if self.batch_size < 1:
-            raise PseudoLabelsError("--batch-size must be >= 1")
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def parameters(self, modality: str) -> dict:
         """Parameters that determine one modality's outputs (its manifest's config hash)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
+from pseudo_labels.core.validate import validate_config
 
 STAGE = "cause27-semantics"
 REMAP_STAGE = "remap-cause27"
@@ -51,6 +52,9 @@ class RemapConfig:
     output_dir: str
     split: str = "both"
     table: str = "reference"
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def remap_cause27_image(src: str, dst: str, table: str) -> int:
@@ -222,6 +226,9 @@ class Cause27Config:
     device: str = "cpu"
     backbone: str = "dinov2_vitb14"
     input_size: int | None = None
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def resolved(self) -> "Cause27Config":
         if self.mode not in MODES:

@@ -38,6 +38,7 @@ from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 from pseudo_labels.core.runner import RunOptions, RunSummary
 from pseudo_labels.stages.semantic.dinov2 import DINOV2_ARCHS, build_dinov2, dinov2_patch_tokens
+from pseudo_labels.core.validate import validate_config
 
 BACKBONES = ("builtin", *DINOV2_ARCHS)
 HEADS = ("cause",)
@@ -462,7 +463,7 @@ def load_features(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
         except (ValueError, OSError, EOFError) as exc:
             raise InputFileError(path, f"not a readable .npy array ({exc})") from None
     else:
-        arr = read_npy(path)
+        arr = read_npy(path, finite=True, what="feature map")
     if arr.ndim != 3:
         raise InputFileError(path, f"expected a (D, h, w) feature array, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
@@ -501,6 +502,7 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.input_size, (int, np.integer)):  # a list from a config file: hashable tuple
             object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def parameters(self) -> dict:
         """The parameters that determine the output values (the manifest's config hash)."""

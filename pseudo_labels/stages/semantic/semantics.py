@@ -60,6 +60,8 @@ from pseudo_labels.stages.semantic.clustering import (
 )
 from pseudo_labels.stages.semantic.mapping import METHODS, apply_mapping, class_confusion, cluster_confusion, map_clusters
 from pseudo_labels.stages.semantic.mapping import void_predicted_pixels
+from pseudo_labels.core.io import require_finite
+from pseudo_labels.core.validate import validate_config
 
 STAGE = "generate-overclustered-semantics"
 RAW_HIDDEN = ".raw_clusters"
@@ -104,6 +106,9 @@ class SemanticConfig:
     limit: int = 0  # only the first N images of the split (0: all), applied before sharding
     skip_crf: bool = False  # accepted for compatibility with the reference; no CRF is ever applied
     dataset: str = DEFAULT_DATASET
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def semantic_parameters(config: SemanticConfig, k: int | None, mapping: str, budget: int | None,
@@ -260,7 +265,10 @@ def sample_batch(job: SampleJob) -> dict:
                     raise InputFileError(gt_path(job.root, e, "labelTrainIds"), "missing",
                                          "--sample-filter gt-nonvoid reads gtFine labels; use uniform")
                 mask = resize_nearest(gt, f.shape[1:]) != job.void
-            out.append((e.stem, sample_patch_features(f, quota[e.stem], image_rng(job.seed, e.stem), mask)))
+            sample = sample_patch_features(f, quota[e.stem], image_rng(job.seed, e.stem), mask)
+            if job.source.features_dir:  # NaN / Inf never reaches k-means (issue 24)
+                require_finite(sample, feature_file(job.source, e), "feature map")
+            out.append((e.stem, sample))
         except Exception as exc:  # noqa: BLE001 - reported per image
             failed.add(e, exc)
     return {"samples": out, "failed": list(failed)}

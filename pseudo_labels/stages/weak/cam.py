@@ -32,6 +32,7 @@ from torch import nn
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.stages.weak.deal import DEALLoss
+from pseudo_labels.core.validate import validate_config
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -51,6 +52,9 @@ class CamHeadConfig:
     deal_mu: float = defaults.DEAL_MU
     pooling: str = defaults.CAM_POOLING
     seed: int = defaults.SEED
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

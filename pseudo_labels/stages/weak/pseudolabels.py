@@ -40,6 +40,7 @@ from pseudo_labels.stages.weak.inputs import DISPARITY, depth_index, ensure_cach
 from pseudo_labels.stages.weak.masks import (cam_scores_for_image, eval_class_names, extended_confusion,
                                              labels_from_scores, scores_from_confusion)
 from pseudo_labels.stages.weak.sweep import sweep_cam
+from pseudo_labels.core.validate import validate_config
 
 STAGE = "generate-cam-pseudolabels"
 
@@ -73,6 +74,10 @@ class CamLabelConfig:
     sweep_seeds: Sequence[int] | None = None
     depth_subdir: str | None = None
     sweep_out: str | os.PathLike | None = None
+
+    PATH_ROLES = {"run": None}  # the sweep writes its sub-runs into the run folder (issue 24)
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     @property
     def sweep_json(self) -> Path:

@@ -25,6 +25,7 @@ from pseudo_labels.stages.semantic.features import build_extractor
 from pseudo_labels.stages.weak.cam import CHECKPOINT_NAME, CamHeadConfig, train_cam_head
 from pseudo_labels.stages.weak.inputs import cached_features, depth_edges_for, load_tags
 from pseudo_labels.stages.weak.tags import class_names
+from pseudo_labels.core.validate import validate_config
 
 
 @dataclass
@@ -64,6 +65,9 @@ class CamTrainConfig:
     device: str = "cpu"
     restart: bool = False
     feature_cache: str | os.PathLike | None = None
+
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def _check(config: CamTrainConfig) -> None:
