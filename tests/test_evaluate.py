@@ -208,3 +208,33 @@ def test_cli_stego_miou_on_the_synthetic_city(synth_city, tmp_path, capsys):
     by_pc = {a["pseudo_class"]: a["class"] for a in res["semantic_crop"]["assignment"]}
     assert by_pc[0] == "road" and by_pc[13] == "car"
     assert "protocol: stego-miou" in capsys.readouterr().out
+
+
+def test_run_with_evaluate_protocol_cups(synth_city, tmp_path):
+    """`[evaluate] protocol = "cups"` in a run config: CUPS' metric of the run's panoptic output (here the
+    GT panoptic itself, so 19-class PQ is 100) with the standard protocol beside it."""
+    import shutil
+
+    from pseudo_labels.stages import pipeline
+
+    out = tmp_path / "out"
+    shutil.copytree(synth_city / "gtFine" / "cityscapes_panoptic_val", out / "panoptic")
+    shutil.copy(synth_city / "gtFine" / "cityscapes_panoptic_val.json", out / "panoptic.json")
+    text = f"""[data]
+root = "{synth_city}"
+split = "val"
+out = "{out}"
+
+[evaluate]
+protocol = "cups"
+num_classes = 19
+semantic = false
+also_protocols = ["standard"]
+"""
+    result = pipeline.run_pipeline(pipeline.parse_pipeline_text(text, tmp_path), log=lambda s: None)
+    ev = result.evaluation
+    assert ev["protocol"] == "cups" and ev["num_classes"] == 19 and ev["PQ"] == pytest.approx(100.0)
+    assert ev["also"]["standard"]["PQ"] == pytest.approx(100.0)
+    table = pipeline.format_results(result)
+    assert "protocols: cups, standard" in table and "CUPS' mIoU / accuracy (19 classes" in table
+    assert json.loads((out / "evaluation.json").read_text())["protocol"] == "cups"

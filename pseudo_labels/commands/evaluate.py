@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="cups: pseudo-classes left over by the Hungarian matching become void (default: argmax class)")
     add_option(parser, "--no-thing-stuff-split", dest="thing_stuff_split", action="store_false",
                help="cups: match all pseudo-classes to all classes at once (default: things and stuff apart)")
+    add_option(parser, "--also-protocols", nargs="+", choices=PROTOCOLS, default=(),
+               help="also score the same files under these protocols (results under 'also' in the JSON)")
     add_option(parser, "--crop-resize", choices=("torch", "pil"), default="torch",
                help="stego-miou / cups crop: nearest resize as CUPS (torch tensors, default) or STEGO's loader (PIL)")
     add_option(parser, "--engine", choices=ENGINES, default="auto",
@@ -84,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
         progress=not args.quiet, instances=args.instances, instance_protocol=args.instance_protocol,
         cityscapes_root=args.cityscapes_root, split=args.split, num_classes=args.num_classes,
         resolution=args.resolution, one_to_one=args.one_to_one, thing_stuff_split=args.thing_stuff_split,
-        crop_resize=args.crop_resize,
+        crop_resize=args.crop_resize, also_protocols=tuple(args.also_protocols),
     )
 
 

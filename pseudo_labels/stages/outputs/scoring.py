@@ -76,22 +76,24 @@ class EvaluateConfig:
     one_to_one: bool = False
     thing_stuff_split: bool = True
     crop_resize: str = "torch"
+    also_protocols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from evaluation.cups import CLASS_COUNTS, RESIZES, EvaluationError, parse_resolution
 
-        if self.protocol not in PROTOCOLS:
-            raise PseudoLabelsError(f"--protocol {self.protocol!r}: choose from {', '.join(PROTOCOLS)}")
+        for protocol in (self.protocol, *self.also_protocols):
+            if protocol not in PROTOCOLS:
+                raise PseudoLabelsError(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+            need = {"standard": ("gt_json", "gt_folder", "pred_json", "pred_folder"),
+                    "reference": ("gt_json", "gt_folder", "pred_json", "pred_folder"),
+                    "cups": ("cityscapes_root", "pred_json", "pred_folder"),
+                    "stego-miou": ("cityscapes_root", "pred_semantic_dir")}[protocol]
+            missing = [n for n in need if not getattr(self, n)]
+            if missing:
+                raise PseudoLabelsError(f"--protocol {protocol} needs " + ", ".join(
+                    "--" + n.replace("_", "-") for n in missing))
         if not self.out:
             raise PseudoLabelsError("--out: the result JSON to write is required")
-        need = {"standard": ("gt_json", "gt_folder", "pred_json", "pred_folder"),
-                "reference": ("gt_json", "gt_folder", "pred_json", "pred_folder"),
-                "cups": ("cityscapes_root", "pred_json", "pred_folder"),
-                "stego-miou": ("cityscapes_root", "pred_semantic_dir")}[self.protocol]
-        missing = [n for n in need if not getattr(self, n)]
-        if missing:
-            raise PseudoLabelsError(f"--protocol {self.protocol} needs " + ", ".join(
-                "--" + n.replace("_", "-") for n in missing))
         if self.num_classes not in CLASS_COUNTS:
             raise PseudoLabelsError(f"--num-classes {self.num_classes}: CUPS' protocol has 27 or 19 classes")
         if self.crop_resize not in RESIZES:
@@ -139,6 +141,12 @@ def format_table(result: dict) -> str:
     if "semantic" in result:
         s = result["semantic"]
         lines.append(f"mIoU {s['mIoU']:.2f}   pixel accuracy {s['pixel_accuracy']:.2f}   ({s['n_images']} images)")
+    for protocol, r in result.get("also", {}).items():
+        if "PQ" in r:
+            lines.append(f"also {protocol}: PQ {r['PQ']:.2f}   SQ {r['SQ']:.2f}   RQ {r['RQ']:.2f}   "
+                         f"PQ_th {r['PQ_things']:.2f}   PQ_st {r['PQ_stuff']:.2f}")
+        else:
+            lines.append(f"also {protocol}: mIoU {r['mIoU']:.2f}   accuracy {r['accuracy']:.2f}")
     if result.get("note"):
         lines.append("note: " + result["note"])
     if result.get("engine_note"):
@@ -274,15 +282,36 @@ def evaluate_folders(config: EvaluateConfig, options: RunOptions | None = None) 
     """Score the prediction folder against the ground truth, write ``config.out`` and return the result.
 
     The result holds PQ/SQ/RQ (all / things / stuff / per class), the protocol and engine,
-    optional ``semantic`` (mIoU), ``inputs`` and ``seconds``. Bad input raises
-    :class:`PseudoLabelsError` naming the file.
+    optional ``semantic`` (mIoU), ``inputs`` and ``seconds``; with ``also_protocols``, the
+    results of those protocols on the same files under ``also`` (by protocol name). Bad input
+    raises :class:`PseudoLabelsError` naming the file.
     """
-    from evaluation.panoptic import EvaluationError, evaluate_panoptic_folders
+    import dataclasses
 
     from pseudo_labels.core.io import write_json
+
+    options = options or RunOptions()
+    t0 = time.perf_counter()
+    result = _score(config, options)
+    also = {}
+    for protocol in dict.fromkeys(config.also_protocols):
+        if protocol != config.protocol:
+            keep = config.pred_semantic_dir if protocol == "stego-miou" else None
+            also[protocol] = _score(dataclasses.replace(config, protocol=protocol, also_protocols=(),
+                                                        gt_semantic_dir=None, pred_semantic_dir=keep), options)
+    if also:
+        result["also"] = also
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(config.out, result)
+    return result
+
+
+def _score(cfg: EvaluateConfig, options: RunOptions) -> dict:
+    """The result of one protocol (not written)."""
+    from evaluation.panoptic import EvaluationError, evaluate_panoptic_folders
+
     from pseudo_labels.datasets import label_table
 
-    cfg, options = config, options or RunOptions()
     if cfg.protocol in ("cups", "stego-miou"):
         return _evaluate_cups(cfg, options)
     if (cfg.gt_semantic_dir is None) != (cfg.pred_semantic_dir is None):
@@ -308,7 +337,6 @@ def evaluate_folders(config: EvaluateConfig, options: RunOptions | None = None) 
     result["inputs"] = {"gt_json": str(cfg.gt_json), "gt_folder": str(cfg.gt_folder),
                         "pred_json": str(cfg.pred_json), "pred_folder": str(cfg.pred_folder)}
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(cfg.out, result)
     return result
 
 
@@ -364,11 +392,10 @@ def _cups_jobs(cfg: EvaluateConfig) -> tuple[list, list | None]:
 
 
 def _evaluate_cups(cfg: EvaluateConfig, options: RunOptions) -> dict:
-    """``cups`` / ``stego-miou``: :func:`evaluation.cups.evaluate_cups` on the split, the result JSON written."""
+    """``cups`` / ``stego-miou``: :func:`evaluation.cups.evaluate_cups` on the split (not written)."""
     from evaluation.cups import evaluate_cups
     from evaluation.pq_stats import EvaluationError
 
-    from pseudo_labels.core.io import write_json
     from pseudo_labels.datasets import label_table
 
     t0 = time.perf_counter()
@@ -388,5 +415,4 @@ def _evaluate_cups(cfg: EvaluateConfig, options: RunOptions) -> dict:
                         "pred_json": str(cfg.pred_json), "pred_folder": str(cfg.pred_folder),
                         "pred_semantic_dir": str(cfg.pred_semantic_dir)}
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(cfg.out, result)
     return result
