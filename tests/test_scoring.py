@@ -134,7 +134,8 @@ def test_semantic_miou_reads_the_official_gtfine_by_suffix(tmp_path):
     expected_gt, expected_pred = [], []
     for k in range(2):
         stem = f"aachen_00000{k}_000019"
-        label_ids = np.kron(rng.choice([0, 7, 8, 11, 21, 23, 24, 26], (8, 16)), np.ones((4, 4), np.int64)).astype(np.uint8)
+        label_ids = np.kron(rng.choice([0, 7, 8, 11, 21, 23, 24, 26], (8, 16)),
+                            np.ones((4, 4), np.int64)).astype(np.uint8)
         city = gt_dir / "aachen"
         write_png(city / f"{stem}_gtFine_labelIds.png", label_ids)
         write_png(city / f"{stem}_gtFine_instanceIds.png", label_ids.astype(np.uint16) * 1000)

@@ -46,8 +46,10 @@ class EvaluateConfig:
     the prediction's categories are pseudo-classes matched per split; ``num_classes`` 27 or 19,
     ``resolution`` ``full`` or ``HxW`` such as ``640x1280``, ``one_to_one``, ``thing_stuff_split``)
     or ``stego-miou`` (semantic only: ``pred_semantic_dir`` against the same GT, Hungarian,
-    320x320 centre crop; ``crop_resize`` ``torch`` as CUPS or ``pil`` as STEGO's loader). ``engine``: ``hotcoco`` (Rust, standard
-    protocol, in-process threads), ``numpy`` (ours, through the runner) or ``auto``.
+    320x320 centre crop; ``crop_resize`` ``torch`` as CUPS or ``pil`` as STEGO's loader).
+    ``also_protocols``: score the same files under these too (``also`` in the result).
+    ``engine``: ``hotcoco`` (Rust, standard protocol, in-process threads), ``numpy`` (ours,
+    through the runner) or ``auto``.
     ``gt_semantic_dir`` + ``pred_semantic_dir`` (both or neither): class-id PNGs paired by
     stem, scored with mIoU over the classes of ``dataset``. ``progress``: show progress bars.
     ``instances``: also instance AP/AR of the thing classes (:mod:`evaluation.instances`) with
