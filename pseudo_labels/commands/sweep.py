@@ -21,7 +21,8 @@ from pseudo_labels.core.arguments import add_option, add_runner_arguments, runne
 from pseudo_labels.commands import module_main
 from pseudo_labels.core.runner import default_workers
 from pseudo_labels.datasets import DATASET_MODULES
-from pseudo_labels.stages.outputs.sweep import SweepConfig, format_best, run_sweep
+from pseudo_labels.stages.outputs.sweep import SweepConfig, format_best
+from pseudo_labels.stages.outputs.sweep_cups import run_sweep_any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +76,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = run_sweep(config_from_args(args), runner_options(args))
+    out = run_sweep_any(config_from_args(args), runner_options(args))  # any protocol (cups: two passes)
     print(format_best(out), file=sys.stdout)
     print(f"wrote {out['out']}", file=sys.stdout)
     return 0

@@ -256,9 +256,9 @@ def _run_evaluate(config, options, layout, log):
 
 
 def _run_sweep(config, options, layout, log):
-    from pseudo_labels.stages.outputs.sweep import run_sweep
+    from pseudo_labels.stages.outputs.sweep_cups import run_sweep_any
 
-    result = run_sweep(config, options)
+    result = run_sweep_any(config, options)  # any protocol (cups: two passes)
     b = result.get("best")
     line = f"{len(result['results'])} rows" + (
         f"; best tau={b['grad_threshold']:g} A_min={b['min_area']}: PQ {b['PQ']:.2f}" if b else "")

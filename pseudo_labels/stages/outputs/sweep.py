@@ -721,10 +721,8 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
     if cfg.depth not in defaults.DEPTH_MODES:
         raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
     labels = label_table(cfg.dataset)
-    if cfg.protocol == "cups":  # CUPS' metric: matching per cell over the split, GT from gtFine instanceIds
-        from pseudo_labels.stages.outputs.sweep_cups import run_sweep_cups
-
-        return run_sweep_cups(cfg, options, labels)
+    if cfg.protocol == "cups":  # two passes per cell: the command and run call sweep_cups.run_sweep_cups
+        raise PseudoLabelsError("protocol cups: use pseudo_labels.stages.outputs.sweep_cups.run_sweep_cups")
     gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)))
     jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
     luts, ks = zip(*luts_ks)

@@ -26,6 +26,13 @@ from pseudo_labels.stages.instance.panoptic import assemble_panoptic, panoptic_c
 from pseudo_labels.stages.outputs import sweep as base
 
 
+def run_sweep_any(cfg: base.SweepConfig, options=None, log=None) -> dict:
+    """The sweep of any protocol: :func:`run_sweep_cups` for ``cups``, else :func:`.sweep.run_sweep`."""
+    if cfg.protocol == "cups":
+        return run_sweep_cups(cfg, options, log)
+    return base.run_sweep(cfg, options, log)
+
+
 @dataclass
 class CupsSweepJob:
     stem: str
@@ -109,13 +116,22 @@ def _jobs(cfg, labels) -> tuple[list[CupsSweepJob], list[str], list, list[str]]:
     return jobs, sources, [f[1:] for f in found], missing
 
 
-def run_sweep_cups(cfg, options, labels) -> dict:
+def run_sweep_cups(cfg: base.SweepConfig, options=None, log=None) -> dict:
     """The sweep's result dict under CUPS' protocol (same schema as :func:`.sweep.run_sweep`, plus per row
     ``mIoU``, ``accuracy`` and the ``assignment``), written with its CSV and heatmaps."""
     from evaluation.cups import cups_assignment, cups_classes, miou_cups, set_order, summarize_cups
 
-    from pseudo_labels.core.runner import run_per_image
+    from pseudo_labels.core.runner import RunOptions, run_per_image
+    from pseudo_labels.datasets import label_table
 
+    if cfg.protocol != "cups":
+        raise PseudoLabelsError(f"run_sweep_cups scores protocol cups, not {cfg.protocol!r}")
+    options = options or RunOptions()
+    labels = label_table(cfg.dataset)
+    if cfg.depth not in base.defaults.DEPTH_MODES:
+        raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(base.defaults.DEPTH_MODES)}")
+    if min(cfg.min_areas) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
+        raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
     t0 = time.time()
     C = cfg.num_classes
     classes = cups_classes(C)
