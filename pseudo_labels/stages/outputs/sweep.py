@@ -554,6 +554,7 @@ class SweepConfig:
     ap50: bool = False
     depth: str = "edges"
     gt_cache: str | None = None
+    num_classes: int = 27  # protocol cups: 27 or 19 classes
 
 
 def load_cluster_lut(folder: Path, split: str, labels: LabelTable = cityscapes.LABELS
@@ -720,6 +721,8 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
     if cfg.depth not in defaults.DEPTH_MODES:
         raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
     labels = label_table(cfg.dataset)
+    if cfg.protocol == "cups":  # two passes per cell: the command and run call sweep_cups.run_sweep_cups
+        raise PseudoLabelsError("protocol cups: use pseudo_labels.stages.outputs.sweep_cups.run_sweep_cups")
     gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)),
                                                       workers=options.workers if options.executor == "local" else 1)
     jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
