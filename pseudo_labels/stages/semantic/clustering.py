@@ -371,7 +371,7 @@ _SMALL_OUTPUT = 128
 #: elements (float32) of one work array of the boundary pass: memory stays bounded
 _BLOCK_ELEMENTS = 1 << 20
 #: sides (pixels) of the blocks mixed cells are cut into, level by level (the last: per pixel)
-_BLOCK_SIDES = (16, 4)
+_BLOCK_SIDES = (16, 8, 4)
 #: padded candidate counts of the boundary pass (blocks are grouped by these)
 _CANDIDATE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
