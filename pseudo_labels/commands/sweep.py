@@ -2,8 +2,10 @@
 
 Reads ``<root>/<semantic-subdir>/<split>/**.png`` (trainIds; or raw clusters mapped with
 ``<root>/<semantic-subdir>/kmeans_centroids.npz`` ``cluster_to_class``, as the reference),
-``<root>/<depth-subdir>/<split>/**.npy`` and the Cityscapes panoptic ground truth
-(``gtFine/cityscapes_panoptic_<split>.json`` + folder). Writes the JSON (the reference's
+``<root>/<depth-subdir>/<split>/**.npy`` (not with ``--depth none``: connected components only,
+the reference's CC-only row) and the Cityscapes panoptic ground truth
+(``gtFine/cityscapes_panoptic_<split>.json`` + folder; absent from the official zips, it is made by
+cityscapesscripts into ``--gt-cache`` and reused). Writes the JSON (the reference's
 schema plus sigma, dilation, SQ/RQ splits and per-class numbers), a CSV next to it, one PQ
 heatmap (tau x A_min) per semantic source, and prints the best configuration. The work is
 :func:`pseudo_labels.stages.outputs.sweep.run_sweep`.
@@ -29,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="folder(s) under the root with semantic PNGs (one sweep per folder, e.g. one per k); "
                     "'gtFine' uses the GT labelTrainIds")
     add_option(parser, "--depth-subdir", default="depth_spidepth", help="folder under the root with depth .npy")
+    add_option(parser, "--depth", choices=defaults.DEPTH_MODES, default="edges",
+               help="edges (default): split things at depth edges over the grid; none: connected components "
+                    "only (the reference's CC-only row; no depth files needed)")
+    add_option(parser, "--gt-cache", default=None,
+               help="where panoptic GT missing from the dataset is made (cityscapesscripts) and reused "
+                    "(default: <folder of --out>/gt_cache)")
     add_option(parser, "--grad-thresholds", type=float, nargs="+", default=list(defaults.SWEEP_GRAD_THRESHOLDS))
     add_option(parser, "--min-areas", type=int, nargs="+", default=list(defaults.SWEEP_MIN_AREAS))
     add_option(parser, "--sigmas", "--depth-blur-sigma", type=float, nargs="+", default=[defaults.DEPTH_BLUR_SIGMA])
@@ -46,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--ap50", action="store_true",
                help="also an AP50 column: COCO instance AP at IoU 0.5 of the thing classes (score = segment area), "
                     "in the evaluation frame (512x1024 with --protocol reference)")
-    parser.add_argument("--out", required=True, help="output JSON (CSV and heatmaps are written next to it)")
+    parser.add_argument("--out", default=None, help="output JSON, CSV and heatmaps next to it (default, as the "
+                        "reference: <root>/sweep_k<k>_<depth>_<split>.json, e.g. sweep_k80_spidepth_val.json)")
     add_runner_arguments(parser, workers=default_workers(), shard=False, overwrite=False)
 
 
@@ -57,13 +66,15 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         min_areas=tuple(args.min_areas), sigmas=tuple(args.sigmas), dilation_iters=tuple(args.dilation_iters),
         connectivity=args.connectivity, normalize=args.normalize, resolution=tuple(args.resolution),
         protocol=args.protocol, cc_baseline=not args.no_cc_baseline, max_images=args.max_images,
-        skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50,
+        skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50, depth=args.depth,
+        gt_cache=args.gt_cache,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     out = run_sweep(config_from_args(args), runner_options(args))
     print(format_best(out), file=sys.stdout)
+    print(f"wrote {out['out']}", file=sys.stdout)
     return 0
 
 
