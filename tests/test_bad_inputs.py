@@ -89,7 +89,26 @@ def world(tmp_path_factory):
     np.save(bad / "nan_depth.npy", np.full(SIZE, np.nan, np.float32))
     (bad / "sweep_wrong_types.json").write_text(json.dumps({"split": "val", "results": [{"PQ": "high", "grad_threshold": []}]}))
     (bad / "not_json.json").write_text("{not json")
+    assert main(["extract-features", "--cityscapes-root", str(r), "--out", str(w / "feats"), "--workers", "1",
+                 "--input-size", "28", "56"]) == 0
     return w
+
+
+def _nan_first_npy(folder: Path) -> Path:
+    f = sorted(folder.rglob("*.npy"))[0]
+    a = np.load(f)
+    a.flat[7] = np.nan
+    np.save(f, a)
+    return folder
+
+
+def _nan_features_semantics(world: Path, case: Path) -> list[str]:
+    r = _city_copy(world, case)
+    feats = case / "feats"
+    shutil.copytree(world / "feats", feats)
+    _nan_first_npy(feats)
+    return ["generate-overclustered-semantics", "--cityscapes-root", str(r), "--features-dir", str(feats),
+            "--k", "3", "--output-subdir", "s", "--workers", "1"]
 
 
 def _images(root: Path) -> list[Path]:
@@ -229,8 +248,6 @@ CASES = [
     ("same-train-cam", lambda w, c: ["train-cam", "--cityscapes-root", str(w / "city"), "--split", "val",
                                      "--out", str(w / "city/gtFine/run"), "--tags-from-gt"], r"lies inside the data folder"),
     ("synth-size-0", lambda w, c: ["synth", "--out", str(c / "out"), "--n", "1", "--size", "0", "0"], r"size"),
-    ("same-eval-segments", lambda w, c: ["evaluate-segments", "--segments-dir", str(w / "city/sem/val"), "--dataset",
-                                         "bsd500", "--data-root", str(c / "nothing"), "--split", "val"], r"."),
     # --- names that leave their root
     ("escape-semantics-subdir", lambda w, c: ["generate-overclustered-semantics", "--cityscapes-root", str(w / "city"),
                                               "--output-subdir", "../x", "--k", "3"], r"--output-subdir.*'\.\./x'"),
@@ -284,6 +301,13 @@ CASES = [
     ("id200-refine", lambda w, c: ["refine-semantics", "--semantic-dir", str(_city_copy(w, c, "sem_200") / "sem/val"),
                                    "--method", "crf", "--images-dir", str(c / "city/leftImg8bit/val"),
                                    "--output-dir", str(c / "out")], r"200"),
+    ("nan-features-semantics", _nan_features_semantics, r"feats/.*\.npy: feature map holds \d+ NaN/Inf"),
+    ("nan-features-darts", lambda w, c: ["train-darts", *_rgbt(w), "--features", str(_nan_copy(w / "rgbt/feats", c)),
+                                         "--out", str(c / "out"), "--steps", "1", "--knn", "1"],
+     r"\.npy: feature map holds 1 NaN/Inf"),
+    ("nan-features-darts-sem", lambda w, c: ["generate-darts-semantics", *_rgbt(w), "--run", str(w / "rgbt/run"),
+                                             "--features", str(_nan_copy(w / "rgbt/feats", c)), "--out", str(c / "out")],
+     r"NaN/Inf"),
     # --- numbers: non-finite, out of range, partner flags
     ("nan-grad-threshold", lambda w, c: _inst(w, c, ["--grad-threshold", "nan"]), r"--grad-threshold / grad_threshold nan"),
     ("neg-min-area", lambda w, c: _inst(w, c, ["--min-area", "-5"]), r"min_area -5"),
@@ -326,6 +350,10 @@ CASES = [
                                       "--limit", "-1"], r"limit -1"),
     ("remap-missing", lambda w, c: ["remap-cause27-to-trainid", "--input-dir", str(c / "none"), "--output-dir",
                                     str(c / "out")], r"none"),
+    ("synth-rgbt-night-nan", lambda w, c: ["synth-rgbt", "--out", str(c / "out"), "--n", "1", "--night-fraction", "nan"],
+     r"night"),
+    ("eval-segments-missing", lambda w, c: ["evaluate-segments", "--segments-dir", str(c / "none"), "--dataset", "bsd500",
+                                            "--data-root", str(c / "nothing"), "--split", "val"], r"none|nothing"),
     ("run-escape-subdir", lambda w, c: ["run", "--config", str(_pipeline_toml(w, c, 'semantic_subdir = "../../x"'))],
      r"\.\./\.\./x"),
     ("run-nan-key", lambda w, c: ["run", "--config", str(_pipeline_toml(w, c, "", "[instances]\ngrad_threshold = nan\n"))],
@@ -348,6 +376,12 @@ def _file(case: Path, name: str) -> Path:
     p = case / name
     p.write_text("a file where the output folder's parent should be")
     return p
+
+
+def _nan_copy(folder: Path, case: Path) -> Path:
+    dst = case / folder.name
+    shutil.copytree(folder, dst)
+    return _nan_first_npy(dst)
 
 
 def _zero(case: Path, name: str) -> Path:
@@ -389,15 +423,16 @@ def _pipeline_toml(world: Path, case: Path, data_extra: str, tables: str = "[ins
 
 
 # --------------------------------------------------------------------------- the checks
-def _snapshot(root: Path, skip: Path) -> dict[str, str]:
+def _snapshot(root: Path, *skips: Path) -> dict[str, str]:
+    """Path -> sha256 of every file under ``root`` except those under ``skips`` (the output folders)."""
     out = {}
     for dirpath, dirnames, files in os.walk(root):
-        if Path(dirpath) == skip or skip in Path(dirpath).parents:
+        if any(Path(dirpath) == s or s in Path(dirpath).parents for s in skips):
             dirnames[:] = []
             continue
         for n in files:
             p = Path(dirpath) / n
-            if p == skip:
+            if p in skips:
                 continue
             out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "?"
     return out
@@ -419,8 +454,9 @@ def test_bad_input_is_one_line_exit_2_nothing_written(world, tmp_path, capsys, c
     case.mkdir()
     argv = argv_of(world, case)
     out = case / "out"
+    outs = (out, case / "city" / "s")  # "s": the --output-subdir of cases that write under a copied root
     before_world = _snapshot(world, world / "nothing")
-    before_case = _snapshot(case, out)
+    before_case = _snapshot(case, *outs)
     capsys.readouterr()
     try:
         rc = main(argv)
@@ -431,7 +467,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(world, tmp_path, capsys, c
     line = _error_line(err)
     assert re.search(pattern, line), f"{case_id}: {line}"
     assert _snapshot(world, world / "nothing") == before_world, f"{case_id}: an input changed or a file appeared"
-    after_case = _snapshot(case, out)
+    after_case = _snapshot(case, *outs)
     assert after_case == before_case, f"{case_id}: written outside {out}: {set(after_case) ^ set(before_case)}"
     assert not (world / MARKER_NAME).exists(), "code from a checkpoint ran"
     assert not (world.parent / "x").exists() and not (world / "x").exists()

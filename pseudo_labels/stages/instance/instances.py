@@ -431,6 +431,9 @@ class InstanceConfig:
     thing_rule: str = defaults.THING_RULE
     depth: str = "edges"
 
+    def __post_init__(self) -> None:
+        validate_config(self)  # one check for flags and TOML (issue 24)
+
 
 def instance_min_area(config: InstanceConfig) -> int:
     """``config.min_area``, or the mode's default: 1000 with depth edges (the reference's A_min), 10
@@ -438,9 +441,6 @@ def instance_min_area(config: InstanceConfig) -> int:
     if config.min_area is not None:
         return int(config.min_area)
     return CC_MIN_AREA if config.depth == "none" else MIN_AREA
-
-    def __post_init__(self) -> None:
-        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 @dataclass
