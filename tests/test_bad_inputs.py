@@ -551,6 +551,14 @@ def test_identical_exports_are_byte_identical_and_readable_by_others(world, tmp_
         if rel.name != io.MANIFEST_NAME:  # the manifest holds the creation time
             assert p.read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     assert io.load_checkpoint(tmp_path / "a" / pts[0]) is not None
+    for n in ("c1", "c2"):
+        assert main(["export-coco", "--panoptic-dir", str(world / "pan"), "--panoptic-json", str(world / "pan.json"),
+                     "--out", str(tmp_path / n)]) == 0
+    c1 = {p.relative_to(tmp_path / "c1"): p for p in (tmp_path / "c1").rglob("*") if p.is_file()}
+    assert len(c1) > 2
+    for rel, p in c1.items():
+        if rel.name != io.MANIFEST_NAME:
+            assert p.read_bytes() == (tmp_path / "c2" / rel).read_bytes(), rel
 
 
 # --------------------------------------------------------------------------- hypothesis: numeric parameters

@@ -196,6 +196,23 @@ def require_finite(array: np.ndarray, path: str | os.PathLike, what: str = "arra
     return array
 
 
+def check_json_file_names(json_path: str | os.PathLike, folder: str | os.PathLike, key: str = "file_name") -> None:
+    """Every ``annotations[*][key]`` of a (COCO / Cityscapes) panoptic JSON must name a file inside
+    ``folder`` (:func:`confine`); a JSON of another shape is an error naming the file."""
+    from pseudo_labels.core.paths import confine
+
+    if json_path is None or folder is None:
+        return
+    data = read_json(json_path)
+    anns = data.get("annotations") if isinstance(data, dict) else None
+    if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+        raise InputFileError(json_path, "not a panoptic JSON (no 'annotations' list of objects)")
+    for a in anns:
+        name = a.get(key)
+        if name is not None:
+            confine(folder, str(name), f"{json_path}: {key}")
+
+
 # --------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` ``obj`` atomically, with bytes that depend on ``obj`` only.

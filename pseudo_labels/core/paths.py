@@ -236,18 +236,3 @@ def _has_manifest(folder: str) -> bool:
         return False
     return _has_manifest_cached(folder, stamp)
 
-
-def check_json_file_names(json_path: str | os.PathLike, folder: str | os.PathLike, key: str = "file_name") -> None:
-    """Every ``annotations[*][key]`` of a (COCO / Cityscapes) panoptic JSON must name a file inside
-    ``folder`` (:func:`confine`); a JSON of another shape is an error naming the file."""
-    from pseudo_labels.core.errors import InputFileError
-    from pseudo_labels.core.io import read_json
-
-    data = read_json(json_path)
-    anns = data.get("annotations") if isinstance(data, dict) else None
-    if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
-        raise InputFileError(json_path, "not a panoptic JSON (no 'annotations' list of objects)")
-    for a in anns:
-        name = a.get(key)
-        if name is not None:
-            confine(folder, str(name), f"{json_path}: {key}")

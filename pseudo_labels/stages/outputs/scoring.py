@@ -26,7 +26,7 @@ from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets import cityscapes
 from pseudo_labels.datasets.base import LabelTable
-from pseudo_labels.core.paths import check_json_file_names
+from pseudo_labels.core.io import check_json_file_names
 from pseudo_labels.core.validate import validate_config
 
 ENGINES = ("auto", "numpy", "hotcoco")
@@ -106,10 +106,9 @@ class EvaluateConfig:
             parse_resolution(self.resolution)
         except EvaluationError as exc:
             raise PseudoLabelsError(f"--resolution: {exc}") from None
+        validate_config(self)  # one check for flags and TOML (issue 24)
 
     PATH_ROLES = {"out": "output_file"}  # path roles for the overlap check (issue 24)
-    def __post_init__(self) -> None:
-        validate_config(self)  # one check for flags and TOML (issue 24)
 
 
 def format_table(result: dict) -> str:
