@@ -12,7 +12,8 @@ features, on ONE thread (torch, BLAS and OpenMP limited to 1):
 * cluster statistics (pixels per cluster, confusion with GT for the majority mapping),
   cluster -> class map (``apply_mapping``);
 * depth split at the working resolution 512x1024 (resizes + ``split_instances_by_depth_edges``
-  at the reference defaults), panoptic assembly (``panoptic_for_image``: 1024x2048 output);
+  at the reference defaults), panoptic assembly (``panoptic_for_image``: 1024x2048 output),
+  also as it was before issue 27 (segments by ``np.unique``), outputs checked identical;
 * PNG writes (raw clusters, semantics, instances, panoptic);
 * evaluation at full resolution (PQ accumulators ``pq_stats_image`` at 1024x2048, standard
   protocol, numpy engine, GT PNG read included; semantic confusion matrix).
@@ -63,6 +64,29 @@ def make_city(root: Path, n: int, seed: int) -> Path:
     cache = root / "gt_cache"
     prepare_ground_truth(root / "city", "val", cache)
     return cache
+
+
+def panoptic_before(sem: np.ndarray, inst: np.ndarray):
+    """``panoptic_for_image(sem, inst, 64, None)`` as it was before issue 27: segments by
+    ``np.unique`` (a sort) at 512x1024 and again on the resized 1024x2048 map."""
+    from scipy import ndimage
+
+    from pseudo_labels.stages.instance import panoptic as P
+
+    def unique_segments(pan):
+        ids, inverse = np.unique(pan, return_inverse=True)
+        inverse = inverse.reshape(pan.shape)
+        areas = np.bincount(inverse.ravel(), minlength=len(ids))
+        return P._segment_dicts(ids, areas, ndimage.find_objects(inverse + 1))
+
+    saved = P.panoptic_segments
+    P.panoptic_segments = unique_segments  # what assemble_panoptic calls
+    try:
+        pan, segs = P.assemble_panoptic(P.resize_semantic(sem, inst.shape), inst, 64)
+    finally:
+        P.panoptic_segments = saved
+    pan = P.resize_panoptic(pan, sem.shape)
+    return pan, unique_segments(pan)
 
 
 def timed(fn, repeat: int):
@@ -192,6 +216,10 @@ def main() -> int:
                    "uint16 512x1024")
             pan, segs = st.run("panoptic_assembly", lambda: panoptic_for_image(sem, inst, 64, None), r,
                                "stuff >= 64 px + instances, resized to 1024x2048, segments")
+            pan0, segs0 = st.run("panoptic_assembly_before", lambda: panoptic_before(sem, inst), r,
+                                 "the same before issue 27: np.unique segments at 512x1024 and 1024x2048")
+            identical["panoptic"] = identical.get("panoptic", True) and bool(np.array_equal(pan0, pan)) \
+                and segs0 == segs
             st.run("png_write_panoptic", lambda: write_panoptic_png(out_dir / "pan.png", pan), r,
                    "COCO panoptic RGB 1024x2048")
             gt_name = f"{e.stem}_gtFine_panoptic.png"
@@ -211,7 +239,8 @@ def main() -> int:
     totals, projection, ratios = {}, {}, {}
     for k in KS:
         rest = sum(per[s]["cpu_s"] for s in chain) + per[f"png_write_raw_clusters_k{k}"]["cpu_s"]
-        before = rest + per[f"assign_k{k}_straightforward"]["cpu_s"]
+        before = rest + per[f"assign_k{k}_straightforward"]["cpu_s"] + per["panoptic_assembly_before"]["cpu_s"] \
+            - per["panoptic_assembly"]["cpu_s"]
         after = rest + per[f"assign_k{k}"]["cpu_s"]
         totals[f"k{k}"] = {"before_s": round(before, 3), "after_s": round(after, 3)}
         projection[f"k{k}"] = {"before_core_hours": round(before * TRAIN_IMAGES / 3600, 2),
@@ -242,7 +271,9 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_1min_at_end": round(os.getloadavg()[0], 2), "torch": torch.__version__,
                     "numpy": np.__version__},
-        "labels_identical_to_straightforward": identical,
+        "chain_stages": chain + ["png_write_raw_clusters_k<k>", "assign_k<k> (after) or "
+                                 "assign_k<k>_straightforward + panoptic_assembly_before - panoptic_assembly (before)"],
+        "identical_outputs": identical,
         "distinct_labels_per_image": n_labels,
         "seconds_per_image": per,
         "assignment_ratio": ratios,
@@ -256,7 +287,7 @@ def main() -> int:
     print(f"{'stage':{width}}  cpu_s   wall_s")
     for name, row in per.items():
         print(f"{name:{width}}  {row['cpu_s']:.4f}  {row['wall_s']:.4f}")
-    print(json.dumps({"identical": identical, "ratios": ratios, "totals": totals, "core_hours": projection}, indent=1))
+    print(json.dumps({"identical": identical, "ratios": ratios, "totals": totals, "core_hours": projection}))
     return 0 if all(identical.values()) else 1
 
 
