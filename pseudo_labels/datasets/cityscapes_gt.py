@@ -174,6 +174,7 @@ def make_panoptic(root: Path, split: str, dest: Path, workers: int = 1) -> tuple
     out_json, out_dir = panoptic_paths(dest, split)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".panoptic-", dir=out_json.parent))
+    os.chmod(tmp, 0o777 & ~plio.umask())  # the folder renamed into place gets the umask's mode, not 0700 (issue 24)
     files = sorted(glob.glob(os.path.join(str(root / "gtFine"), split, "*", "*_instanceIds.png")))
     try:
         if workers <= 1 or len(files) < 2:

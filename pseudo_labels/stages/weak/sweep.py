@@ -9,6 +9,7 @@ threshold by mIoU against gtFine labelTrainIds, and writes the rows, their summa
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
-from pseudo_labels.core.io import write_json
+from pseudo_labels.core.io import write_bytes, write_json
 from pseudo_labels.datasets.cityscapes import list_images
 from pseudo_labels.stages.semantic.features import build_extractor
 from pseudo_labels.stages.outputs.report import plot_heatmap
@@ -80,12 +81,12 @@ def write_cam_sweep(result: dict, out_json: str | os.PathLike) -> dict:
     heat = out_json.with_name(out_json.stem + "_heatmap_mIoU.png")
     result = {**result, "csv": str(out_csv), "heatmap": str(heat)}
     write_json(out_json, result)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_csv, "w", newline="") as f:
-        wr = csv.writer(f)
-        wr.writerow(CSV_COLUMNS)
-        for r in result["results"]:
-            wr.writerow([r.get(k) for k in CSV_COLUMNS])
+    buf = io.StringIO(newline="")
+    wr = csv.writer(buf)
+    wr.writerow(CSV_COLUMNS)
+    for r in result["results"]:
+        wr.writerow([r.get(k) for k in CSV_COLUMNS])
+    write_bytes(out_csv, buf.getvalue().encode())  # through the one write layer (issue 24)
     if result.get("summary"):
         plot_cam_sweep_heatmap(result["summary"], heat)
     return result
