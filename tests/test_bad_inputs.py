@@ -354,6 +354,8 @@ CASES = [
      r"night"),
     ("eval-segments-missing", lambda w, c: ["evaluate-segments", "--segments-dir", str(c / "none"), "--dataset", "bsd500",
                                             "--data-root", str(c / "nothing"), "--split", "val"], r"none|nothing"),
+    ("run-out-in-data-folder", lambda w, c: ["run", "--config", str(_pipeline_toml(w, c, "", out=w / "city/gtFine/run"))],
+     r"lies inside a data folder of the root"),
     ("run-escape-subdir", lambda w, c: ["run", "--config", str(_pipeline_toml(w, c, 'semantic_subdir = "../../x"'))],
      r"\.\./\.\./x"),
     ("run-nan-key", lambda w, c: ["run", "--config", str(_pipeline_toml(w, c, "", "[instances]\ngrad_threshold = nan\n"))],
@@ -416,9 +418,10 @@ def _split_list_escape(world: Path, case: Path) -> list[str]:
     return ["extract-rgbt-features", "--data-root", str(data), "--split", "test", "--out", str(case / "out")]
 
 
-def _pipeline_toml(world: Path, case: Path, data_extra: str, tables: str = "[instances]\nmin_area = 20\n") -> Path:
+def _pipeline_toml(world: Path, case: Path, data_extra: str, tables: str = "[instances]\nmin_area = 20\n",
+                   out: Path | None = None) -> Path:
     p = case / "pipeline.toml"
-    p.write_text(f'[data]\nroot = "{world / "city"}"\nsplit = "val"\nout = "{case / "out"}"\n{data_extra}\n{tables}')
+    p.write_text(f'[data]\nroot = "{world / "city"}"\nsplit = "val"\nout = "{out or case / "out"}"\n{data_extra}\n{tables}')
     return p
 
 

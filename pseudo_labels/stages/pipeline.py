@@ -78,8 +78,11 @@ class Layout:
     segments_subdir: str = DATA_KEYS["segments_subdir"]
     refined_subdir: str | None = None  # set when the config has [refine]: later stages read the refined maps
 
+    #: ``out`` may hold the root (the demo's synthetic city) but not lie in one of its data folders
+    PATH_ROLES = {"root": "root", "out": "output_file"}
+
     def __post_init__(self) -> None:
-        validate_config(self, overlap=False)  # the sub-folder names stay inside the root (issue 24)
+        validate_config(self)  # sub-folder names stay inside the root; out not in its data folders (issue 24)
 
     @property
     def features_dir(self) -> Path:
