@@ -17,6 +17,7 @@ from pseudo_labels.commands import module_main
 from pseudo_labels.core.arguments import add_option
 from pseudo_labels.core.defaults import GT_CACHE_DIRNAME
 from pseudo_labels.core.errors import PseudoLabelsError
+from pseudo_labels.core.paths import check_name, refuse_overlap
 from pseudo_labels.datasets.cityscapes_gt import KINDS, prepare_ground_truth
 
 
@@ -33,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise PseudoLabelsError(f"--workers {args.workers}: need at least 1")
+    for split in args.split:  # names and the cache folder stay out of the data (issue 24)
+        check_name(split, "--split")
+    refuse_overlap({}, {"--out": args.out}, roots={"--cityscapes-root": args.cityscapes_root})
     for split in args.split:
         prepared = prepare_ground_truth(args.cityscapes_root, split, args.out, args.kinds, workers=args.workers)
         for kind, status in prepared.status.items():
