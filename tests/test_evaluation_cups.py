@@ -454,15 +454,18 @@ def write_pseudo_prediction(root, out, k_stuff=20, scale=1, seed=0):
     return out / "pan.json", out / "pan", maps
 
 
-@pytest.mark.parametrize("num_classes,scale", [(27, 1), (19, 2)])
-def test_evaluate_cups_on_the_synthetic_city_equals_the_reference(synth_city, tmp_path, num_classes, scale):
+@pytest.mark.parametrize("num_classes,scale,layout", [(27, 1, "synth_city"), (19, 2, "synth_city_official")])
+def test_evaluate_cups_on_the_synthetic_city_equals_the_reference(request, tmp_path, num_classes, scale, layout):
     """`pseudo-labels evaluate --protocol cups` = the reference (torchmetrics PQ + the rules) on the same maps;
-    predictions at half size are resized to the GT's size (PIL nearest) and say so."""
+    predictions at half size are resized to the GT's size (PIL nearest) and say so; the official layout
+    (four gtFine files per image, no panoptic GT) needs nothing prepared."""
     import json
 
     from PIL import Image
 
     from pseudo_labels.cli import main
+
+    synth_city = request.getfixturevalue(layout)
 
     k_stuff = 20
     pj, pf, maps = write_pseudo_prediction(synth_city, tmp_path, k_stuff=k_stuff, scale=scale)
