@@ -641,13 +641,13 @@ def default_out(cfg: SweepConfig, ks: Sequence[int | None]) -> Path:
     return Path(cfg.cityscapes_root) / f"sweep_{tag}_{depth}_{cfg.split}.json"
 
 
-def sweep_ground_truth(cfg: SweepConfig, log=None):
+def sweep_ground_truth(cfg: SweepConfig, log=None, workers: int = 1):
     """(panoptic JSON, PNG folder, :class:`~pseudo_labels.datasets.cityscapes_gt.PreparedGT`) of the
     sweep's split: the dataset's own, or made by cityscapesscripts into ``cfg.gt_cache``."""
     from pseudo_labels.datasets.cityscapes_gt import default_cache, panoptic_ground_truth
 
     cache = Path(cfg.gt_cache) if cfg.gt_cache else default_cache(out_folder(cfg))
-    return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, cache, log=log)
+    return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, cache, workers=workers, log=log)
 
 
 def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
@@ -723,7 +723,8 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
     labels = label_table(cfg.dataset)
     if cfg.protocol == "cups":  # two passes per cell: the command and run call sweep_cups.run_sweep_cups
         raise PseudoLabelsError("protocol cups: use pseudo_labels.stages.outputs.sweep_cups.run_sweep_cups")
-    gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)))
+    gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)),
+                                                      workers=options.workers if options.executor == "local" else 1)
     jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
     luts, ks = zip(*luts_ks)
     if cfg.depth == "none":  # components only: no depth-guided cells, the CC-only row
