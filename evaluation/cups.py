@@ -46,7 +46,9 @@ Known differences from CUPS, all documented in the result: CUPS accumulates the 
 the matched confusion in float32 torch tensors (inexact above 2^24 pixels per cell, and then
 dependent on the image order it lists); we count in int64. CUPS returns NaN for a mean over no
 class; we return 0 with the count of classes 0. CUPS asserts k >= C; we also match k < C (each
-pseudo-class then takes a distinct class), so class-id predictions can be scored.
+pseudo-class then takes a distinct class), so class-id predictions can be scored. With
+``one_to_one`` and the thing/stuff split, CUPS' code fails (IndexError) as soon as a group has
+leftovers; we make them void, as it does without the split.
 """
 
 from __future__ import annotations
@@ -596,7 +598,9 @@ def evaluate_cups(jobs: Sequence[CupsJob], categories: Sequence[Mapping] | None,
         if not panoptic:
             out["mIoU"], out["accuracy"] = c["mIoU"], c["accuracy"]
     out["differences_from_cups"] = ("counts in int64 (CUPS: float32 tensors, inexact beyond 2^24 pixels per cell); "
-                                    "a mean over no class is 0 here (CUPS: NaN)")
+                                    "a mean over no class is 0 here (CUPS: NaN); fewer pseudo-classes than classes "
+                                    "are matched (CUPS asserts k >= C); one-to-one leftovers under the thing/stuff "
+                                    "split are void (CUPS' code raises IndexError)")
     return out
 
 
