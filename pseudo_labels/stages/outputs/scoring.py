@@ -386,7 +386,8 @@ def _cups_jobs(cfg: EvaluateConfig) -> tuple[list, list | None]:
     missing = sorted(set(gt_index) - set(preds))
     if missing and not cfg.allow_missing:
         raise PseudoLabelsError(f"{cfg.pred_json}: no prediction for {len(missing)} GT image(s), e.g. {missing[0]} "
-                                "(--allow-missing scores only the images predicted)")
+                                "(--allow-missing scores only the images predicted: under CUPS' rules an image "
+                                "predicted all void adds nothing)")
     folder = Path(cfg.pred_folder)
     jobs = [CupsJob(stem, str(gt_index[stem]), str(folder / preds[stem]["file_name"]), preds[stem]["segments_info"])
             for stem in sorted(gt_index) if stem in preds]
