@@ -387,5 +387,7 @@ def generate_panoptic(config: PanopticConfig, options: RunOptions | None = None)
                    counts={"images": len(jobs), "done": summary.done, "skipped_existing": summary.skipped,
                            "missing_instances": len(missing),
                            "segments": sum(len(a["segments_info"]) for a in anns)},
-                   extra={"json": str(cfg.out_json), **options.describe()})
+                   extra={"json": str(cfg.out_json), **options.describe(),
+                          "resizes": {"semantic": "nearest down to the instance map's size (never up)",
+                                      "panoptic": f"nearest to {cfg.resolution or 'the semantic map size'}"}})
     return run
