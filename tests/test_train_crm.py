@@ -68,7 +68,7 @@ def test_cli_trains_on_pseudo_labels_and_writes_run_folder(rgbt_root, tmp_path, 
     assert "trained 2 epochs on 6 images" in printed and "uses ground truth: no" in printed
     log = json.loads((out / crm.LOG_NAME).read_text())
     assert [e["epoch"] for e in log["epochs"]] == [1, 2]
-    assert log["config"]["masking"] == "complementary" and log["config"]["seed"] == 3
+    assert log["config"]["masking"] == "random-complementary" and log["config"]["seed"] == 3
     assert log["config"]["sdc_weight"] == log["config"]["sdn_weight"] == 0.1 and log["config"]["mws_weight"] == 1.0
     man = json.loads((out / "manifest.json").read_text())
     assert man["stage"] == "train-crm" and man["uses_ground_truth"] is False
