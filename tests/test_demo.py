@@ -17,6 +17,9 @@ def test_demo_runs_every_stage_and_prints_results(tmp_path, capsys):
     cell = next(r for r in sweep["results"] if r.get("grad_threshold") == 0.2 and r.get("min_area") == 1000)
     assert abs(cell["PQ"] - ev["PQ"]) < 1e-9 and abs(cell["PQ_things"] - ev["PQ_things"]) < 1e-9
     assert 0 < ev["PQ"] < 100
+    # standard, reference and CUPS' protocol side by side, on the same files
+    assert ev["also"]["reference"]["protocol"] == "reference" and ev["also"]["cups"]["protocol"] == "cups"
+    assert all(f", {p}" in printed for p in ("standard", "reference", "cups (27 classes)"))
     manifest = json.loads((out / "city" / "pseudo_semantic_k80" / "val" / "manifest.json").read_text())
     assert manifest["uses_ground_truth"] is True  # majority mapping reads labels, and says so
     # a rerun resumes: every stage finds its outputs and the numbers do not change

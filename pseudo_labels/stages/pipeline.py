@@ -256,9 +256,9 @@ def _run_evaluate(config, options, layout, log):
 
 
 def _run_sweep(config, options, layout, log):
-    from pseudo_labels.stages.outputs.sweep import run_sweep
+    from pseudo_labels.stages.outputs.sweep_cups import run_sweep_any
 
-    result = run_sweep(config, options)
+    result = run_sweep_any(config, options)  # any protocol (cups: two passes)
     b = result.get("best")
     line = f"{len(result['results'])} rows" + (
         f"; best tau={b['grad_threshold']:g} A_min={b['min_area']}: PQ {b['PQ']:.2f}" if b else "")
@@ -326,7 +326,7 @@ STAGES: tuple[StageSpec, ...] = (
               lambda L: {"gt_json": str(L.gt_panoptic[0]), "gt_folder": str(L.gt_panoptic[1]),
                          "pred_json": str(L.panoptic_json), "pred_folder": str(L.panoptic_dir),
                          "gt_semantic_dir": str(L.gt_semantic_dir), "pred_semantic_dir": str(L.semantic_dir),
-                         "out": str(L.evaluation_json)},
+                         "cityscapes_root": str(L.root), "split": L.split, "out": str(L.evaluation_json)},
               _run_evaluate, output=lambda L: L.evaluation_json, pipeline_keys={"semantic": True}),
     StageSpec("sweep", "parameter sweep (tau x A_min)", "pseudo_labels.stages.outputs.sweep:SweepConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "semantic_subdirs": (L.used_semantic_subdir,),
@@ -664,8 +664,13 @@ def format_results(result: PipelineResult, title: str | None = None) -> str:
     if sweep is not None:
         best = sweep.get("best") or max(sweep["results"], key=lambda r: r["PQ"])
         rows.append((f"sweep best (tau={best['grad_threshold']}, A_min={best['min_area']})", best))
-    lines = [f"Results on {where} (protocol: {protocol})",
+    named = ", ".join(dict.fromkeys([protocol, *(ev or {}).get("also", {})]))
+    lines = [f"Results on {where} (protocol{'s' if ',' in named else ''}: {named})",
              f"{'':44s} {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'PQ_st':>6s} {'PQ_th':>6s}"]
+    if ev is not None and ev.get("also"):  # [evaluate] also_protocols: one row per protocol, same files
+        rows[0] = (f"{rows[0][0]}, {protocol}", ev)
+        rows[1:1] = [(f"{rows[0][0].rsplit(', ', 1)[0]}, {p}" + (f" ({r['num_classes']} classes)" if p == "cups"
+                      else ""), r) for p, r in ev["also"].items() if "PQ" in r]
     for name, r in rows:
         lines.append(f"{name:44s} {r['PQ']:6.2f} {r['SQ']:6.2f} {r['RQ']:6.2f} {r['PQ_stuff']:6.2f} "
                      f"{r['PQ_things']:6.2f}")
@@ -675,6 +680,10 @@ def format_results(result: PipelineResult, title: str | None = None) -> str:
         if sem is not None and not sem.load_centroids:
             what = f"the k={sem.k or defaults.K} {sem.mapping or 'majority'}-mapped clusters"
         lines.append(f"semantic mIoU of {what}: {ev['semantic']['mIoU']:.2f}")
+    cups = ev.get("also", {}).get("cups", ev if protocol == "cups" else None) if ev is not None else None
+    if cups is not None:
+        lines.append(f"CUPS' mIoU / accuracy ({cups['num_classes']} classes, Hungarian): {cups['mIoU']:.2f} / "
+                     f"{cups['accuracy']:.2f}")
     return "\n".join(lines)
 
 
@@ -745,7 +754,8 @@ resolution = [512, 1024]
 resolution = [512, 1024]
 
 [evaluate]
-protocol = "standard"                    # standard (= cityscapesscripts) or reference
+protocol = "standard"                    # standard (= cityscapesscripts), reference, or cups (CUPS' metric)
+# also_protocols = ["reference", "cups"]  # also score the same files under these (side by side in the table)
 semantic = true                          # also mIoU of the semantic pseudo-labels against gtFine
 
 [sweep]
