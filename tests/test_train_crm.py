@@ -56,7 +56,7 @@ def _config(root, out, **kw) -> crm.CRMTrainConfig:
 
 
 def _weights(run: Path) -> dict:
-    return torch.load(run / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=False)["model"]
+    return torch.load(run / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=True)["model"]
 
 
 def test_cli_trains_on_pseudo_labels_and_writes_run_folder(rgbt_root, tmp_path, capsys):
@@ -73,8 +73,9 @@ def test_cli_trains_on_pseudo_labels_and_writes_run_folder(rgbt_root, tmp_path, 
     man = json.loads((out / "manifest.json").read_text())
     assert man["stage"] == "train-crm" and man["uses_ground_truth"] is False
     assert man["parameters"]["labels_dir"] == str((rgbt_root / "pseudo").resolve())
-    state = torch.load(out / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-    assert state["epoch"] == 2 and state["meta"]["dataset"] == "mfnet"
+    state = torch.load(out / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=True)  # metadata as JSON text
+    assert state["epoch"] == 2 and json.loads(state["meta"])["dataset"] == "mfnet"
+    assert crm.load_checkpoint(out)["meta"]["dataset"] == "mfnet"
 
 
 def test_underscore_flags_and_ablation_switches(rgbt_root, tmp_path):
@@ -126,7 +127,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(rgbt_ro
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         crm.train_crm(_config(rgbt_root, part, epochs=3), on_epoch_end=stop)
-    assert torch.load(part / crm.CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
+    assert torch.load(part / crm.CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
     logs = []
     res = crm.train_crm(_config(rgbt_root, part, epochs=3), log=logs.append)
     assert any("resuming after epoch 1" in m for m in logs)
@@ -187,7 +188,7 @@ def test_killed_process_resumes_from_last_checkpoint(rgbt_root, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    epoch = torch.load(ckpt, weights_only=True)["epoch"]
     assert 1 <= epoch < 12
     assert subprocess.run(args + ["--out", str(killed)], env=env, capture_output=True).returncode == 0
     full = tmp_path / "full"

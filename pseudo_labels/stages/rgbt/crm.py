@@ -553,9 +553,13 @@ def save_checkpoint(path: Path, model: CRMStudent, opt, scaler, epoch: int, c: C
                     meta: Mapping[str, Any]) -> None:
     from pseudo_labels.core.io import atomic_path
 
+    import json
+
+    # metadata as JSON strings: the file loads with torch.load(weights_only=True)
     state = {"format": "pseudo_labels.crm/1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-             "epoch": int(epoch), "config": c.to_dict(), "history": list(history), "meta": dict(meta)}
+             "epoch": int(epoch), "config": json.dumps(c.to_dict()), "history": json.dumps(list(history), default=float),
+             "meta": json.dumps(dict(meta), default=str)}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -567,11 +571,16 @@ def load_checkpoint(run: str | os.PathLike) -> dict:
     if not p.is_file():
         raise PseudoLabelsError(f"{p}: no CRM checkpoint (train one with: pseudo-labels train-crm --out RUN)")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
+        state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputFileError(p, f"unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != "pseudo_labels.crm/1":
         raise InputFileError(p, "not a CRM checkpoint of this tool")
+    import json
+
+    for key in ("config", "history", "meta"):  # JSON strings (older files: plain containers)
+        if isinstance(state.get(key), str):
+            state[key] = json.loads(state[key])
     return state
 
 
