@@ -38,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on-split (ours: k-means on the labelled split)")
     add_option(parser, "--train-split", default="train", help="split the official cluster probe is fitted on")
     add_option(parser, "--no-crf", action="store_true", help="official protocol without the dense CRF")
-    add_option(parser, "--probe-steps", type=int, default=1000, help="cluster-probe Adam steps (default 1000)")
-    add_option(parser, "--probe-batch", type=int, default=8, help="images per cluster-probe step (default 8)")
+    add_option(parser, "--probe-steps", type=int, default=defaults.DARTS_PROBE_STEPS,
+               help=f"cluster-probe Adam steps (default {defaults.DARTS_PROBE_STEPS})")
+    add_option(parser, "--probe-batch", type=int, default=defaults.DARTS_PROBE_BATCH,
+               help=f"images per cluster-probe step (default {defaults.DARTS_PROBE_BATCH})")
     add_option(parser, "--miou-convention", default="official", choices=MIOU_CONVENTIONS,
                help="mIoU reported as 'mIoU': official (DARTS's: stego), present (ours), stego, all-classes "
                     "(all three are always in scores.json)")

@@ -69,7 +69,7 @@ from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 from pseudo_labels.core.defaults import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from pseudo_labels.core.defaults import (  # noqa: E402
-    CRM_MASK_PATCH, CRM_MASK_RATIO, CRM_SDC_WEIGHT, CRM_SDN_WEIGHT, CRM_MWS_WEIGHT, CRM_BACKBONE, CRM_WIDTH, CRM_DECODER_DIM, CRM_EPOCHS, CRM_BATCH_SIZE, CRM_LR, CRM_WEIGHT_DECAY, CRM_POLY_POWER, CRM_SEED,
+    CRM_MASKING, CRM_MASK_PATCH, CRM_MASK_RATIO, CRM_SDC_WEIGHT, CRM_SDN_WEIGHT, CRM_MWS_WEIGHT, CRM_BACKBONE, CRM_WIDTH, CRM_DECODER_DIM, CRM_EPOCHS, CRM_BATCH_SIZE, CRM_LR, CRM_WEIGHT_DECAY, CRM_POLY_POWER, CRM_SEED,
 )
 
 MASKINGS = ("none", "random", "complementary", "random-complementary")
@@ -284,7 +284,7 @@ class CRMModelConfig:
     backbone_weights: str | None = None
     width: int = CRM_WIDTH
     decoder_dim: int = CRM_DECODER_DIM
-    masking: str = "random-complementary"
+    masking: str = CRM_MASKING
     mask_patch_size: int = CRM_MASK_PATCH
     mask_ratio: float = CRM_MASK_RATIO
     sdc_weight: float = CRM_SDC_WEIGHT
@@ -818,7 +818,7 @@ class CRMTrainConfig:
     def model_config(self, num_classes: int) -> CRMModelConfig:
         modalities = dataset_modalities(self.dataset)
         rgbt = len(modalities) > 1
-        masking = self.masking if self.masking is not None else ("random-complementary" if rgbt else "none")
+        masking = self.masking if self.masking is not None else (CRM_MASKING if rgbt else "none")
         on = 1.0 if masking != "none" else 0.0
 
         def weight(value: float | None, default: float) -> float:

@@ -94,8 +94,8 @@ class DartsSemanticsConfig:
     protocol: str = "official"
     train_split: str = "train"  # official protocol: the split the cluster probe is fitted on
     crf: bool = True  # official protocol: dense CRF on the cluster probabilities
-    probe_steps: int = 1000
-    probe_batch: int = 8
+    probe_steps: int = defaults.DARTS_PROBE_STEPS
+    probe_batch: int = defaults.DARTS_PROBE_BATCH
     miou_convention: str = "official"
 
     @property
