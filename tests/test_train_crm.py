@@ -218,3 +218,14 @@ def test_pst900_layout_with_separate_thermal_files(tmp_path):
     out = crm.generate_crm_pseudolabels(crm.CRMLabelConfig(run=str(tmp_path / "run"), output_dir=str(tmp_path / "o")))
     assert out["done"] == 3 and read_png(tmp_path / "o" / "train" / "f0.png").shape == (48, 64)
     assert set(out["scores"]) == {"overall"}  # PST900 names carry no day / night
+
+
+def test_ground_truth_samples_of_the_official_layout_read_labelids_as_train_ids(synth_city, synth_city_official):
+    """The official zips hold _labelIds only: CRM's GT samples point there and read trainIds, equal to the
+    prepared labelTrainIds of the same scenes (``--labels gt`` and scoring both go through this)."""
+    official = crm.list_samples(str(synth_city_official), "cityscapes", "val")
+    extended = crm.list_samples(str(synth_city), "cityscapes", "val")
+    assert official and all(s.gt_path.endswith("_gtFine_labelIds.png") for s in official)
+    for so, se in zip(official, extended):
+        np.testing.assert_array_equal(crm.read_ground_truth(so), crm.read_ground_truth(se))
+        np.testing.assert_array_equal(crm.read_label(so.gt_path, 19), crm.read_ground_truth(se))

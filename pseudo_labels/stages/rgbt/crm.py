@@ -423,13 +423,13 @@ def list_samples(root: str | os.PathLike, dataset: str, split: str) -> list[CRMS
                           str(r.label_path) if r.label_path else None, condition_of(r.stem))
                 for r in list_rgbt_images(dataset, root, split)]
     dataset_modalities(dataset)
-    from pseudo_labels.datasets.cityscapes import gt_path, list_images
+    from pseudo_labels.datasets.cityscapes import gt_train_ids_file, list_images
 
     out = []
     for e in list_images(root, split):
-        g = gt_path(root, e, "labelTrainIds")
+        g = gt_train_ids_file(root, e)  # labelTrainIds, or the official zip's labelIds
         out.append(CRMSample(e.stem, split, dataset, e, str(e.relative(".png")), None,
-                             str(g) if g.exists() else None))
+                             str(g) if g is not None else None))
     return out
 
 
@@ -458,16 +458,17 @@ def read_ground_truth(sample: CRMSample) -> np.ndarray | None:
         return None
     if sample.dataset in RGBT_MODULES:
         return read_rgbt_label(sample.dataset, sample.record)
-    from pseudo_labels.core.io import read_png
+    from pseudo_labels.datasets.cityscapes import read_train_ids_file
 
-    return read_png(sample.gt_path)
+    return read_train_ids_file(sample.gt_path)
 
 
 def read_label(path: str, num_classes: int) -> np.ndarray:
-    """(H, W) uint8 label ids (255 void); ids >= ``num_classes`` other than 255 are an error."""
-    from pseudo_labels.core.io import read_png
+    """(H, W) uint8 label ids (255 void); ids >= ``num_classes`` other than 255 are an error.
+    A Cityscapes ``_gtFine_labelIds.png`` (``--labels gt`` on the official layout) is read as trainIds."""
+    from pseudo_labels.datasets.cityscapes import read_train_ids_file
 
-    lab = read_png(path)
+    lab = read_train_ids_file(path)
     if lab.ndim != 2:
         raise InputFileError(path, f"expected a single-channel label PNG, got shape {lab.shape}")
     bad = np.unique(lab[(lab >= num_classes) & (lab != IGNORE)])
