@@ -406,18 +406,21 @@ class InstanceConfig:
     reference's depth-split rule, :mod:`pseudo_labels.stages.instance.thing_stuff_reference`, on the maps
     as stored) or an explicit id list / ``"11,13"``.
     ``min_area`` in pixels at ``resolution``; ``grad_threshold`` in depth units per pixel (x8).
+    ``resolution`` None: half of each semantic map's size (:func:`defaults.work_resolution`; the
+    reference's 512x1024 for Cityscapes); ``min_area`` None: the reference's 1000 at 512x1024 scaled to
+    each image's working resolution (:func:`defaults.scaled_min_area`); explicit values are used as given.
     """
 
     semantic_dir: str
     depth_dir: str
     output_dir: str
     grad_threshold: float = GRAD_THRESHOLD
-    min_area: int = MIN_AREA
+    min_area: int | None = None
     sigma: float = DEPTH_BLUR_SIGMA
     dilation_iters: int = DILATION_ITERS
     connectivity: int = CONNECTIVITY
     normalize: str = "none"
-    resolution: tuple[int, int] = WORK_RESOLUTION
+    resolution: tuple[int, int] | None = WORK_RESOLUTION
     thing_classes: str | Sequence[int] = "dataset"
     skip_missing: bool = False
     dataset: str = "cityscapes"
@@ -477,7 +480,8 @@ def resolve_thing_classes(spec: str | Sequence[int], labels: LabelTable) -> tupl
 
 
 def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None, normalize: str = "none"):
-    """Read one (semantic, depth) pair and resize both to ``resolution``; errors name the file.
+    """Read one (semantic, depth) pair and resize both to ``resolution`` (None: half of the semantic
+    map's size, :func:`defaults.work_resolution`); errors name the file.
 
     ``check_labels``: a table whose ids the semantic map must use (None: any ids).
     Returns (semantic (H, W) as stored, depth (H, W) float64 normalised as asked).
@@ -497,8 +501,9 @@ def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None,
         raise InputFileError(depth_path, f"expected a 2-D depth map, got shape {depth.shape}")
     if not np.isfinite(depth).all():
         raise InputFileError(depth_path, "depth has NaN/infinite values", "fill invalid pixels when writing depth")
-    sem = resize_semantic(sem, tuple(resolution))
-    depth = resize_depth_bilinear(depth.astype(np.float32), tuple(resolution))
+    resolution = defaults.work_resolution(sem.shape, resolution)
+    sem = resize_semantic(sem, resolution)
+    depth = resize_depth_bilinear(depth.astype(np.float32), resolution)
     return sem, normalize_depth_map(depth, normalize)
 
 
@@ -522,7 +527,8 @@ def process_instance_job(job: InstanceJob, params: dict, thing_classes: list[int
     sem, depth = load_pair(job.semantic_path, job.depth_path, params["resolution"], check_labels, params["normalize"])
     inst = split_instances_by_depth_edges(
         sem, depth,
-        grad_threshold=params["grad_threshold"], min_area=params["min_area"], sigma=params["sigma"],
+        grad_threshold=params["grad_threshold"], sigma=params["sigma"],
+        min_area=params["min_area"] if params["min_area"] is not None else defaults.scaled_min_area(sem.shape),
         dilation_iters=params["dilation_iters"], connectivity=params["connectivity"],
         thing_classes=thing_classes,
     )
@@ -560,7 +566,7 @@ def _pair_inputs(cfg: InstanceConfig, options: RunOptions, auto: bool):
             f"{cfg.depth_dir}: no depth map for {len(missing)} image(s), e.g. {missing[0]} "
             f"(expected {missing[0]}*.npy; pass --skip-missing to skip them)"
         )
-    if cfg.grad_threshold < 0 or cfg.min_area < 1 or cfg.dilation_iters < 0 or cfg.sigma < 0:
+    if cfg.grad_threshold < 0 or (cfg.min_area is not None and cfg.min_area < 1) or cfg.dilation_iters < 0 or cfg.sigma < 0:
         raise PseudoLabelsError("--grad-threshold and --sigma must be >= 0, --min-area >= 1, --dilation-iters >= 0")
     return sems, depths, mine, [s for s in sems if s in depths], missing
 
@@ -570,7 +576,7 @@ def _instance_parameters(cfg: InstanceConfig, things: list[int]) -> dict:
     params = {
         "grad_threshold": cfg.grad_threshold, "min_area": cfg.min_area, "sigma": cfg.sigma,
         "dilation_iters": cfg.dilation_iters, "connectivity": cfg.connectivity,
-        "normalize": cfg.normalize, "resolution": list(cfg.resolution), "thing_classes": things,
+        "normalize": cfg.normalize, "resolution": list(cfg.resolution) if cfg.resolution else None, "thing_classes": things,
         "min_new_pixels": MIN_NEW_PIXELS,
     }
     if cfg.dataset != "cityscapes":
@@ -636,7 +642,7 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
         from pseudo_labels.stages.instance.thing_stuff import decide_thing_classes_from_files
 
         thing_decision = decide_thing_classes_from_files(
-            [sems[s] for s in stems], [depths[s] for s in stems], tuple(cfg.resolution),
+            [sems[s] for s in stems], [depths[s] for s in stems], cfg.resolution,
             grad_threshold=cfg.grad_threshold, sigma=cfg.sigma, normalize=cfg.normalize, labels=labels)
         things = sorted(thing_decision["thing_classes"])
         print(f"thing classes (auto): {things}", file=sys.stderr)

@@ -93,7 +93,7 @@ class SweepSettings:
     """
 
     protocol: str = defaults.PROTOCOL
-    work_resolution: tuple[int, int] = defaults.WORK_RESOLUTION
+    work_resolution: tuple[int, int] | None = defaults.WORK_RESOLUTION  # None: half of each semantic map
     connectivity: int = defaults.CONNECTIVITY
     normalize: str = "none"
     stuff_min_area: int = defaults.STUFF_MIN_AREA
@@ -431,17 +431,18 @@ def sweep_image(job: ImageJob, grid: Grid, settings: SweepSettings) -> list[dict
     from pseudo_labels.stages.instance.depth import read_depth_npy
 
     gt = gt_frame(read_panoptic_png(job.gt_png), job.gt_segments, settings.protocol, job.stem)
-    work = tuple(settings.work_resolution)
-    depth_work = None
+    d = depth_work = None
     if job.depth_path is not None:
         d = read_depth_npy(job.depth_path)
         if not np.isfinite(d).all():
             raise InputFileError(job.depth_path, "depth has NaN/infinite values")
-        depth_work = resize_depth_bilinear(d, work)
     results = []
     for k, path in enumerate(job.semantic_paths):
         lut = settings.luts[k] if settings.luts else None
         sem = read_semantic(path, lut, settings.labels)
+        work = defaults.work_resolution(sem.shape, settings.work_resolution)
+        if d is not None and (depth_work is None or depth_work.shape != work):
+            depth_work = resize_depth_bilinear(d, work)
         sem_work = resize_semantic(sem, work)
         cells = iter_cell_instances(sem_work, depth_work, grid, settings)
         results.append(evaluate_cells(sem.shape, sem_work, cells, None, None, settings, job.stem, gt=gt))
@@ -524,8 +525,10 @@ class SweepConfig:
     ``dataset``'s table; raw clusters when ``kmeans_centroids.npz`` beside them maps them;
     ``"gtFine"`` uses the GT labelTrainIds), ``<root>/<depth_subdir>/<split>/**.npy`` and the panoptic
     ground truth of the split (scoring only). ``out``: the result JSON; the CSV and heatmap PNGs
-    go next to it. ``resolution`` (H, W): working resolution of the splitting; ``max_images``:
-    first N images only.
+    go next to it. ``resolution`` (H, W): working resolution of the splitting (None: half of each
+    semantic map's size, the reference's 512x1024 on Cityscapes); ``min_areas`` None: the reference
+    grid (250..2000 px at 512x1024) scaled to the first image's working resolution
+    (:func:`defaults.scaled_min_area`), explicit values as given; ``max_images``: first N images only.
     """
 
     cityscapes_root: str
@@ -534,12 +537,12 @@ class SweepConfig:
     split: str = "val"
     depth_subdir: str = "depth_spidepth"
     grad_thresholds: tuple[float, ...] = defaults.SWEEP_GRAD_THRESHOLDS
-    min_areas: tuple[int, ...] = defaults.SWEEP_MIN_AREAS
+    min_areas: tuple[int, ...] | None = None
     sigmas: tuple[float, ...] = (defaults.DEPTH_BLUR_SIGMA,)
     dilation_iters: tuple[int, ...] = (defaults.DILATION_ITERS,)
     connectivity: int = defaults.CONNECTIVITY
     normalize: str = "none"
-    resolution: tuple[int, int] = defaults.WORK_RESOLUTION
+    resolution: tuple[int, int] | None = defaults.WORK_RESOLUTION
     protocol: str = defaults.PROTOCOL
     cc_baseline: bool = True
     max_images: int | None = None
@@ -611,7 +614,7 @@ def _sweep_jobs(cfg: SweepConfig, labels: LabelTable) -> tuple[list[ImageJob], l
         stems = stems[: cfg.max_images]
     if not stems:
         raise PseudoLabelsError("no image has semantics, depth and ground truth")
-    if min(cfg.min_areas) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
+    if min(cfg.min_areas or (1,)) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
         raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
     jobs = [ImageJob(s, [str(ix[s]) for ix in sem_idx], str(depth_idx[s]), str(gt_folder / anns[s]["file_name"]),
                      anns[s]["segments_info"]) for s in stems]
@@ -651,9 +654,13 @@ def run_sweep(config: SweepConfig, options=None) -> dict:
     labels = label_table(cfg.dataset)
     jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels)
     luts, ks = zip(*luts_ks)
-    grid = Grid(tuple(cfg.grad_thresholds), tuple(cfg.min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
+    from pseudo_labels.core.io import read_png
+
+    work0 = defaults.work_resolution(read_png(jobs[0].semantic_paths[0]).shape, cfg.resolution)
+    min_areas = cfg.min_areas or tuple(defaults.scaled_min_area(work0, a) for a in defaults.SWEEP_MIN_AREAS)
+    grid = Grid(tuple(cfg.grad_thresholds), tuple(min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
                 cc_baseline=cfg.cc_baseline)
-    settings = SweepSettings(protocol=cfg.protocol, work_resolution=tuple(cfg.resolution),
+    settings = SweepSettings(protocol=cfg.protocol, work_resolution=tuple(cfg.resolution) if cfg.resolution else None,
                              connectivity=cfg.connectivity, normalize=cfg.normalize, luts=list(luts), labels=labels,
                              ap50=cfg.ap50)
     worker = functools.partial(sweep_image, grid=grid, settings=settings)
@@ -672,7 +679,7 @@ def run_sweep(config: SweepConfig, options=None) -> dict:
         "depth_subdir": cfg.depth_subdir,
         "protocol": cfg.protocol,
         "semantic_subdir": sources[0] if len(sources) == 1 else sources,
-        "work_resolution": list(cfg.resolution),
+        "work_resolution": list(work0),  # of the first image (default: half of each image's size)
         "grid": {"grad_thresholds": list(grid.grad_thresholds), "min_areas": list(grid.min_areas),
                  "sigmas": list(grid.sigmas), "dilation_iters": list(grid.dilation_iters),
                  "connectivity": cfg.connectivity, "normalize": cfg.normalize},
