@@ -12,7 +12,9 @@ heatmap (tau x A_min) per semantic source, and prints the best configuration. Th
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
@@ -48,13 +50,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--ap50", action="store_true",
                help="also an AP50 column: COCO instance AP at IoU 0.5 of the thing classes (score = segment area), "
                     "in the evaluation frame (512x1024 with --protocol reference)")
-    parser.add_argument("--out", required=True, help="output JSON (CSV and heatmaps are written next to it)")
+    parser.add_argument("--out", default=None,
+                        help="output JSON, CSV and heatmaps next to it (default: ./sweep_k<k>_<depth>_<split>.json, the "
+                             "reference's name, in the current folder rather than the dataset)")
     add_runner_arguments(parser, workers=default_workers(), shard=False, overwrite=False)
 
 
+def default_out(semantic_subdir: str, depth_subdir: str, split: str) -> str:
+    """The reference's ``sweep_k80_spidepth_val.json`` for ``pseudo_semantic_raw_k80`` and ``depth_spidepth``."""
+    k = re.search(r"(k\d+)$", semantic_subdir.rstrip("/"))
+    depth = depth_subdir.rstrip("/").removeprefix("depth_")
+    return f"sweep_{k.group(1) if k else Path(semantic_subdir).name}_{depth}_{split}.json"
+
+
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    out = args.out or default_out(args.semantic_subdir[0], args.depth_subdir, args.split)
     return SweepConfig(
-        cityscapes_root=args.cityscapes_root, semantic_subdirs=tuple(args.semantic_subdir), out=args.out,
+        cityscapes_root=args.cityscapes_root, semantic_subdirs=tuple(args.semantic_subdir), out=out,
         split=args.split, depth_subdir=args.depth_subdir, grad_thresholds=tuple(args.grad_thresholds),
         min_areas=tuple(args.min_areas) if args.min_areas else None, sigmas=tuple(args.sigmas), dilation_iters=tuple(args.dilation_iters),
         connectivity=args.connectivity, normalize=args.normalize, resolution=tuple(args.resolution) if args.resolution else None,

@@ -479,11 +479,13 @@ def resolve_thing_classes(spec: str | Sequence[int], labels: LabelTable) -> tupl
     return ids, None
 
 
-def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None, normalize: str = "none"):
+def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None, normalize: str = "none",
+              lut: np.ndarray | None = None):
     """Read one (semantic, depth) pair and resize both to ``resolution`` (None: half of the semantic
     map's size, :func:`defaults.work_resolution`); errors name the file.
 
-    ``check_labels``: a table whose ids the semantic map must use (None: any ids).
+    ``check_labels``: a table whose ids the semantic map must use (None: any ids); ``lut``: raw cluster
+    id -> class id (the semantic map holds raw clusters).
     Returns (semantic (H, W) as stored, depth (H, W) float64 normalised as asked).
     """
     from pseudo_labels.core.io import read_npy, read_png
@@ -491,6 +493,10 @@ def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None,
     sem = read_png(sem_path)
     if sem.ndim != 2:
         raise InputFileError(sem_path, f"expected a single-channel class map, got shape {sem.shape}")
+    if lut is not None:
+        if int(sem.max()) >= len(lut):
+            raise InputFileError(sem_path, f"cluster id {int(sem.max())} >= number of clusters {len(lut) - 1}")
+        sem = lut[sem]
     if check_labels is not None:
         bad = check_semantic_ids(sem, labels=check_labels)
         if bad:
@@ -520,11 +526,12 @@ def instance_stats(sem: np.ndarray, inst: np.ndarray) -> dict:
 
 
 def process_instance_job(job: InstanceJob, params: dict, thing_classes: list[int],
-                         check_labels: LabelTable | None) -> dict:
+                         check_labels: LabelTable | None, lut: np.ndarray | None = None) -> dict:
     """Split and write one image (uint16 PNG, atomic); returns its :func:`instance_stats`."""
     from pseudo_labels.core.io import write_png
 
-    sem, depth = load_pair(job.semantic_path, job.depth_path, params["resolution"], check_labels, params["normalize"])
+    sem, depth = load_pair(job.semantic_path, job.depth_path, params["resolution"], check_labels, params["normalize"],
+                           lut)
     inst = split_instances_by_depth_edges(
         sem, depth,
         grad_threshold=params["grad_threshold"], sigma=params["sigma"],
@@ -544,11 +551,11 @@ def _instance_job_done(job: InstanceJob) -> bool:
     return is_up_to_date(job.out_path, job.semantic_path, job.depth_path)
 
 
-def _stats_of_finished(job: InstanceJob, params: dict) -> dict:
+def _stats_of_finished(job: InstanceJob, params: dict, lut: np.ndarray | None = None) -> dict:
     """Statistics of an instance PNG written by an earlier (resumed) run."""
     from pseudo_labels.core.io import read_png
 
-    sem, _ = load_pair(job.semantic_path, job.depth_path, params["resolution"], None, params["normalize"])
+    sem, _ = load_pair(job.semantic_path, job.depth_path, params["resolution"], None, params["normalize"], lut)
     return instance_stats(sem, read_png(job.out_path).astype(np.int64))
 
 
@@ -647,16 +654,27 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
         things = sorted(thing_decision["thing_classes"])
         print(f"thing classes (auto): {things}", file=sys.stderr)
     params = _instance_parameters(cfg, things)
+    lut = None
+    if check_labels is not None:  # raw cluster ids beside a mapped kmeans_centroids.npz (the reference's layout)
+        from pseudo_labels.stages.semantic.centroids import load_cluster_lut
+
+        sem_dir = Path(cfg.semantic_dir)
+        lut, _ = load_cluster_lut(sem_dir.parent, sem_dir.name, labels)
+        if lut is not None:
+            params["cluster_to_class"] = str(sem_dir.parent / "kmeans_centroids.npz")
+            print(f"{sem_dir}: raw cluster ids, mapped to class ids with {params['cluster_to_class']} "
+                  "(cluster_to_class)", file=sys.stderr)
     resume = prepare_output_dir(cfg.output_dir, STAGE, params, overwrite=options.overwrite)
     jobs = [InstanceJob(s, str(sems[s]), str(depths[s]),
                         str(Path(cfg.output_dir) / sems[s].relative_to(cfg.semantic_dir).parent
                             / (sems[s].name[: -len(".png")] + INSTANCE_SUFFIX)))
             for s in stems if s in mine]
-    worker = functools.partial(process_instance_job, params=params, thing_classes=things, check_labels=check_labels)
+    worker = functools.partial(process_instance_job, params=params, thing_classes=things, check_labels=check_labels,
+                               lut=lut)
     summary = run_per_image(worker, jobs, options=options, desc="instances", name_of=lambda j: j.stem,
                             is_done=_instance_job_done if resume else None)
     summary.raise_if_failed()
-    done = [r if r is not None else _stats_of_finished(j, params) for r, j in zip(summary.results, jobs)]
+    done = [r if r is not None else _stats_of_finished(j, params, lut) for r, j in zip(summary.results, jobs)]
     n_inst = _write_instance_stats(cfg, labels, done, things, params, summary.skipped, len(missing))
     write_manifest(
         cfg.output_dir, STAGE, params, uses_ground_truth=False,

@@ -59,6 +59,7 @@ from pseudo_labels.stages.instance.instances import (
     resize_semantic,
     thing_components,
 )
+from pseudo_labels.stages.semantic.centroids import load_cluster_lut  # noqa: F401  (part of the sweep's interface)
 from pseudo_labels.stages.semantic.clustering import nearest_indices
 from pseudo_labels.stages.instance.panoptic import panoptic_categories, panoptic_ids
 
@@ -549,36 +550,6 @@ class SweepConfig:
     skip_missing: bool = False
     dataset: str = "cityscapes"
     ap50: bool = False
-
-
-def load_cluster_lut(folder: Path, split: str, labels: LabelTable = cityscapes.LABELS
-                     ) -> tuple[np.ndarray | None, int | None]:
-    """(cluster -> class-id LUT, k) from ``folder/kmeans_centroids.npz`` or (None, None).
-
-    The LUT is None when the per-image maps already hold class ids, as the manifest of
-    ``generate-overclustered-semantics`` (``outputs.content``) says; without a manifest
-    (the reference layout) maps next to a mapped centroids file are raw cluster ids.
-    Clusters mapped outside the table's classes become void.
-    """
-    from pseudo_labels.core.io import read_manifest
-
-    f = folder / "kmeans_centroids.npz"
-    if not f.exists():
-        return None, None
-    manifest = read_manifest(folder / split) or {}
-    already_mapped = manifest.get("outputs", {}).get("content") == "trainIds"
-    with np.load(f) as z:
-        if already_mapped:
-            return None, int(len(z["centroids"]))
-        if "cluster_to_class" not in z:
-            raise PseudoLabelsError(f"{f}: no cluster_to_class array (map the clusters first)")
-        c2c = np.asarray(z["cluster_to_class"]).astype(np.int64)
-    k = len(c2c)
-    lut = np.full(max(256, k + 1), labels.void, np.uint8)
-    lut[:k] = np.where((c2c >= 0) & (c2c < labels.num_classes), c2c, labels.void)
-    if k < 255:
-        lut[255] = labels.void
-    return lut, k
 
 
 def semantic_index(root: Path, subdir: str, split: str) -> dict:
