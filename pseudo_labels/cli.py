@@ -19,6 +19,7 @@ from pseudo_labels.core.arguments import add_common_arguments, run_guarded
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pseudo_labels.commands.demo", "run the whole pipeline on a built-in synthetic city"),
     "synth": ("pseudo_labels.commands.synth", "write a synthetic city in the Cityscapes layout (with GT, disparity, camera)"),
+    "prepare-gt": ("pseudo_labels.commands.prepare_gt", "make panoptic GT and trainId maps from gtFine with cityscapesscripts, into a cache"),
     "extract-features": ("pseudo_labels.commands.extract_features", "dense self-supervised ViT patch features per image"),
     "generate-overclustered-semantics": (
         "pseudo_labels.commands.generate_overclustered_semantics",

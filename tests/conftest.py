@@ -26,6 +26,17 @@ def synth_city(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synth_city_official(tmp_path_factory) -> Path:
+    """Root of a synthetic city as the official zips unpack (no trainIds, no panoptic GT): ``val``, 3 images,
+    256x512, seed 0 (the same scenes as ``synth_city``)."""
+    from pseudo_labels.datasets.synthetic_city import write_synthetic_city
+
+    root = tmp_path_factory.mktemp("synth_city_official")
+    write_synthetic_city(root, 3, seed=0, size=SYNTH_TEST_SIZE, split="val", layout="official")
+    return root
+
+
+@pytest.fixture(scope="session")
 def synth_city_train_val(tmp_path_factory) -> Path:
     """Root of a synthetic city with ``train`` (4 images) and ``val`` (3 images), 256x512, seed 1."""
     from pseudo_labels.datasets.synthetic_city import write_synthetic_city

@@ -140,3 +140,46 @@ def test_thing_classes_list_and_auto(city, tmp_path):
                 str(out2), "--workers", "1", "--min-area", "50", "--thing-classes", "auto", *WORK) == 0
     man = json.loads((out2 / "manifest.json").read_text())
     assert "thing_classes_decision" in man
+
+
+def test_depth_none_components_only(city, tmp_path, capsys):
+    """--depth none: no depth folder; each thing component is an instance (A_min 10, the reference's CC-only),
+    the same function as the sweep's components-only row; depth-only options are refused or not recorded."""
+    from pseudo_labels.core.defaults import CC_MIN_AREA
+    from pseudo_labels.stages.instance.instances import connected_component_instances, resize_semantic
+
+    out = tmp_path / "cc"
+    assert _run("--semantic-dir", str(city / "sem_gt"), "--depth", "none", "--output-dir", str(out),
+                "--workers", "1", *WORK) == 0
+    files = sorted(out.rglob("*_instance.png"))
+    assert len(files) == 3
+    for f in files:
+        sem = read_png(next((city / "sem_gt").rglob(f.name.replace("_instance.png", ".png"))))
+        want = connected_component_instances(resize_semantic(sem, (128, 256)), min_area=CC_MIN_AREA)
+        np.testing.assert_array_equal(read_png(f), want)
+        assert want.max() > 3
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["parameters"]["depth"] == "none" and man["parameters"]["min_area"] == 10
+    assert "grad_threshold" not in man["parameters"] and man["inputs"]["depth_dir"] is None
+    # resume: nothing recomputed
+    assert _run("--semantic-dir", str(city / "sem_gt"), "--depth", "none", "--output-dir", str(out),
+                "--workers", "1", *WORK) == 0
+    assert json.loads((out / "manifest.json").read_text())["counts"]["skipped_existing"] == 3
+    capsys.readouterr()
+    assert _run("--semantic-dir", str(city / "sem_gt"), "--output-dir", str(tmp_path / "e"), *WORK) == 2
+    assert "--depth none" in capsys.readouterr().err
+    assert _run("--semantic-dir", str(city / "sem_gt"), "--depth", "none", "--thing-classes", "auto",
+                "--output-dir", str(tmp_path / "a"), *WORK) == 2
+    assert "needs depth maps" in capsys.readouterr().err
+
+
+def test_depth_none_from_a_run_config(tmp_path):
+    """``[instances] depth = "none"`` in a run config gives the components-only stage (A_min 10)."""
+    from pseudo_labels.stages import pipeline
+    from pseudo_labels.stages.instance.instances import instance_min_area
+
+    cfg = pipeline.parse_pipeline_text('[data]\nroot = "c"\n[instances]\ndepth = "none"\n', tmp_path)
+    inst = cfg.stages["instances"]
+    assert inst.depth == "none" and instance_min_area(inst) == 10
+    cfg = pipeline.parse_pipeline_text('[data]\nroot = "c"\n[instances]\nmin_area = 500\n', tmp_path)
+    assert cfg.stages["instances"].depth == "edges" and instance_min_area(cfg.stages["instances"]) == 500

@@ -188,3 +188,42 @@ def test_cropped_gradient_is_bit_identical_where_things_are(sigma):
         np.testing.assert_array_equal(e[box], (g > tau)[box])
         np.testing.assert_array_equal(split_instances_by_depth_edges(sem, depth, tau, 20, sigma),
                                       reference_split(sem, depth, tau, 20, sigma))
+
+
+def _reference_cc_only(sem: np.ndarray, things=range(11, 19), min_area: int = 10) -> np.ndarray:
+    """The reference's ``cc_only_instances`` (scipy label, default 4-connectivity) followed by its evaluator's
+    placement (an instance takes untaken pixels, skipped below 10 new), written out independently."""
+    from scipy import ndimage
+
+    instances = []
+    for cls in sorted(things):
+        m = sem == cls
+        if m.sum() < min_area:
+            continue
+        lab, n = ndimage.label(m)
+        for i in range(1, n + 1):
+            cc = lab == i
+            if cc.sum() >= min_area:
+                instances.append((cc, float(cc.sum())))
+    instances.sort(key=lambda x: -x[1])
+    out = np.zeros(sem.shape, np.int32)
+    k = 0
+    for cc, _ in instances:
+        new = cc & (out == 0)
+        if new.sum() < 10:
+            continue
+        k += 1
+        out[new] = k
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_components_only_equals_reference_cc_only(seed):
+    """``depth = "none"`` (and the sweep's CC-only row): the reference's k=300 CC-only instances, id for id."""
+    rng = np.random.default_rng(40 + seed)
+    sem = rng.choice([0, 11, 13, 13, 18, 255], size=(30, 45)).astype(np.uint8)
+    sem = np.kron(sem, np.ones((3, 3), np.uint8))  # components from 9 px up, many touching
+    sem[rng.random(sem.shape) < 0.05] = 13  # specks below the 10-pixel minimum
+    got = connected_component_instances(sem)
+    np.testing.assert_array_equal(got, _reference_cc_only(sem))
+    assert got.max() > 5

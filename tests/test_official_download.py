@@ -32,7 +32,8 @@ def synth(root: Path, split: str, size=FULL, n: int = 2, seed: int = 0) -> None:
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory) -> Path:
-    """A 2-image val split and a 2-image train split at 2048x1024 (kept read-only by the tests: copy it)."""
+    """A 2-image val split and a 2-image train split at 2048x1024, only what the four official zips hold
+    (``synth`` writes the official layout by default; kept read-only by the tests: copy it)."""
     root = tmp_path_factory.mktemp("official") / "cityscapes"
     synth(root, "val", seed=1)
     synth(root, "train", seed=2)
@@ -67,7 +68,7 @@ def test_reference_readme_commands_at_full_size(city, tmp_path, monkeypatch, cap
     assert len(raw) == 2 and read_png(raw[0]).shape == FULL and read_png(raw[0]).max() < 80
     assert readme("python pseudo_labels/sweep_k50_spidepth.py --cityscapes_root $CS_ROOT --split val "
                   "--semantic_subdir pseudo_semantic_raw_k80", root) == 0
-    sweep = json.loads((tmp_path / "sweep_k80_spidepth_val.json").read_text())  # the reference's file name
+    sweep = json.loads((root / "sweep_k80_spidepth_val.json").read_text())  # the reference's file and place
     assert sweep["k"] == 80 and sweep["work_resolution"] == [512, 1024] and sweep["eval_resolution"] == list(FULL)
     best = sweep["best"]
     assert best is not None and 0 < best["PQ"] <= 100 and best["n_images"] == 2
@@ -104,6 +105,7 @@ def small(text: str, root: Path, k: int = 8) -> str:
 
 @pytest.mark.parametrize("size", [FULL, (512, 1024), (256, 512)], ids=lambda s: f"{s[1]}x{s[0]}")
 def test_default_config_runs_at_any_size(tmp_path, capsys, size):
+    """The official layout (no panoptic GT, no trainIds): the run prepares them into <out>/gt_cache."""
     root = tmp_path / "cityscapes"
     synth(root, "val", size=size, seed=3)
     capsys.readouterr()
@@ -122,14 +124,15 @@ def test_default_config_runs_at_any_size(tmp_path, capsys, size):
     assert sweep["work_resolution"] == [size[0] // 2, size[1] // 2]
     assert sweep["grid"]["min_areas"] == [max(1, round(a * scale)) for a in (250, 500, 1000, 2000)]
     assert "published: k=80 + depth" in printed and "26.74" in printed and "standard" in printed
+    assert not (root / "gtFine" / "cityscapes_panoptic_val.json").exists()  # the dataset is never written
+    assert (tmp_path / "pipeline_out" / "gt_cache" / "gtFine" / "cityscapes_panoptic_val.json").is_file()
+    assert "made panoptic ground truth" in printed
 
 
 # --------------------------------------------------------------------------- pre-flight
 def test_preflight_reports_every_problem_at_once_and_writes_nothing(city, tmp_path, capsys):
     root = copy_city(city, tmp_path / "cs")
     shutil.rmtree(root / "disparity" / "val")
-    (root / "gtFine" / "cityscapes_panoptic_val.json").unlink()
-    shutil.rmtree(root / "gtFine" / "cityscapes_panoptic_val")
     for p in (root / "gtFine" / "val").rglob("*_instanceIds.png"):
         p.unlink()
     text = small(pipeline.default_config_text(), root).replace("# [exports.cups]", "[exports.cups]")
@@ -140,7 +143,8 @@ def test_preflight_reports_every_problem_at_once_and_writes_nothing(city, tmp_pa
     err = capsys.readouterr().err
     assert "nothing was written" in err
     for needle in ("[features] backbone = 'dinov2_vitb14' needs weights", "disparity/*_disparity.png missing for 2",
-                   "disparity_trainvaltest.zip", "cityscapes_panoptic_val.json", "leftImg8bit_sequence",
+                   "disparity_trainvaltest.zip", "_gtFine_instanceIds.png (the tool makes the panoptic",
+                   "leftImg8bit_sequence",
                    "link_key_frames"):
         assert needle in err, needle
     assert sorted(p for p in tmp_path.rglob("*")) == before

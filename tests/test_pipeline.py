@@ -76,7 +76,7 @@ def hand_typed(base: Path) -> None:
     sem, depth = city / SUB_SEM / split, city / SUB_DEPTH / split
     res = [str(H), str(W)]
     steps = [
-        ("synth", ["--out", city, "--n", N, "--seed", 3, "--size", *res, "--split", split]),
+        ("synth", ["--out", city, "--n", N, "--seed", 3, "--size", *res, "--split", split, "--layout", "extended"]),
         ("extract_features", ["--cityscapes-root", city, "--split", split, "--backbone", "builtin",
                               "--out", city / "features"]),
         ("generate_overclustered_semantics", ["--cityscapes-root", city, "--split", split, "--k", K,

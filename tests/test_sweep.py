@@ -169,3 +169,114 @@ def test_sweep_cells_with_a_three_class_table():
     # no edges (huge tau) and connected components: the touching boxes stay one instance (at most one match)
     assert res[(10.0, 50, 1.0, 3)]["PQ_things"] < 50 and res[CC_CELL]["PQ_things"] < 50
     assert res[CC_CELL]["per_class"]["box"]["FN"] >= 1
+
+
+# --------------------------------------------------------------------------- the official download
+def _reference_city(src, dst):
+    """Copy a synthetic city and add what the reference's sweep reads besides the download:
+    ``pseudo_semantic_raw_k80/val/<city>/<stem>.png`` (raw 'clusters' = GT trainIds, 255 void, with a
+    ``kmeans_centroids.npz`` mapping each cluster to its class) and ``depth_spidepth/val/<city>/<stem>.npy``."""
+    import shutil
+
+    from pseudo_labels.core.io import read_png, write_npy, write_png
+    from pseudo_labels.datasets.cityscapes import camera_path, disparity_path, list_images, read_gt_train_ids
+    from pseudo_labels.stages.instance.depth import depth_from_disparity, normalize_depth, read_camera
+
+    shutil.copytree(src, dst)
+    for e in list_images(dst, "val"):
+        d = depth_from_disparity(read_png(disparity_path(dst, e)), read_camera(camera_path(dst, e)))
+        write_npy(dst / "depth_spidepth" / "val" / e.city / f"{e.stem}.npy", normalize_depth(d, "minmax"))
+        write_png(dst / "pseudo_semantic_raw_k80" / "val" / e.city / f"{e.stem}.png", read_gt_train_ids(dst, e))
+    cent = np.random.default_rng(0).normal(size=(19, 8)).astype(np.float32)
+    np.savez(dst / "pseudo_semantic_raw_k80" / "kmeans_centroids.npz",
+             centroids=cent / np.linalg.norm(cent, axis=1, keepdims=True), cluster_to_class=np.arange(19))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def official_city(synth_city_official, tmp_path_factory):
+    return _reference_city(synth_city_official, tmp_path_factory.mktemp("sweep_official") / "cs")
+
+
+@pytest.fixture(scope="module")
+def extended_city(synth_city, tmp_path_factory):
+    return _reference_city(synth_city, tmp_path_factory.mktemp("sweep_extended") / "cs")
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def _metrics(rows):
+    return [{k: r[k] for k in ("mode", "grad_threshold", "min_area", "PQ", "SQ", "RQ", "PQ_things", "per_class")}
+            for r in rows]
+
+
+GRID = ["--grad_thresholds", "0.1", "0.2", "--min_areas", "50", "200", "--workers", "1", *WORK]
+
+
+def test_reference_command_on_the_official_download(official_city, extended_city, capsys):
+    """The reference's sweep command (underscore flags, no --out) on what the zips hold: the panoptic GT is
+    made by cityscapesscripts into <root>/gt_cache (gtFine untouched), reused on a rerun, and every row equals
+    the sweep on the same scenes with the GT prepared beside the data."""
+    gt_before = _tree(official_city / "gtFine")
+    cmd = ["sweep", "--cityscapes_root", str(official_city), "--split", "val",
+           "--semantic_subdir", "pseudo_semantic_raw_k80", *GRID]
+    assert main(cmd) == 0
+    cap = capsys.readouterr()
+    assert "made panoptic ground truth of split val (3 images)" in cap.err and "createPanopticImgs" in cap.err
+    out = official_city / "sweep_k19_spidepth_val.json"  # the reference's name: sweep_k<k>_spidepth_<split>.json
+    assert f"wrote {out}" in cap.out
+    assert _tree(official_city / "gtFine") == gt_before
+    assert (official_city / "gt_cache" / "gtFine" / "cityscapes_panoptic_val.json").is_file()
+    res = json.loads(out.read_text())
+    assert res["ground_truth"]["panoptic"]["status"] == "made" and res["k"] == 19
+    assert main(cmd) == 0
+    assert "reusing panoptic ground truth" in capsys.readouterr().err
+    assert json.loads(out.read_text())["ground_truth"]["panoptic"]["status"] == "reused"
+    assert main(["sweep", "--cityscapes_root", str(extended_city), "--split", "val",
+                 "--semantic_subdir", "pseudo_semantic_raw_k80", *GRID]) == 0
+    ext = json.loads((extended_city / "sweep_k19_spidepth_val.json").read_text())
+    assert ext["ground_truth"]["panoptic"]["status"] == "dataset"
+    assert len(res["results"]) == 5 and _metrics(res["results"]) == _metrics(ext["results"])
+
+
+def test_gtfine_semantics_from_label_ids(official_city, extended_city, tmp_path):
+    """--semantic-subdir gtFine on the download reads _labelIds through cityscapesscripts' trainId table:
+    the same rows as with the _labelTrainIds files."""
+    rows = []
+    for root in (official_city, extended_city):
+        out = tmp_path / f"{root.parent.name}.json"
+        assert main(["sweep", "--cityscapes-root", str(root), "--semantic-subdir", "gtFine", "--out", str(out),
+                     "--gt-cache", str(tmp_path / "cache"), *GRID]) == 0
+        rows.append(_metrics(json.loads(out.read_text())["results"]))
+    assert rows[0] == rows[1] and rows[0][0]["PQ"] > 50
+
+
+def test_depth_none_is_the_components_only_row(official_city, tmp_path, capsys):
+    """--depth none: one cc-only row, no depth files read, equal to the components-only row of the
+    depth sweep; it is the best row and the summary says so."""
+    base = ["sweep", "--cityscapes-root", str(official_city), "--semantic-subdir", "pseudo_semantic_raw_k80",
+            "--gt-cache", str(tmp_path / "cache")]
+    assert main([*base, "--out", str(tmp_path / "edges.json"), *GRID]) == 0
+    assert main([*base, "--out", str(tmp_path / "cc.json"), "--depth", "none", "--depth-subdir", "nowhere",
+                 "--workers", "1", *WORK]) == 0
+    cc = json.loads((tmp_path / "cc.json").read_text())
+    edges = json.loads((tmp_path / "edges.json").read_text())
+    assert [r["mode"] for r in cc["results"]] == ["cc-only"] and cc["depth"] == "none" and cc["depth_subdir"] is None
+    assert _metrics(cc["results"]) == _metrics([r for r in edges["results"] if r["mode"] == "cc-only"])
+    assert cc["best"]["mode"] == "cc-only"
+    assert "connected components only: PQ" in capsys.readouterr().out
+    assert not (tmp_path / "cc_heatmap.png").exists()
+
+
+def test_missing_inputs_name_the_command_that_makes_them(official_city, tmp_path, capsys):
+    base = ["sweep", "--cityscapes-root", str(official_city), "--out", str(tmp_path / "s.json"), "--gt-cache",
+            str(tmp_path / "cache")]
+    assert main([*base, "--semantic-subdir", "pseudo_semantic_raw_k80", "--depth-subdir", "depth_nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "pseudo-labels generate-depth" in err and "--output-subdir depth_nowhere" in err and "--depth none" in err
+    assert main([*base, "--semantic-subdir", "pseudo_semantic_k7"]) == 2
+    assert "generate-overclustered-semantics" in capsys.readouterr().err
+    assert main([*base, "--semantic-subdir", "gtFine", "--split", "test"]) == 2
+    assert "gtFine_trainvaltest.zip" in capsys.readouterr().err

@@ -227,9 +227,125 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert rc == 0
     assert "wrote 2" in capsys.readouterr().out
     assert len(list_images(out, "val")) == 2
+    assert not (out / "gtFine" / "cityscapes_panoptic_val.json").exists()  # default: the official layout
+    assert not list(out.rglob("*_labelTrainIds.png"))
+    assert main(["synth", "--out", str(out), "--n", "2", "--seed", "3", "--size", "128", "256",
+                 "--layout", "extended"]) == 0
     assert (out / "gtFine" / "cityscapes_panoptic_val.json").exists()
+    assert len(list(out.rglob("*_labelTrainIds.png"))) == 2
     assert main(["synth", "--out", str(out), "--n", "0"]) == 2
     assert main(["synth", "--out", str(out), "--size", "10", "20"]) == 2
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main(["synth", "--out", str(out), "--layout", "zip"])
+
+
+# --------------------------------------------------------------------------- official layout
+#: the per-image files of the four official zips (leftImg8bit_, gtFine_, disparity_, camera_trainvaltest)
+OFFICIAL_FILES = ("leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png",
+                  "gtFine/{split}/{city}/{stem}_gtFine_color.png",
+                  "gtFine/{split}/{city}/{stem}_gtFine_labelIds.png",
+                  "gtFine/{split}/{city}/{stem}_gtFine_instanceIds.png",
+                  "gtFine/{split}/{city}/{stem}_gtFine_polygons.json",
+                  "disparity/{split}/{city}/{stem}_disparity.png",
+                  "camera/{split}/{city}/{stem}_camera.json")
+
+
+def _official_names(stems, split):
+    return {f.format(split=split, city=s.rsplit("_", 2)[0], stem=s) for s in stems for f in OFFICIAL_FILES}
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != synth.MANIFEST_NAME}
+
+
+def test_official_layout_holds_only_the_zips_files(synth_city_official, synth_city):
+    stems = [synth.stem_for(i, "val") for i in range(3)]
+    assert _files(synth_city_official) == _official_names(stems, "val")
+    # the same scenes as the extended fixture (same seed and size): identical shared files
+    for rel in _official_names(stems, "val"):
+        assert (synth_city_official / rel).read_bytes() == (synth_city / rel).read_bytes(), rel
+
+
+def test_polygons_official_schema_and_cityscapesscripts_rasterisation(synth_city_official):
+    """The polygons JSON reads with cityscapesscripts' Annotation, and its json2labelImg fill (ids, trainIds,
+    color) equals the labelIds / color PNGs and the trainId table, pixel for pixel."""
+    from cityscapesscripts.helpers.annotation import Annotation
+    from cityscapesscripts.helpers.labels import name2label
+    from cityscapesscripts.preparation.json2labelImg import createLabelImage
+
+    lut = label_id_to_train_id_lut()
+    for e in list_images(synth_city_official, "val"):
+        gt = synth_city_official / "gtFine" / "val" / e.city
+        path = gt / f"{e.stem}_gtFine_polygons.json"
+        d = read_json(path)
+        assert set(d) == {"imgHeight", "imgWidth", "objects"} and (d["imgHeight"], d["imgWidth"]) == SIZE
+        labels = set()
+        for obj in d["objects"]:
+            assert set(obj) == {"label", "polygon"} and len(obj["polygon"]) >= 3
+            assert all(len(pt) == 2 and all(isinstance(v, int) for v in pt) for pt in obj["polygon"])
+            name = obj["label"]
+            labels.add(name)
+            assert name in name2label or (name.endswith("group") and name[:-5] in name2label)
+        assert {"road", "car", "person", "sky"} <= labels and "persongroup" in labels  # crowd, as in gtFine
+        ann = Annotation()
+        ann.fromJsonFile(str(path))
+        label_ids = read_png(gt / f"{e.stem}_gtFine_labelIds.png")
+        assert np.array_equal(np.asarray(createLabelImage(ann, "ids")), label_ids)
+        assert np.array_equal(np.asarray(createLabelImage(ann, "trainIds")), lut[label_ids])
+        color = np.asarray(createLabelImage(ann, "color"))[..., :3]
+        assert np.array_equal(color, read_png(gt / f"{e.stem}_gtFine_color.png"))
+
+
+def test_layout_switch_removes_and_restores_the_extras(tmp_path):
+    root = tmp_path / "c"
+    synth.write_synthetic_city(root, 2, size=(128, 256), layout="extended")
+    assert (root / "gtFine" / "cityscapes_panoptic_val.json").exists()
+    synth.write_synthetic_city(root, 2, size=(128, 256), layout="official")
+    assert _files(root) == _official_names([synth.stem_for(i, "val") for i in range(2)], "val")
+    assert read_manifest(root, synth.MANIFEST_NAME)["parameters"]["splits"]["val"]["layout"] == "official"
+    with pytest.raises(ValueError, match="layout"):
+        synth.write_synthetic_city(root, 2, size=(128, 256), layout="zips")
+
+
+def test_official_layout_at_full_size(tmp_path):
+    """One 1024x2048 image in the official layout: every file at the Cityscapes size, polygons exact."""
+    from cityscapesscripts.helpers.annotation import Annotation
+    from cityscapesscripts.preparation.json2labelImg import createLabelImage
+
+    root = tmp_path / "full"
+    stems = synth.write_synthetic_city(root, 1, seed=2, size=(1024, 2048), layout="official")
+    assert _files(root) == _official_names(stems, "val")
+    e = list_images(root, "val")[0]
+    gt = root / "gtFine" / "val" / e.city
+    assert read_png(e.image_path).shape == (1024, 2048, 3)
+    assert read_png(root / "disparity" / "val" / e.city / f"{e.stem}_disparity.png").shape == (1024, 2048)
+    cam = read_json(root / "camera" / "val" / e.city / f"{e.stem}_camera.json")
+    assert cam["intrinsic"]["fx"] == pytest.approx(2262.52)
+    ann = Annotation()
+    ann.fromJsonFile(str(gt / f"{e.stem}_gtFine_polygons.json"))
+    assert (ann.imgHeight, ann.imgWidth) == (1024, 2048)
+    assert np.array_equal(np.asarray(createLabelImage(ann, "ids")), read_png(gt / f"{e.stem}_gtFine_labelIds.png"))
+
+
+def test_scene_polygons_repaint_nested_and_thin_segments():
+    """A ring around a hole holding another segment, a one-pixel line and a single pixel: the fill of
+    the polygons in order repaints the map exactly."""
+    from PIL import Image, ImageDraw
+
+    inst = np.full((40, 60), 7, np.int32)  # road
+    inst[5:30, 5:40] = 26000  # a car ...
+    inst[10:20, 10:25] = 8  # ... with sidewalk inside it
+    inst[12:15, 12:15] = 26001  # ... and another car inside that
+    inst[35, 2:50] = 17  # a thin pole line
+    inst[2, 55] = 24  # one crowd pixel
+    d = synth.scene_polygons(inst)
+    img = Image.new("I", (60, 40), -1)
+    draw = ImageDraw.Draw(img)
+    for obj in d["objects"]:
+        draw.polygon([tuple(p) for p in obj["polygon"]], fill=int(
+            {"road": 7, "car": 26, "sidewalk": 8, "pole": 17, "persongroup": 24}[obj["label"]]))
+    labels = np.where(inst >= 1000, inst // 1000, inst)
+    assert np.array_equal(np.asarray(img), labels)
 
 
 def _patch_features(scene, p: int = 14):

@@ -6,7 +6,9 @@ working resolution (semantic: nearest, PIL pixel-centre convention; depth: PIL b
 as the reference), runs :func:`pseudo_labels.stages.instance.instances.split_instances_by_depth_edges` and
 writes ``<out>/<same relative folder>/<semantic file name without .png>_instance.png``
 (uint16, 0 none, 1..N, at the working resolution), ``stats.json`` (the reference's
-statistics) and ``manifest.json``. The work is :func:`pseudo_labels.stages.instance.instances.generate_instances`.
+statistics) and ``manifest.json``. ``--depth none``: no depth maps; every connected component of a
+thing class is an instance (the reference's "k=300 CC-only" row; ``--min-area`` defaults to 10 there).
+The work is :func:`pseudo_labels.stages.instance.instances.generate_instances`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ from pseudo_labels.stages.instance.instances import InstanceConfig, generate_ins
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--semantic-dir", required=True, help="semantic PNGs (trainIds, 255 void), searched recursively")
-    add_option(parser, "--depth-dir", required=True, help="depth .npy maps (float, any size), searched recursively")
+    add_option(parser, "--depth-dir", default=None,
+               help="depth .npy maps (float, any size), searched recursively (not with --depth none)")
+    add_option(parser, "--depth", choices=defaults.DEPTH_MODES, default="edges",
+               help="edges (default): split things at depth edges; none: connected components only "
+                    "(the reference's CC-only row)")
     add_option(parser, "--output-dir", required=True, help="output folder for instance PNGs (uint16)")
     add_option(parser, "--grad-threshold", type=float, default=defaults.GRAD_THRESHOLD,
                help="depth-gradient edge threshold tau (default %(default)s)")
     add_option(parser, "--min-area", type=int, default=None,
                help=f"minimum instance area A_min in pixels at the working resolution (default: {defaults.MIN_AREA} "
-                    "at 512x1024, scaled by the pixel count at other working resolutions)")
+                    f"at 512x1024, scaled by the pixel count at other working resolutions; {defaults.CC_MIN_AREA} "
+                    "with --depth none)")
     add_option(parser, "--sigma", "--depth-blur", type=float, default=defaults.DEPTH_BLUR_SIGMA,
                help="Gaussian blur sigma before the Sobel gradient (default %(default)s)")
     add_option(parser, "--dilation-iters", type=int, default=defaults.DILATION_ITERS,
@@ -59,8 +66,8 @@ def config_from_args(args: argparse.Namespace) -> InstanceConfig:
         semantic_dir=args.semantic_dir, depth_dir=args.depth_dir, output_dir=args.output_dir,
         grad_threshold=args.grad_threshold, min_area=args.min_area, sigma=args.sigma,
         dilation_iters=args.dilation_iters, connectivity=args.connectivity, normalize=args.normalize,
-        resolution=tuple(args.resolution) if args.resolution else None, thing_classes=args.thing_classes, skip_missing=args.skip_missing,
-        dataset=args.dataset, thing_rule=args.rule,
+        resolution=tuple(args.resolution) if args.resolution else None, thing_classes=args.thing_classes,
+        skip_missing=args.skip_missing, dataset=args.dataset, thing_rule=args.rule, depth=args.depth,
     )
 
 

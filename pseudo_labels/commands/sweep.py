@@ -2,8 +2,10 @@
 
 Reads ``<root>/<semantic-subdir>/<split>/**.png`` (trainIds; or raw clusters mapped with
 ``<root>/<semantic-subdir>/kmeans_centroids.npz`` ``cluster_to_class``, as the reference),
-``<root>/<depth-subdir>/<split>/**.npy`` and the Cityscapes panoptic ground truth
-(``gtFine/cityscapes_panoptic_<split>.json`` + folder). Writes the JSON (the reference's
+``<root>/<depth-subdir>/<split>/**.npy`` (not with ``--depth none``: connected components only,
+the reference's CC-only row) and the Cityscapes panoptic ground truth
+(``gtFine/cityscapes_panoptic_<split>.json`` + folder; absent from the official zips, it is made by
+cityscapesscripts into ``--gt-cache`` and reused). Writes the JSON (the reference's
 schema plus sigma, dilation, SQ/RQ splits and per-class numbers), a CSV next to it, one PQ
 heatmap (tau x A_min) per semantic source, and prints the best configuration. The work is
 :func:`pseudo_labels.stages.outputs.sweep.run_sweep`.
@@ -12,9 +14,7 @@ heatmap (tau x A_min) per semantic source, and prints the best configuration. Th
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from pathlib import Path
 
 from pseudo_labels.core import defaults
 from pseudo_labels.core.arguments import add_option, add_runner_arguments, runner_options
@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="folder(s) under the root with semantic PNGs (one sweep per folder, e.g. one per k); "
                     "'gtFine' uses the GT labelTrainIds")
     add_option(parser, "--depth-subdir", default="depth_spidepth", help="folder under the root with depth .npy")
+    add_option(parser, "--depth", choices=defaults.DEPTH_MODES, default="edges",
+               help="edges (default): split things at depth edges over the grid; none: connected components "
+                    "only (the reference's CC-only row; no depth files needed)")
+    add_option(parser, "--gt-cache", default=None,
+               help="where panoptic GT missing from the dataset is made (cityscapesscripts) and reused "
+                    "(default: <folder of --out>/gt_cache)")
     add_option(parser, "--grad-thresholds", type=float, nargs="+", default=list(defaults.SWEEP_GRAD_THRESHOLDS))
     add_option(parser, "--min-areas", type=int, nargs="+", default=None,
                help=f"A_min values, pixels at the working resolution (default {list(defaults.SWEEP_MIN_AREAS)} at "
@@ -50,34 +56,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--ap50", action="store_true",
                help="also an AP50 column: COCO instance AP at IoU 0.5 of the thing classes (score = segment area), "
                     "in the evaluation frame (512x1024 with --protocol reference)")
-    parser.add_argument("--out", default=None,
-                        help="output JSON, CSV and heatmaps next to it (default: ./sweep_k<k>_<depth>_<split>.json, the "
-                             "reference's name, in the current folder rather than the dataset)")
+    parser.add_argument("--out", default=None, help="output JSON, CSV and heatmaps next to it (default, as the "
+                        "reference: <root>/sweep_k<k>_<depth>_<split>.json, e.g. sweep_k80_spidepth_val.json)")
     add_runner_arguments(parser, workers=default_workers(), shard=False, overwrite=False)
 
 
-def default_out(semantic_subdir: str, depth_subdir: str, split: str) -> str:
-    """The reference's ``sweep_k80_spidepth_val.json`` for ``pseudo_semantic_raw_k80`` and ``depth_spidepth``."""
-    k = re.search(r"(k\d+)$", semantic_subdir.rstrip("/"))
-    depth = depth_subdir.rstrip("/").removeprefix("depth_")
-    return f"sweep_{k.group(1) if k else Path(semantic_subdir).name}_{depth}_{split}.json"
-
-
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
-    out = args.out or default_out(args.semantic_subdir[0], args.depth_subdir, args.split)
     return SweepConfig(
-        cityscapes_root=args.cityscapes_root, semantic_subdirs=tuple(args.semantic_subdir), out=out,
+        cityscapes_root=args.cityscapes_root, semantic_subdirs=tuple(args.semantic_subdir), out=args.out,
         split=args.split, depth_subdir=args.depth_subdir, grad_thresholds=tuple(args.grad_thresholds),
         min_areas=tuple(args.min_areas) if args.min_areas else None, sigmas=tuple(args.sigmas), dilation_iters=tuple(args.dilation_iters),
         connectivity=args.connectivity, normalize=args.normalize, resolution=tuple(args.resolution) if args.resolution else None,
         protocol=args.protocol, cc_baseline=not args.no_cc_baseline, max_images=args.max_images,
-        skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50,
+        skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50, depth=args.depth,
+        gt_cache=args.gt_cache,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     out = run_sweep(config_from_args(args), runner_options(args))
     print(format_best(out), file=sys.stdout)
+    print(f"wrote {out['out']}", file=sys.stdout)
     return 0
 
 

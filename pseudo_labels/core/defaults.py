@@ -7,6 +7,10 @@ CLI flags, library functions, the sweep and the demo all read them from here.
 # --- synthetic city
 SYNTH_SIZE = (1024, 2048)  # (H, W), Cityscapes resolution
 SYNTH_SPLIT = "val"
+SYNTH_LAYOUTS = ("official", "extended")  # official: what the four zips hold; extended: + trainIds, panoptic GT
+SYNTH_LAYOUT = "official"  # the synth command's default
+SYNTH_LAYOUT_LIBRARY = "extended"  # write_synthetic_city / [synth]: the test fixtures and the demo read the extras
+GT_CACHE_DIRNAME = "gt_cache"  # <output folder>/gt_cache: ground truth made by cityscapesscripts
 
 # --- features (stage 1)
 FEATURE_INPUT_SIZE = (322, 644)  # (H, W): short side 322, both multiples of 14 (reference)
@@ -34,6 +38,8 @@ MIN_NEW_PIXELS = 10  # placement: an instance needs this many not-yet-taken pixe
 REFERENCE_WORK_RESOLUTION = (512, 1024)  # the reference's working resolution (H, W): half of 1024x2048
 WORK_SCALE = 0.5  # default working resolution: this fraction of each image's size (Cityscapes: 512x1024)
 WORK_RESOLUTION = None  # None: WORK_SCALE of each image's size; an explicit (H, W) wins
+CC_MIN_AREA = 10  # components only (depth "none"): the reference's cc_only_instances min_area
+DEPTH_MODES = ("edges", "none")  # instances: split at depth edges, or connected components alone
 
 # --- sweep (stage 8): the grid contains the reference's best point (0.20, 1000)
 SWEEP_GRAD_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.30)

@@ -28,9 +28,8 @@ Library: :func:`generate_scene`, :func:`write_synthetic_city`. Command: ``pseudo
 
 from __future__ import annotations
 
-import contextlib
-import io as _io
 import math
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 
 from pseudo_labels.core import io as plio
 from pseudo_labels.datasets.cityscapes import LABELS, label_id_to_train_id_lut, list_images  # noqa: F401  (LABELS, list_images: this data set's table and lister)
-from pseudo_labels.core.defaults import SYNTH_SIZE, SYNTH_SPLIT
+from pseudo_labels.core.defaults import SYNTH_LAYOUT_LIBRARY, SYNTH_LAYOUTS, SYNTH_SIZE, SYNTH_SPLIT
 
 # --------------------------------------------------------------------------- constants
 #: real Cityscapes camera at 2048x1024 (scaled to the image size per scene)
@@ -796,8 +795,84 @@ def _write_rgb_png_fast(path: Path, image: np.ndarray) -> None:
     plio.write_bytes(path, buf.tobytes())
 
 
+def _segment_contours(values: np.ndarray, where: np.ndarray | None = None) -> list[tuple[float, int, np.ndarray]]:
+    """(polygon area, value, (N, 2) int32 x/y vertices) of every 8-connected component of equal
+    ``values`` (H, W) int (only pixels where ``where`` is true, if given): the outer boundary
+    through the centres of its border pixels (``cv2.findContours``, simple chain)."""
+    from scipy import ndimage
+
+    if where is not None:
+        values = np.where(where, values, -1)
+    uniq, inverse = np.unique(values, return_inverse=True)
+    compact = inverse.reshape(values.shape).astype(np.int32) + 1
+    out = []
+    for i, box in enumerate(ndimage.find_objects(compact), start=1):
+        value = int(uniq[i - 1])
+        if box is None or value < 0:
+            continue
+        mask = (compact[box] == i).astype(np.uint8)
+        n, comp = cv2.connectedComponents(mask, connectivity=8)
+        for j in range(1, n):
+            contours, _ = cv2.findContours((comp == j).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            c = max(contours, key=len)[:, 0, :].astype(np.int32) + np.array([box[1].start, box[0].start], np.int32)
+            if len(c) < 3:  # a pixel or a straight run: repeat vertices (polygons have >= 3 points)
+                c = np.concatenate([c, c[::-1], c])[:max(3, len(c))]
+            out.append((abs(float(cv2.contourArea(c))), value, c))
+    return out
+
+
+def _rasterize(objects: list[tuple[int, np.ndarray]], shape: tuple[int, int]) -> np.ndarray:
+    """Fill the polygons in order with their values, as ``json2labelImg`` does (PIL ``ImageDraw.polygon``)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("I", (shape[1], shape[0]), -1)
+    draw = ImageDraw.Draw(img)
+    for value, poly in objects:
+        draw.polygon([(int(x), int(y)) for x, y in poly], fill=int(value))
+    return np.asarray(img, np.int64)
+
+
+def polygon_label_name(value: int) -> str:
+    """Cityscapes polygon label of an ``_instanceIds`` value: the class name; a thing class
+    without an instance index (crowd) is ``<name>group`` (e.g. ``persongroup``), as in gtFine."""
+    from cityscapesscripts.helpers.labels import id2label
+
+    lab = id2label[value // 1000 if value >= 1000 else value]
+    return lab.name + ("group" if value < 1000 and lab.hasInstances else "")
+
+
+def scene_polygons(instance_ids: np.ndarray, max_rounds: int = 8) -> dict:
+    """The ``_gtFine_polygons.json`` of a scene in the official schema: ``{"imgHeight", "imgWidth",
+    "objects": [{"label", "polygon": [[x, y], ...]}]}`` (x, y integer pixel coordinates).
+
+    One polygon per 8-connected piece of every ``instance_ids`` (H, W) segment, larger
+    (enclosing) polygons first, so that filling them in order (what cityscapesscripts'
+    ``json2labelImg`` / ``createTrainIdLabelImgs`` do) repaints the segments; pixels the fill
+    gets wrong (thin parts, pieces inside another segment's outline) get further polygons
+    drawn after, until the fill equals the map (with the installed Pillow). So the label
+    images made from the polygons equal the ``_labelIds`` PNG; an instance may be several
+    polygons (so ``json2instanceImg`` numbering differs: the ``_instanceIds`` PNG is the instance truth).
+    """
+    h, w = instance_ids.shape
+    inst = instance_ids.astype(np.int64)
+    objects = [(v, c) for _, v, c in sorted(_segment_contours(inst), key=lambda t: -t[0])]
+    for _ in range(max_rounds):
+        wrong = _rasterize(objects, (h, w)) != inst
+        if not wrong.any():
+            break
+        objects += [(v, c) for _, v, c in sorted(_segment_contours(inst, wrong), key=lambda t: -t[0])]
+    else:
+        wrong = _rasterize(objects, (h, w)) != inst
+        ys, xs = np.nonzero(wrong)  # last resort: one polygon per remaining pixel
+        objects += [(int(inst[y, x]), np.array([[x, y]] * 3, np.int32)) for y, x in zip(ys, xs)]
+    return {"imgHeight": int(h), "imgWidth": int(w),
+            "objects": [{"label": polygon_label_name(v), "polygon": c.tolist()} for v, c in objects]}
+
+
 def write_scene(root: str | Path, split: str, stem: str, scene: SyntheticScene) -> None:
-    """Write one scene's files in the Cityscapes layout under ``root`` (atomic writes)."""
+    """Write one scene's files as the official zips hold them, under ``root`` (atomic writes):
+    ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png``, ``gtFine/...<stem>_gtFine_{color,labelIds,
+    instanceIds}.png`` + ``_gtFine_polygons.json``, ``disparity/..._disparity.png``, ``camera/..._camera.json``."""
     root = Path(root)
     city = stem.rsplit("_", 2)[0]
     rel = Path(split) / city
@@ -805,8 +880,8 @@ def write_scene(root: str | Path, split: str, stem: str, scene: SyntheticScene) 
     gt = root / "gtFine" / rel
     plio.write_png(gt / f"{stem}_gtFine_labelIds.png", scene.label_ids)
     plio.write_png(gt / f"{stem}_gtFine_instanceIds.png", scene.instance_ids.astype(np.uint16))
-    plio.write_png(gt / f"{stem}_gtFine_labelTrainIds.png", scene.train_ids)
     plio.write_png(gt / f"{stem}_gtFine_color.png", color_image(scene.label_ids))
+    plio.write_json(gt / f"{stem}_gtFine_polygons.json", scene_polygons(scene.instance_ids), indent=None)
     plio.write_png(root / "disparity" / rel / f"{stem}_disparity.png", scene.disparity)
     plio.write_json(root / "camera" / rel / f"{stem}_camera.json", scene.camera)
 
@@ -817,48 +892,77 @@ def _write_one(job: tuple) -> str:
     return stem
 
 
-def write_panoptic_gt(root: str | Path, split: str) -> tuple[Path, Path]:
-    """Run cityscapesscripts' ``convert2panoptic`` on ``<root>/gtFine/<split>`` (prints silenced)."""
-    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+def _remove_extras(root: Path, split: str, stems: list[str]) -> None:
+    """Remove the extras an earlier ``extended`` write left for this split (ours only: the
+    trainId maps of ``stems`` and the split's panoptic GT), so ``official`` holds only what the zips hold."""
+    from pseudo_labels.datasets.cityscapes_gt import panoptic_paths, train_ids_path
 
-    gt = str(Path(root) / "gtFine")
-    with contextlib.redirect_stdout(_io.StringIO()):
-        convert2panoptic(cityscapesPath=gt, outputFolder=gt, setNames=[split])
-    return Path(gt) / f"cityscapes_panoptic_{split}.json", Path(gt) / f"cityscapes_panoptic_{split}"
+    j, folder = panoptic_paths(root, split)
+    j.unlink(missing_ok=True)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    for stem in stems:
+        train_ids_path(root, split, stem).unlink(missing_ok=True)
+
+
+def _complete(root: Path, split: str, stems: list[str], layout: str) -> bool:
+    """Every file of the layout exists for ``stems`` (a rerun with the same parameters keeps them)."""
+    from pseudo_labels.datasets.cityscapes_gt import panoptic_paths, train_ids_path
+
+    for stem in stems:
+        rel = Path(split) / stem.rsplit("_", 2)[0]
+        if not all((root / p).is_file() for p in (Path("leftImg8bit") / rel / f"{stem}_leftImg8bit.png",
+                                                  Path("gtFine") / rel / f"{stem}_gtFine_polygons.json",
+                                                  Path("camera") / rel / f"{stem}_camera.json")):
+            return False
+        if layout == "extended" and not train_ids_path(root, split, stem).is_file():
+            return False
+    return layout == "official" or panoptic_paths(root, split)[0].is_file()
 
 
 def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size: tuple[int, int] = SYNTH_SIZE,
                          split: str = SYNTH_SPLIT, workers: int = 1, manifest_name: str = MANIFEST_NAME,
-                         class_dropout: float = 0.0) -> list[str]:
+                         class_dropout: float = 0.0, layout: str = SYNTH_LAYOUT_LIBRARY) -> list[str]:
     """Write ``n_images`` synthetic scenes of one split in the Cityscapes layout; return their stems.
 
-    Writes leftImg8bit, gtFine (labelIds, instanceIds, labelTrainIds, color), disparity,
-    camera, the Cityscapes panoptic GT (``gtFine/cityscapes_panoptic_<split>.json`` +
-    folder, made by cityscapesscripts) and ``<out_dir>/<manifest_name>`` (splits merged,
-    so train and val can share a root). Image ``i`` uses ``image_seed(seed, i, split)``.
-    ``class_dropout``: see :func:`generate_scene` (recorded in the manifest when > 0).
+    ``layout="official"``: exactly what the official zips hold (leftImg8bit_, gtFine_, disparity_,
+    camera_trainvaltest): ``leftImg8bit``, ``gtFine`` (``_color``, ``_labelIds``, ``_instanceIds``
+    PNGs + ``_polygons.json``), ``disparity``, ``camera`` (see :func:`write_scene`).
+    ``layout="extended"`` (the library default, which the test fixtures and the pipeline's
+    ``[synth]`` use): also what cityscapesscripts' preparation scripts would add next to the data,
+    made by them (:func:`pseudo_labels.datasets.cityscapes_gt.prepare_ground_truth` in place):
+    ``_gtFine_labelTrainIds.png`` and the panoptic GT ``gtFine/cityscapes_panoptic_<split>.json`` + folder.
+    Both write ``<out_dir>/<manifest_name>`` (splits merged, so train and val can share a root).
+    Image ``i`` uses ``image_seed(seed, i, split)``. ``class_dropout``: see :func:`generate_scene`
+    (recorded in the manifest when > 0).
     """
     from pseudo_labels.core.runner import run_per_image
+    from pseudo_labels.datasets.cityscapes_gt import prepare_ground_truth
 
     if n_images < 1:
         raise ValueError("n_images must be >= 1")
+    if layout not in SYNTH_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(SYNTH_LAYOUTS)}, got {layout!r}")
     root = Path(out_dir)
     size = (int(size[0]), int(size[1]))
     stems = [stem_for(i, split) for i in range(n_images)]
-    entry = {"n_images": n_images, "seed": int(seed), "size": list(size), "stems": stems}
+    entry = {"n_images": n_images, "seed": int(seed), "size": list(size), "stems": stems, "layout": layout}
     if class_dropout:
         dropped_classes(0, class_dropout)  # validates the value
         entry["class_dropout"] = float(class_dropout)
     old = plio.read_manifest(root, manifest_name) if (root / manifest_name).exists() else None
     splits = dict((old or {}).get("parameters", {}).get("splits", {})) if old and old.get("stage") == "synth" else {}
-    if splits.get(split) == entry and (root / "gtFine" / f"cityscapes_panoptic_{split}.json").exists():
+    if splits.get(split) == entry and _complete(root, split, stems, layout):
         return stems  # already written with the same parameters: keep the files (and their mtimes)
     jobs = [(str(root), split, stems[i], image_seed(seed, i, split), size, float(class_dropout))
             for i in range(n_images)]
     summary = run_per_image(_write_one, jobs, workers=workers, desc=f"synth {split}",
                             name_of=lambda j: j[2], progress=False)
     summary.raise_if_failed()
-    write_panoptic_gt(root, split)
+    if layout == "extended":
+        prepare_ground_truth(root, split, root, workers=workers, in_place=True)
+    else:
+        _remove_extras(root, split, stems)
     splits[split] = entry
     plio.write_manifest(root, "synth", {"splits": splits}, uses_ground_truth=False,
                         counts={s: v["n_images"] for s, v in splits.items()}, name=manifest_name)
@@ -867,7 +971,8 @@ def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size
 
 @dataclass(frozen=True)
 class SyntheticCityConfig:
-    """One split of a synthetic city: ``n`` images of ``size`` (H, W) pixels from ``seed``.
+    """One split of a synthetic city: ``n`` images of ``size`` (H, W) pixels from ``seed``, written in
+    ``layout`` (``official`` or ``extended``, see :func:`write_synthetic_city`).
 
     ``class_dropout``: probability of leaving each class out of each image (see :func:`generate_scene`).
     """
@@ -876,6 +981,7 @@ class SyntheticCityConfig:
     seed: int = 0
     size: tuple[int, int] = SYNTH_SIZE
     class_dropout: float = 0.0
+    layout: str = SYNTH_LAYOUT_LIBRARY
 
     def check(self, name_of=lambda field: "--" + field.replace("_", "-")) -> None:
         """:class:`PseudoLabelsError` for values the generator cannot use; ``name_of(field)`` is how the
@@ -889,6 +995,8 @@ class SyntheticCityConfig:
             raise PseudoLabelsError(f"{name_of('size')} {h} {w}: need at least 64 128")
         if not 0.0 <= self.class_dropout <= 1.0:
             raise PseudoLabelsError(f"{name_of('class_dropout')} {self.class_dropout}: need 0 <= P <= 1")
+        if self.layout not in SYNTH_LAYOUTS:
+            raise PseudoLabelsError(f"{name_of('layout')} {self.layout!r}: choose from {', '.join(SYNTH_LAYOUTS)}")
 
 
 def write_synthetic_city_config(out_dir: str | Path, config: SyntheticCityConfig, split: str = SYNTH_SPLIT,
@@ -897,4 +1005,4 @@ def write_synthetic_city_config(out_dir: str | Path, config: SyntheticCityConfig
     ``name_of``: see :meth:`SyntheticCityConfig.check`."""
     config.check(*([name_of] if name_of else []))
     return write_synthetic_city(out_dir, config.n, seed=config.seed, size=tuple(config.size), split=split,
-                                workers=workers, class_dropout=config.class_dropout)
+                                workers=workers, class_dropout=config.class_dropout, layout=config.layout)

@@ -261,10 +261,28 @@ def _run_panoptic(config, options, layout, log):
     return _summary_outcome(generate_panoptic(config, options))
 
 
+def _with_prepared_gt(config, layout: Layout, log):
+    """The evaluate config pointed at the split's panoptic GT (and trainId maps for the mIoU): the
+    dataset's own, or made by cityscapesscripts into ``<out>/gt_cache`` (the official zips hold
+    neither; :mod:`pseudo_labels.datasets.cityscapes_gt`)."""
+    from pseudo_labels.datasets.cityscapes_gt import PANOPTIC, TRAIN_IDS, default_cache, prepare_ground_truth
+
+    if config.dataset != "cityscapes":
+        return config
+    kinds = (PANOPTIC, TRAIN_IDS) if config.gt_semantic_dir else (PANOPTIC,)
+    prepared = prepare_ground_truth(layout.root, layout.split, default_cache(layout.out), kinds,
+                                    log=lambda line: log(f"    {line}"))
+    gt_json, gt_folder = prepared.panoptic
+    paths = {"gt_json": str(gt_json), "gt_folder": str(gt_folder)}
+    if config.gt_semantic_dir:
+        paths["gt_semantic_dir"] = str(prepared.gt_root[TRAIN_IDS] / "gtFine" / layout.split)
+    return dataclasses.replace(config, **paths)
+
+
 def _run_evaluate(config, options, layout, log):
     from pseudo_labels.stages.outputs.scoring import evaluate_folders
 
-    result = evaluate_folders(config, options)
+    result = evaluate_folders(_with_prepared_gt(config, layout, log), options)
     line = f"PQ {result['PQ']:.2f}  SQ {result['SQ']:.2f}  RQ {result['RQ']:.2f}"
     if "semantic" in result:
         line += f"  mIoU {result['semantic']['mIoU']:.2f}"
@@ -642,28 +660,25 @@ def _weights_problems(name: str, cfg: Any) -> list[str]:
     return out
 
 
-def _gt_panoptic_problem(layout: Layout, stems: list[str], stage: str) -> str | None:
-    """None when the split's panoptic ground truth exists (or can be prepared from gtFine); else the problem."""
-    gt_json, _ = layout.gt_panoptic
-    if gt_json.exists():
+def _gt_problem(layout: Layout, images: dict[str, Path], stage: str, kind: str) -> str | None:
+    """None when the split's ``kind`` of derived ground truth (panoptic / trainIds) is in the dataset or
+    can be made from its gtFine files (by :mod:`pseudo_labels.datasets.cityscapes_gt`); else the problem."""
+    from pseudo_labels.datasets.cityscapes_gt import PANOPTIC, SOURCES
+
+    if kind == PANOPTIC and layout.gt_panoptic[0].exists():
         return None
-    prepare = _gt_preparer()
-    inst = _files(layout.gt_semantic_dir, "_gtFine_instanceIds.png")
-    missing = [layout.gt_semantic_dir / f"{s}_gtFine_instanceIds.png" for s in stems if s not in inst]
-    if prepare is not None and not missing:
+    if kind != PANOPTIC and _has_files(layout.gt_semantic_dir, "*_gtFine_labelTrainIds.png"):
         return None
-    if prepare is not None:
-        return f"[{stage}] " + _missing_text("gtFine *_gtFine_instanceIds.png (to prepare the panoptic ground truth)",
-                                             missing, ZIPS["gtFine"])
-    return (f"[{stage}] {gt_json}: not found (the panoptic ground truth; cityscapesscripts' createPanopticImgs "
-            f"makes it from gtFine/{layout.split}/*_gtFine_instanceIds.png)")
-
-
-def _gt_preparer() -> Callable | None:
-    """The library function that prepares panoptic GT from gtFine, when this version has one."""
-    from pseudo_labels.datasets import cityscapes
-
-    return getattr(cityscapes, "prepare_panoptic_gt", None)
+    suffix = SOURCES[kind]
+    found = _files(layout.gt_semantic_dir, suffix)
+    missing = [layout.gt_semantic_dir / images[s].parent.name / f"{s}{suffix}" for s in sorted(images) if s not in found]
+    if images and not missing:
+        return None
+    what = "panoptic ground truth" if kind == PANOPTIC else "trainId maps"
+    if not images:
+        return f"[{stage}] needs gtFine/{layout.split}/<city>/*{suffix} (the tool makes the {what} from them)"
+    return f"[{stage}] " + _missing_text(f"gtFine *{suffix} (the tool makes the {what} from them)", missing,
+                                         ZIPS["gtFine"])
 
 
 def preflight(config: PipelineConfig) -> list[str]:
@@ -753,11 +768,11 @@ def preflight(config: PipelineConfig) -> list[str]:
         if name in on and "panoptic" not in on and not L.panoptic_json.is_file():
             problems.append(f"[{name}] no panoptic pseudo-labels: {L.panoptic_json} not found (add [panoptic])")
     scoring = [n for n in ("evaluate", "sweep") if n in on]
-    problem = _gt_panoptic_problem(L, stems, ", ".join(scoring)) if scoring and not synth else None
-    if problem:
-        problems.append(problem)
-    if "evaluate" in on and config.extras.get("evaluate", {}).get("semantic", True):
-        need_gt_semantic("evaluate", "semantic = true (mIoU)")
+    if scoring and not synth:
+        problems.append(_gt_problem(L, images, ", ".join(scoring), "panoptic"))
+    if "evaluate" in on and config.extras.get("evaluate", {}).get("semantic", True) and not synth:
+        problems.append(_gt_problem(L, images, "evaluate", "trainIds"))
+    problems = [p for p in problems if p]
     if "exports.cups" in on and not _links_key_frames(config):
         seq = L.root / "leftImg8bit_sequence" / L.split
         if not seq.is_dir():

@@ -45,6 +45,7 @@ from pseudo_labels.datasets import cityscapes
 from pseudo_labels.datasets.base import LabelTable
 from pseudo_labels.core import defaults
 from pseudo_labels.core.defaults import (
+    CC_MIN_AREA,
     CONNECTIVITY,
     DEPTH_BLUR_SIGMA,
     DILATION_ITERS,
@@ -349,12 +350,13 @@ def split_instances_by_depth_edges(
 def connected_component_instances(
     semantic: np.ndarray,
     thing_classes: Iterable[int] = DEFAULT_THING_IDS,
-    min_area: int = MIN_NEW_PIXELS,
+    min_area: int = CC_MIN_AREA,
     connectivity: int = CONNECTIVITY,
 ) -> np.ndarray:
-    """Baseline without depth: one instance per connected component (>= ``min_area``) of each
-    thing class; (H, W) int32, 0 none, 1..N largest first. The reference's "CC-only" mode
-    uses ``min_area=10``."""
+    """Components only (``depth = "none"``; the sweep's CC-only row): one instance per connected
+    component (>= ``min_area`` pixels, classes below ``min_area`` skipped) of each thing class;
+    (H, W) int32, 0 none, 1..N largest first (stable: class, then label order). Equals the
+    reference's ``cc_only_instances`` (min_area 10, scipy 4-connectivity) + its placement."""
     H, W = semantic.shape
     edges = np.zeros((H, W), bool)
     cc = thing_components(semantic, edges, _thing_list(thing_classes), min_area, connectivity, 0)
@@ -405,14 +407,19 @@ class InstanceConfig:
     statistics, :mod:`pseudo_labels.stages.instance.thing_stuff`; with ``thing_rule="reference"`` the
     reference's depth-split rule, :mod:`pseudo_labels.stages.instance.thing_stuff_reference`, on the maps
     as stored) or an explicit id list / ``"11,13"``.
-    ``min_area`` in pixels at ``resolution``; ``grad_threshold`` in depth units per pixel (x8).
+    ``min_area`` in pixels at ``resolution`` (None: the mode's default, :func:`instance_min_area`);
+    ``grad_threshold`` in depth units per pixel (x8). ``depth``: ``"edges"`` (split at depth edges)
+    or ``"none"`` (connected components alone, :func:`connected_component_instances`: the
+    reference's k=300 CC-only row; ``depth_dir`` may be None and ``grad_threshold``, ``sigma``,
+    ``dilation_iters``, ``normalize`` are not used).
     ``resolution`` None: half of each semantic map's size (:func:`defaults.work_resolution`; the
-    reference's 512x1024 for Cityscapes); ``min_area`` None: the reference's 1000 at 512x1024 scaled to
-    each image's working resolution (:func:`defaults.scaled_min_area`); explicit values are used as given.
+    reference's 512x1024 for Cityscapes); ``min_area`` None with depth edges: the reference's 1000 at
+    512x1024 scaled to each image's working resolution (:func:`defaults.scaled_min_area`); explicit
+    values are used as given.
     """
 
     semantic_dir: str
-    depth_dir: str
+    depth_dir: str | None
     output_dir: str
     grad_threshold: float = GRAD_THRESHOLD
     min_area: int | None = None
@@ -425,6 +432,16 @@ class InstanceConfig:
     skip_missing: bool = False
     dataset: str = "cityscapes"
     thing_rule: str = defaults.THING_RULE
+    depth: str = "edges"
+
+
+def instance_min_area(config: InstanceConfig) -> int | None:
+    """``config.min_area``, or the mode's default: None with depth edges (the reference's A_min of 1000
+    at 512x1024, scaled to each image's working resolution: :func:`defaults.scaled_min_area`), 10
+    for components only (the reference's CC-only ``min_area``)."""
+    if config.min_area is not None:
+        return int(config.min_area)
+    return CC_MIN_AREA if config.depth == "none" else None
 
 
 @dataclass
@@ -446,7 +463,7 @@ class InstanceRun(RunSummary):
 class InstanceJob:
     stem: str
     semantic_path: str
-    depth_path: str
+    depth_path: str | None  # None: components only
     out_path: str
 
 
@@ -486,7 +503,8 @@ def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None,
 
     ``check_labels``: a table whose ids the semantic map must use (None: any ids); ``lut``: raw cluster
     id -> class id (the semantic map holds raw clusters).
-    Returns (semantic (H, W) as stored, depth (H, W) float64 normalised as asked).
+    Returns (semantic (H, W) as stored, depth (H, W) float64 normalised as asked, or None
+    when ``depth_path`` is None).
     """
     from pseudo_labels.core.io import read_npy, read_png
 
@@ -502,12 +520,14 @@ def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None,
         if bad:
             raise InputFileError(sem_path, f"unknown class ids {bad[:10]} (expected {expected_ids_text(check_labels)})",
                                  "map pseudo-classes to class ids first, or pass --thing-classes auto|LIST")
+    resolution = defaults.work_resolution(sem.shape, resolution)
+    if depth_path is None:
+        return resize_semantic(sem, resolution), None
     depth = np.squeeze(read_npy(depth_path))
     if depth.ndim != 2:
         raise InputFileError(depth_path, f"expected a 2-D depth map, got shape {depth.shape}")
     if not np.isfinite(depth).all():
         raise InputFileError(depth_path, "depth has NaN/infinite values", "fill invalid pixels when writing depth")
-    resolution = defaults.work_resolution(sem.shape, resolution)
     sem = resize_semantic(sem, resolution)
     depth = resize_depth_bilinear(depth.astype(np.float32), resolution)
     return sem, normalize_depth_map(depth, normalize)
@@ -530,15 +550,18 @@ def process_instance_job(job: InstanceJob, params: dict, thing_classes: list[int
     """Split and write one image (uint16 PNG, atomic); returns its :func:`instance_stats`."""
     from pseudo_labels.core.io import write_png
 
-    sem, depth = load_pair(job.semantic_path, job.depth_path, params["resolution"], check_labels, params["normalize"],
-                           lut)
-    inst = split_instances_by_depth_edges(
-        sem, depth,
-        grad_threshold=params["grad_threshold"], sigma=params["sigma"],
-        min_area=params["min_area"] if params["min_area"] is not None else defaults.scaled_min_area(sem.shape),
-        dilation_iters=params["dilation_iters"], connectivity=params["connectivity"],
-        thing_classes=thing_classes,
-    )
+    sem, depth = load_pair(job.semantic_path, job.depth_path, params["resolution"], check_labels,
+                           params.get("normalize", "none"), lut)
+    min_area = params["min_area"] if params["min_area"] is not None else defaults.scaled_min_area(sem.shape)
+    if params.get("depth") == "none":
+        inst = connected_component_instances(sem, thing_classes, min_area, params["connectivity"])
+    else:
+        inst = split_instances_by_depth_edges(
+            sem, depth,
+            grad_threshold=params["grad_threshold"], min_area=min_area, sigma=params["sigma"],
+            dilation_iters=params["dilation_iters"], connectivity=params["connectivity"],
+            thing_classes=thing_classes,
+        )
     if inst.max() > 65535:
         raise PseudoLabelsError(f"{job.stem}: more than 65535 instances")
     write_png(job.out_path, inst.astype(np.uint16))
@@ -548,14 +571,14 @@ def process_instance_job(job: InstanceJob, params: dict, thing_classes: list[int
 def _instance_job_done(job: InstanceJob) -> bool:
     from pseudo_labels.core.io import is_up_to_date
 
-    return is_up_to_date(job.out_path, job.semantic_path, job.depth_path)
+    return is_up_to_date(job.out_path, job.semantic_path, *([job.depth_path] if job.depth_path else []))
 
 
 def _stats_of_finished(job: InstanceJob, params: dict, lut: np.ndarray | None = None) -> dict:
     """Statistics of an instance PNG written by an earlier (resumed) run."""
     from pseudo_labels.core.io import read_png
 
-    sem, _ = load_pair(job.semantic_path, job.depth_path, params["resolution"], None, params["normalize"], lut)
+    sem, _ = load_pair(job.semantic_path, None, params["resolution"], None, "none", lut)
     return instance_stats(sem, read_png(job.out_path).astype(np.int64))
 
 
@@ -564,6 +587,18 @@ def _pair_inputs(cfg: InstanceConfig, options: RunOptions, auto: bool):
     sems = cityscapes.index_by_stem(cfg.semantic_dir, ".png")
     if not sems:
         raise PseudoLabelsError(f"{cfg.semantic_dir}: no semantic PNGs with a Cityscapes stem (<city>_<seq>_<frame>...)")
+    if cfg.depth not in defaults.DEPTH_MODES:
+        raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
+    if (instance_min_area(cfg) or 1) < 1:
+        raise PseudoLabelsError("--min-area must be >= 1")
+    if cfg.depth == "none":
+        if auto:
+            raise PseudoLabelsError("--thing-classes auto decides from depth statistics: it needs depth maps "
+                                    "(not --depth none)")
+        return sems, {}, set(options.select(sorted(sems))), sorted(sems), []
+    if not cfg.depth_dir:
+        raise PseudoLabelsError("--depth-dir is required to split at depth edges (or pass --depth none: "
+                                "connected components only)")
     depths = cityscapes.index_by_stem(cfg.depth_dir, ".npy")
     mine = set(options.select(sorted(sems)))  # --shard: this shard's images (by sorted stem)
     # 'auto' decides thing classes from every image, so it needs all depth maps even in a shard
@@ -573,15 +608,22 @@ def _pair_inputs(cfg: InstanceConfig, options: RunOptions, auto: bool):
             f"{cfg.depth_dir}: no depth map for {len(missing)} image(s), e.g. {missing[0]} "
             f"(expected {missing[0]}*.npy; pass --skip-missing to skip them)"
         )
-    if cfg.grad_threshold < 0 or (cfg.min_area is not None and cfg.min_area < 1) or cfg.dilation_iters < 0 or cfg.sigma < 0:
+    if cfg.grad_threshold < 0 or cfg.dilation_iters < 0 or cfg.sigma < 0:
         raise PseudoLabelsError("--grad-threshold and --sigma must be >= 0, --min-area >= 1, --dilation-iters >= 0")
     return sems, depths, mine, [s for s in sems if s in depths], missing
 
 
 def _instance_parameters(cfg: InstanceConfig, things: list[int]) -> dict:
-    """The manifest's ``parameters`` (``dataset`` only when it is not Cityscapes: older manifests stay valid)."""
+    """The manifest's ``parameters`` (``dataset`` only when it is not Cityscapes: older manifests stay valid;
+    components only: ``depth = "none"`` and only the parameters it uses)."""
+    if cfg.depth == "none":
+        params = {"depth": "none", "min_area": instance_min_area(cfg), "connectivity": cfg.connectivity,
+                  "resolution": list(cfg.resolution) if cfg.resolution else None, "thing_classes": things}
+        if cfg.dataset != "cityscapes":
+            params["dataset"] = cfg.dataset
+        return params
     params = {
-        "grad_threshold": cfg.grad_threshold, "min_area": cfg.min_area, "sigma": cfg.sigma,
+        "grad_threshold": cfg.grad_threshold, "min_area": instance_min_area(cfg), "sigma": cfg.sigma,
         "dilation_iters": cfg.dilation_iters, "connectivity": cfg.connectivity,
         "normalize": cfg.normalize, "resolution": list(cfg.resolution) if cfg.resolution else None, "thing_classes": things,
         "min_new_pixels": MIN_NEW_PIXELS,
@@ -665,7 +707,7 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
             print(f"{sem_dir}: raw cluster ids, mapped to class ids with {params['cluster_to_class']} "
                   "(cluster_to_class)", file=sys.stderr)
     resume = prepare_output_dir(cfg.output_dir, STAGE, params, overwrite=options.overwrite)
-    jobs = [InstanceJob(s, str(sems[s]), str(depths[s]),
+    jobs = [InstanceJob(s, str(sems[s]), str(depths[s]) if s in depths else None,
                         str(Path(cfg.output_dir) / sems[s].relative_to(cfg.semantic_dir).parent
                             / (sems[s].name[: -len(".png")] + INSTANCE_SUFFIX)))
             for s in stems if s in mine]
@@ -678,7 +720,7 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
     n_inst = _write_instance_stats(cfg, labels, done, things, params, summary.skipped, len(missing))
     write_manifest(
         cfg.output_dir, STAGE, params, uses_ground_truth=False,
-        inputs={"semantic_dir": str(cfg.semantic_dir), "depth_dir": str(cfg.depth_dir)},
+        inputs={"semantic_dir": str(cfg.semantic_dir), "depth_dir": None if cfg.depth == "none" else str(cfg.depth_dir)},
         counts={"images": len(jobs), "done": summary.done, "skipped_existing": summary.skipped,
                 "missing_depth": len(missing), "instances": n_inst},
         extra={"thing_classes_decision": thing_decision, **options.describe()},

@@ -129,10 +129,10 @@ def iter_cell_instances(sem_work: np.ndarray, depth_work: np.ndarray | None, gri
     until the next item (copy it to keep it).
     """
     things = sorted({int(c) for c in settings.thing_classes})
-    min_size = min(grid.min_areas)
-    pad = max(grid.dilation_iters)
     masks = class_masks(sem_work, things)
-    if depth_work is not None:
+    if depth_work is not None and grid.grad_thresholds:
+        min_size = min(grid.min_areas)
+        pad = max(grid.dilation_iters)
         depth = normalize_depth_map(depth_work, settings.normalize)
         buf = np.zeros(sem_work.shape, np.int32)
         written: list = []
@@ -155,8 +155,8 @@ def iter_cell_instances(sem_work: np.ndarray, depth_work: np.ndarray | None, gri
                         m, cls = place_instances(inst, sem_work.shape, defaults.MIN_NEW_PIXELS, out=buf)
                         written = [i.box for i in inst]
                         yield (tau, amin, sigma, dil), m, cls, len(inst)
-    if grid.cc_baseline:
-        m = connected_component_instances(sem_work, things, defaults.MIN_NEW_PIXELS, settings.connectivity)
+    if grid.cc_baseline:  # components only: the code of ``depth = "none"`` in generate-depth-guided-instances
+        m = connected_component_instances(sem_work, things, defaults.CC_MIN_AREA, settings.connectivity)
         yield CC_CELL, m, _classes_of(m, sem_work), int(m.max())
 
 
@@ -510,8 +510,9 @@ def result_row(cell: tuple, m: dict, digits: int | None = None) -> dict:
 
 
 def best_row(rows: list[dict]) -> dict | None:
-    """Highest PQ among the depth-guided rows (first on ties, in grid order)."""
-    cands = [r for r in rows if r["mode"] == "depth-guided"]
+    """Highest PQ among the depth-guided rows (first on ties, in grid order); without any (``depth
+    none``), the components-only row."""
+    cands = [r for r in rows if r["mode"] == "depth-guided"] or [r for r in rows if r["mode"] == "cc-only"]
     if not cands:
         return None
     return max(cands, key=lambda r: r["PQ"])
@@ -524,17 +525,23 @@ class SweepConfig:
 
     Reads ``<root>/<semantic subdir>/<split>/**.png`` for each of ``semantic_subdirs`` (class ids of
     ``dataset``'s table; raw clusters when ``kmeans_centroids.npz`` beside them maps them;
-    ``"gtFine"`` uses the GT labelTrainIds), ``<root>/<depth_subdir>/<split>/**.npy`` and the panoptic
-    ground truth of the split (scoring only). ``out``: the result JSON; the CSV and heatmap PNGs
-    go next to it. ``resolution`` (H, W): working resolution of the splitting (None: half of each
-    semantic map's size, the reference's 512x1024 on Cityscapes); ``min_areas`` None: the reference
-    grid (250..2000 px at 512x1024) scaled to the first image's working resolution
-    (:func:`defaults.scaled_min_area`), explicit values as given; ``max_images``: first N images only.
+    ``"gtFine"`` uses the GT ``_labelTrainIds`` or, as the official zips hold, ``_labelIds`` mapped
+    with cityscapesscripts' table), ``<root>/<depth_subdir>/<split>/**.npy`` (not with
+    ``depth="none"``: components only, the reference's CC-only row) and the panoptic ground truth
+    of the split (scoring only): the dataset's ``gtFine/cityscapes_panoptic_<split>.json`` or, when
+    absent (the official download), made by cityscapesscripts from ``_gtFine_instanceIds.png`` into
+    ``gt_cache`` (default ``<folder of out>/gt_cache``) and reused from there.
+    ``out``: the result JSON (default, as the reference: ``<root>/sweep_k<k>_<depth>_<split>.json``, e.g.
+    ``sweep_k80_spidepth_val.json``); the CSV and heatmap PNGs go next to it. ``resolution`` (H, W):
+    working resolution of the splitting (None: half of each semantic map's size, the reference's
+    512x1024 on Cityscapes); ``min_areas`` None: the reference grid (250..2000 px at 512x1024) scaled
+    to the first image's working resolution (:func:`defaults.scaled_min_area`), explicit values as
+    given; ``max_images``: first N images only.
     """
 
     cityscapes_root: str
     semantic_subdirs: tuple[str, ...]
-    out: str
+    out: str | None = None
     split: str = "val"
     depth_subdir: str = "depth_spidepth"
     grad_thresholds: tuple[float, ...] = defaults.SWEEP_GRAD_THRESHOLDS
@@ -550,31 +557,91 @@ class SweepConfig:
     skip_missing: bool = False
     dataset: str = "cityscapes"
     ap50: bool = False
+    depth: str = "edges"
+    gt_cache: str | None = None
 
 
 def semantic_index(root: Path, subdir: str, split: str) -> dict:
-    """Stem -> semantic PNG under ``<root>/<subdir>/<split>`` (``gtFine``: the labelTrainIds files)."""
+    """Stem -> semantic PNG under ``<root>/<subdir>/<split>`` (``gtFine``: the labelTrainIds files, or the
+    labelIds files when there are none, as in the official zips; see :func:`semantic_source`)."""
+    return semantic_source(root, subdir, split)[0]
+
+
+def semantic_source(root: Path, subdir: str, split: str, labels: LabelTable = cityscapes.LABELS
+                    ) -> tuple[dict, np.ndarray | None, int | None]:
+    """(stem -> PNG, class-id LUT or None, k) of one semantic source.
+
+    ``gtFine``: ``*_gtFine_labelTrainIds.png`` when the split has them, else ``*_gtFine_labelIds.png``
+    with cityscapesscripts' labelId -> trainId table as the LUT (equal maps: both are drawn from the
+    same polygons). Other folders: every PNG, with :func:`load_cluster_lut`. A missing folder is an
+    error naming the command that makes it.
+    """
     folder = root / subdir / split
     if subdir.rstrip("/") == "gtFine":
-        return cityscapes.index_by_stem(folder, "_gtFine_labelTrainIds.png")
-    return cityscapes.index_by_stem(folder, ".png")
+        if not folder.is_dir():
+            raise PseudoLabelsError(f"{folder}: no such folder (the gtFine labels come with gtFine_trainvaltest.zip)")
+        index = cityscapes.index_by_stem(folder, "_gtFine_labelTrainIds.png")
+        if index:
+            return index, None, None
+        return cityscapes.index_by_stem(folder, "_gtFine_labelIds.png"), cityscapes.label_id_to_train_id_lut(), None
+    if not folder.is_dir():
+        raise PseudoLabelsError(f"{folder}: no such folder (make the semantic pseudo-labels with "
+                                f"'pseudo-labels generate-overclustered-semantics --cityscapes-root {root} "
+                                f"--split {split} --output-subdir {subdir} ...')")
+    return (cityscapes.index_by_stem(folder, ".png"), *load_cluster_lut(root / subdir, split, labels))
 
 
-def _sweep_jobs(cfg: SweepConfig, labels: LabelTable) -> tuple[list[ImageJob], list, list, list[str]]:
+def depth_index(root: Path, subdir: str, split: str) -> dict:
+    """Stem -> depth ``.npy`` under ``<root>/<subdir>/<split>``; a missing folder names the command that makes it."""
+    folder = root / subdir / split
+    if not folder.is_dir():
+        raise PseudoLabelsError(f"{folder}: no such folder (make depth maps with 'pseudo-labels generate-depth "
+                                f"--cityscapes-root {root} --split {split} --source disparity --output-subdir "
+                                f"{subdir}', or pass --depth none for connected components only)")
+    return cityscapes.index_by_stem(folder, ".npy")
+
+
+def out_folder(cfg: SweepConfig) -> Path:
+    """The folder of the result JSON: that of ``out``, or the dataset root (the reference's place)."""
+    return Path(cfg.out).parent if cfg.out else Path(cfg.cityscapes_root)
+
+
+def default_out(cfg: SweepConfig, ks: Sequence[int | None]) -> Path:
+    """``<root>/sweep_<k80 | semantic folder>_<depth folder without 'depth_' | cc>_<split>.json``: the
+    reference's ``sweep_k80_spidepth_val.json`` for its command."""
+    k = ks[0] if len(ks) == 1 else None
+    tag = f"k{k}" if k is not None else Path(cfg.semantic_subdirs[0]).name
+    depth = "cc" if cfg.depth == "none" else Path(cfg.depth_subdir).name.removeprefix("depth_")
+    return Path(cfg.cityscapes_root) / f"sweep_{tag}_{depth}_{cfg.split}.json"
+
+
+def sweep_ground_truth(cfg: SweepConfig, log=None):
+    """(panoptic JSON, PNG folder, :class:`~pseudo_labels.datasets.cityscapes_gt.PreparedGT`) of the
+    sweep's split: the dataset's own, or made by cityscapesscripts into ``cfg.gt_cache``."""
+    from pseudo_labels.datasets.cityscapes_gt import default_cache, panoptic_ground_truth
+
+    cache = Path(cfg.gt_cache) if cfg.gt_cache else default_cache(out_folder(cfg))
+    return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, cache, log=log)
+
+
+def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
+                ) -> tuple[list[ImageJob], list, list, list[str]]:
     """(one job per image, semantic sources, their LUTs and k, stems skipped for missing inputs)."""
     from pseudo_labels.core.io import read_json
 
     root = Path(cfg.cityscapes_root)
-    gt_json, gt_folder = cityscapes.panoptic_gt(root, cfg.split)
+    gt_json, gt_folder = gt
     anns = {a["image_id"]: a for a in read_json(gt_json).get("annotations", [])}
     if not anns:
         raise PseudoLabelsError(f"{gt_json}: no annotations")
     stems = sorted(anns)
     sources = list(dict.fromkeys(cfg.semantic_subdirs))
-    sem_idx = [semantic_index(root, s, cfg.split) for s in sources]
-    luts_ks = [load_cluster_lut(root / s, cfg.split, labels) for s in sources]
-    depth_idx = cityscapes.index_by_stem(root / cfg.depth_subdir / cfg.split, ".npy")
-    missing = [s for s in stems if s not in depth_idx or any(s not in ix for ix in sem_idx)]
+    found = [semantic_source(root, s, cfg.split, labels) for s in sources]
+    sem_idx = [f[0] for f in found]
+    luts_ks = [f[1:] for f in found]
+    no_depth = cfg.depth == "none"
+    depth_idx = {} if no_depth else depth_index(root, cfg.depth_subdir, cfg.split)
+    missing = [s for s in stems if (not no_depth and s not in depth_idx) or any(s not in ix for ix in sem_idx)]
     if missing and not cfg.skip_missing:
         s = missing[0]
         what = "depth map" if s not in depth_idx else "semantic map"
@@ -587,8 +654,8 @@ def _sweep_jobs(cfg: SweepConfig, labels: LabelTable) -> tuple[list[ImageJob], l
         raise PseudoLabelsError("no image has semantics, depth and ground truth")
     if min(cfg.min_areas or (1,)) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
         raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
-    jobs = [ImageJob(s, [str(ix[s]) for ix in sem_idx], str(depth_idx[s]), str(gt_folder / anns[s]["file_name"]),
-                     anns[s]["segments_info"]) for s in stems]
+    jobs = [ImageJob(s, [str(ix[s]) for ix in sem_idx], None if no_depth else str(depth_idx[s]),
+                     str(gt_folder / anns[s]["file_name"]), anns[s]["segments_info"]) for s in stems]
     return jobs, sources, luts_ks, missing
 
 
@@ -608,13 +675,16 @@ def _sweep_runs(grid: Grid, sources: list, ks: list, per_source: list) -> tuple[
     return runs, all_rows
 
 
-def run_sweep(config: SweepConfig, options=None) -> dict:
+def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
     """Score every cell on every image (shared runner), write the JSON, the CSV and the heatmaps.
 
     Returns the result written to ``config.out`` (the reference's schema plus sigma,
-    dilation, SQ/RQ splits and per-class numbers; ``best`` = highest-PQ depth-guided row).
+    dilation, SQ/RQ splits and per-class numbers; ``best`` = highest-PQ depth-guided row, or
+    the components-only row with ``depth="none"``). ``log``: gets one line when the panoptic
+    GT is made or reused from the cache (default: standard error).
     """
     import functools
+    import sys
     import time
 
     from pseudo_labels.core.runner import RunOptions, run_per_image
@@ -622,15 +692,21 @@ def run_sweep(config: SweepConfig, options=None) -> dict:
 
     t0 = time.time()
     cfg, options = config, options or RunOptions()
+    if cfg.depth not in defaults.DEPTH_MODES:
+        raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
     labels = label_table(cfg.dataset)
-    jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels)
+    gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)))
+    jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
     luts, ks = zip(*luts_ks)
     from pseudo_labels.core.io import read_png
 
     work0 = defaults.work_resolution(read_png(jobs[0].semantic_paths[0]).shape, cfg.resolution)
     min_areas = cfg.min_areas or tuple(defaults.scaled_min_area(work0, a) for a in defaults.SWEEP_MIN_AREAS)
-    grid = Grid(tuple(cfg.grad_thresholds), tuple(min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
-                cc_baseline=cfg.cc_baseline)
+    if cfg.depth == "none":  # components only: no depth-guided cells, the CC-only row
+        grid = Grid((), tuple(min_areas), (), (), cc_baseline=True)
+    else:
+        grid = Grid(tuple(cfg.grad_thresholds), tuple(min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
+                    cc_baseline=cfg.cc_baseline)
     settings = SweepSettings(protocol=cfg.protocol, work_resolution=tuple(cfg.resolution) if cfg.resolution else None,
                              connectivity=cfg.connectivity, normalize=cfg.normalize, luts=list(luts), labels=labels,
                              ap50=cfg.ap50)
@@ -647,7 +723,8 @@ def run_sweep(config: SweepConfig, options=None) -> dict:
         "split": cfg.split,
         "k": ks[0] if len(ks) == 1 else list(ks),
         "eval_resolution": eval_res,
-        "depth_subdir": cfg.depth_subdir,
+        "depth_subdir": None if cfg.depth == "none" else cfg.depth_subdir,
+        "depth": cfg.depth,
         "protocol": cfg.protocol,
         "semantic_subdir": sources[0] if len(sources) == 1 else sources,
         "work_resolution": list(work0),  # of the first image (default: half of each image's size)
@@ -657,12 +734,15 @@ def run_sweep(config: SweepConfig, options=None) -> dict:
         "n_images": len(jobs),
         "n_missing_skipped": len(missing),
         "uses_ground_truth": {"evaluation": "Cityscapes panoptic GT (scoring only)"},
+        "ground_truth": {"panoptic_json": str(gt_json), **prepared.describe()},
         "results": all_rows,
         "best": best_row(all_rows),
         "runs": runs if len(runs) > 1 else None,
         "elapsed_seconds": round(time.time() - t0, 2),
     }
-    write_sweep_outputs(Path(cfg.out), out, runs, grid)
+    out_path = Path(cfg.out) if cfg.out else default_out(cfg, ks)
+    out["out"] = str(out_path)
+    write_sweep_outputs(out_path, out, runs, grid)
     return out
 
 
@@ -672,7 +752,7 @@ def write_sweep_outputs(out_path: Path, out: dict, runs: list[dict], grid: Grid)
 
     write_json(out_path, out)
     write_csv(out_path.with_suffix(".csv"), out["results"])
-    for run_ in runs:
+    for run_ in runs if grid.grad_thresholds and grid.min_areas else ():  # no heatmap for components only
         tag = f"k{run_['k']}" if run_["k"] is not None else Path(run_["semantic_subdir"]).name
         if len(runs) == 1:
             name = out_path.with_name(out_path.stem + "_heatmap.png")
@@ -742,6 +822,10 @@ def format_best(out: dict) -> str:
     head = f"{len(out['results'])} rows, {out['n_images']} images, protocol {out['protocol']}"
     if b is None:
         return head + "\nno depth-guided configuration scored"
+    if b["mode"] == "cc-only":
+        return (head + f"\nbest: {b['semantic_subdir']} connected components only: PQ {b['PQ']:.2f}  "
+                f"PQ_st {b['PQ_stuff']:.2f}  PQ_th {b['PQ_things']:.2f}  SQ {b['SQ']:.2f}  RQ {b['RQ']:.2f}  "
+                f"inst/img {b['avg_instances']:.1f}")
     return (head + f"\nbest: {b['semantic_subdir']} tau={b['grad_threshold']:g} A_min={b['min_area']} "
             f"sigma={b['sigma']:g} dilation={b['dilation_iters']}: PQ {b['PQ']:.2f}  PQ_st {b['PQ_stuff']:.2f}  "
             f"PQ_th {b['PQ_things']:.2f}  SQ {b['SQ']:.2f}  RQ {b['RQ']:.2f}  inst/img {b['avg_instances']:.1f}")
