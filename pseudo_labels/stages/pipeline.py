@@ -1048,7 +1048,8 @@ def format_results(result: PipelineResult, title: str | None = None) -> str:
         rows.append((f"sweep best (tau={best['grad_threshold']}, A_min={best['min_area']})", best,
                      sweep.get("protocol", "standard")))
     preset = result.config.preset or DEFAULT_COMPARISON
-    if result.config.stages.get("semantics") is None or getattr(cfg["semantics"], "dataset", "cityscapes") == "cityscapes":
+    dataset = next((c.dataset for c in cfg.values() if hasattr(c, "dataset")), "cityscapes")
+    if dataset == "cityscapes":  # the reference's table is Cityscapes val
         pq, st, th, sq, rq = PRESETS[preset].published
         rows.append((f"published: {PRESETS[preset].row}", {"PQ": pq, "PQ_stuff": st, "PQ_things": th, "SQ": sq,
                                                            "RQ": rq}, "reference"))
