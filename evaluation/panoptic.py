@@ -51,7 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from evaluation.pq_stats import EvaluationError, PQStats, _where  # noqa: F401  (re-exported)
-from evaluation.resize import resize_nearest
+from evaluation.resize import check_aspect, png_size, resize_nearest
 
 #: OpenCV, an optional accelerator for the joint histogram and RGB -> id (numpy fallbacks otherwise);
 #: imported on first use (the hotcoco engine never needs it). ``...``: not imported yet; None: unavailable.
@@ -520,8 +520,28 @@ def _eval_job(job: _Job, categories: dict, protocol: str) -> PQStats:
         pred = np.zeros_like(gt)
     else:
         pred = read_panoptic_png(job.pred_path)
+        if pred.shape != gt.shape:  # scored at the GT's size (the reference then resizes both to 512x1024)
+            check_aspect(pred.shape, gt.shape, job.pred_path)
+            pred = resize_nearest(pred, gt.shape)
     return pq_stats_image(gt, job.gt_segments, pred, job.pred_segments, categories, protocol,
                           image_id=job.image_id)
+
+
+def _resized_predictions(pairs, gt_folder: Path, pred_folder: Path) -> dict:
+    """``prediction_resized_from`` (W x H, one size or a list), ``n_predictions_resized``: from PNG headers."""
+    sizes, n = set(), 0
+    for _, a, p in pairs:
+        if p is None:
+            continue
+        g, q = png_size(gt_folder / a["file_name"]), png_size(pred_folder / p["file_name"])
+        if g is not None and q is not None and g != q:
+            sizes.add(f"{q[1]}x{q[0]}")
+            n += 1
+    if not n:
+        return {}
+    return {"prediction_resized_from": sorted(sizes)[0] if len(sizes) == 1 else sorted(sizes),
+            "n_predictions_resized": n,
+            "prediction_resize": "nearest (PIL pixel-centre convention) to the ground truth's size"}
 
 
 def _eval_chunk(jobs: list[_Job], categories: dict, protocol: str) -> PQStats:
@@ -573,7 +593,10 @@ def evaluate_panoptic_folders(
 ) -> dict:
     """Evaluate a COCO/Cityscapes panoptic prediction (JSON + PNG folder) against ground truth.
 
-    Images are paired by ``image_id``; categories come from the GT JSON. A GT image with
+    Images are paired by ``image_id``; categories come from the GT JSON. A prediction of
+    another size than its GT (same aspect ratio within 2%) is resized to the GT's size with
+    PIL's pixel-centre nearest (:mod:`evaluation.resize`) before scoring, by the numpy engine;
+    the result records ``prediction_resized_from``. A GT image with
     no prediction is an error unless ``allow_missing`` (then all its segments are false
     negatives and it is counted in ``n_missing`` / listed in ``missing``). Predictions for
     images not in the GT are ignored (``n_extra_predictions``).
@@ -627,6 +650,13 @@ def evaluate_panoptic_folders(
 
     note = None
     total = None
+    resized = _resized_predictions(pairs, gt_folder, pred_folder)
+    if resized and chosen == "hotcoco":  # hotcoco compares maps of one size: ours resizes first
+        if engine == "hotcoco":
+            raise EvaluationError(f"engine hotcoco cannot score predictions of another size than the ground truth "
+                                  f"({resized['prediction_resized_from']}); use engine numpy or auto")
+        chosen, note = "numpy", ("predictions differ in size from the ground truth: scored with the numpy engine, "
+                                 "which resizes them")
     if chosen == "hotcoco":
         try:
             total = _score_hotcoco(pairs, gt_folder, pred_folder, categories, workers)
@@ -646,6 +676,7 @@ def evaluate_panoptic_folders(
     if missing:
         result["missing"] = [str(m) for m in missing]
     result["n_extra_predictions"] = n_extra
+    result.update(resized)
     result["engine"] = chosen
     if chosen == "hotcoco":
         from . import hotcoco_engine

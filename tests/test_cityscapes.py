@@ -49,3 +49,20 @@ def test_select_shard_partitions():
     parts = [select_shard(items, (i, 3)) for i in range(3)]
     assert sorted(sum(parts, [])) == items
     assert select_shard(items, None) == items
+
+
+def test_official_gtfine_is_read_by_suffix(synth_city_official, tmp_path):
+    """The official gtFine folder holds four files per image: pairing by stem needs the suffix; the trainIds
+    read from _labelIds equal those cityscapesscripts draws from the polygons (prepare-gt)."""
+    from pseudo_labels.core.io import read_png
+    from pseudo_labels.datasets.cityscapes_gt import prepare_ground_truth
+
+    gt = synth_city_official / "gtFine" / "val"
+    with pytest.raises(PseudoLabelsError, match="two files for image"):
+        cs.index_by_stem(gt, ".png")
+    for suffix in ("_gtFine_labelIds.png", "_gtFine_instanceIds.png", "_gtFine_color.png", "_gtFine_polygons.json"):
+        assert len(cs.index_by_stem(gt, suffix)) == 3
+    prepared = prepare_ground_truth(synth_city_official, "val", tmp_path / "cache", ("trainIds",))
+    for e in cs.list_images(synth_city_official, "val"):
+        assert not cs.gt_path(synth_city_official, e, "labelTrainIds").exists()
+        assert np.array_equal(cs.read_gt_train_ids(synth_city_official, e), read_png(prepared.train_ids(e.stem)))

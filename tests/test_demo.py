@@ -17,6 +17,13 @@ def test_demo_runs_every_stage_and_prints_results(tmp_path, capsys):
     cell = next(r for r in sweep["results"] if r.get("grad_threshold") == 0.2 and r.get("min_area") == 1000)
     assert abs(cell["PQ"] - ev["PQ"]) < 1e-9 and abs(cell["PQ_things"] - ev["PQ_things"]) < 1e-9
     assert 0 < ev["PQ"] < 100
+    # standard, reference and CUPS' protocol side by side, on the same files
+    assert ev["also"]["reference"]["protocol"] == "reference" and ev["also"]["cups"]["protocol"] == "cups"
+    rows = {line.split()[-1] for line in printed.splitlines() if line.startswith("ours at tau=0.20")}
+    assert rows == {"standard", "reference", "cups"} and "ours at tau=0.20 (27 classes)" in printed
+    # the published rows beside ours, each with its protocol
+    assert any(line.startswith("published: k=80 + depth") and line.endswith("reference") for line in printed.splitlines())
+    assert any(line.startswith("published: CUPS") and line.endswith("cups") for line in printed.splitlines())
     manifest = json.loads((out / "city" / "pseudo_semantic_k80" / "val" / "manifest.json").read_text())
     assert manifest["uses_ground_truth"] is True  # majority mapping reads labels, and says so
     # a rerun resumes: every stage finds its outputs and the numbers do not change

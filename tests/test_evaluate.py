@@ -174,3 +174,67 @@ def test_semantic_miou_option(synth_city, tmp_path):
                  "--gt-semantic-dir", str(gt_dir), "--pred-semantic-dir", str(pred_dir)]) == 0
     sem = json.loads(out.read_text())["semantic"]
     assert sem["mIoU"] == pytest.approx(100.0) and sem["n_images"] == len(files)
+
+
+def test_cli_cups_and_stego_need_their_inputs(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--protocol", "cups", "--pred-json", "p.json", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--cityscapes-root" in err and "--pred-folder" in err and err.count("\n") == 1
+    assert main(["evaluate", "--protocol", "standard", "--pred-json", "p.json", "--out", str(out)]) == 2
+    assert "--gt-json" in capsys.readouterr().err
+    assert main(["evaluate", "--protocol", "cups", "--cityscapes-root", str(tmp_path), "--pred-json", "p",
+                 "--pred-folder", "f", "--resolution", "640by1280", "--out", str(out)]) == 2
+    assert "HxW" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_stego_miou_on_the_synthetic_city(synth_city, tmp_path, capsys):
+    """trainId maps scored at 27 classes: the Hungarian matching finds the identity (classes the 19 lack are
+    predicted void, which is not counted), so mIoU and accuracy are 100 on the 320x320 crop."""
+    import shutil
+
+    pred = tmp_path / "pred"
+    for p in (synth_city / "gtFine" / "val").rglob("*_gtFine_labelTrainIds.png"):
+        pred.mkdir(exist_ok=True)
+        shutil.copy(p, pred / p.name)
+    out = tmp_path / "s.json"
+    assert main(["evaluate", "--protocol", "stego-miou", "--cityscapes-root", str(synth_city),
+                 "--pred-semantic-dir", str(pred), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["protocol"] == "stego-miou" and res["num_classes"] == 27 and res["n_images"] == 3
+    assert res["mIoU"] == pytest.approx(100.0) and res["accuracy"] == pytest.approx(100.0)
+    assert res["semantic_crop"]["crop"] == 320 and res["num_pseudo_classes"] == 19
+    by_pc = {a["pseudo_class"]: a["class"] for a in res["semantic_crop"]["assignment"]}
+    assert by_pc[0] == "road" and by_pc[13] == "car"
+    assert "protocol: stego-miou" in capsys.readouterr().out
+
+
+def test_run_with_evaluate_protocol_cups(synth_city, tmp_path):
+    """`[evaluate] protocol = "cups"` in a run config: CUPS' metric of the run's panoptic output (here the
+    GT panoptic itself, so 19-class PQ is 100) with the standard protocol beside it."""
+    import shutil
+
+    from pseudo_labels.stages import pipeline
+
+    out = tmp_path / "out"
+    shutil.copytree(synth_city / "gtFine" / "cityscapes_panoptic_val", out / "panoptic")
+    shutil.copy(synth_city / "gtFine" / "cityscapes_panoptic_val.json", out / "panoptic.json")
+    text = f"""[data]
+root = "{synth_city}"
+split = "val"
+out = "{out}"
+
+[evaluate]
+protocol = "cups"
+num_classes = 19
+semantic = false
+also_protocols = ["standard"]
+"""
+    result = pipeline.run_pipeline(pipeline.parse_pipeline_text(text, tmp_path), log=lambda s: None)
+    ev = result.evaluation
+    assert ev["protocol"] == "cups" and ev["num_classes"] == 19 and ev["PQ"] == pytest.approx(100.0)
+    assert ev["also"]["standard"]["PQ"] == pytest.approx(100.0)
+    table = pipeline.format_results(result)
+    assert "protocols: cups, standard" in table and "CUPS' mIoU / accuracy (19 classes" in table
+    assert json.loads((out / "evaluation.json").read_text())["protocol"] == "cups"

@@ -104,3 +104,15 @@ def test_cli(official, tmp_path, capsys):
     assert "reusing panoptic" in capsys.readouterr().out
     assert main(["prepare-gt", "--cityscapes-root", str(official), "--split", "train", "--out", str(cache)]) == 2
     assert "gtFine_trainvaltest.zip" in capsys.readouterr().err
+
+
+def test_parallel_panoptic_equals_one_call(official, tmp_path):
+    """workers > 1 (convert2panoptic on chunks of the files, joined): byte-identical JSON and PNGs."""
+    one = cg.make_panoptic(official, "val", tmp_path / "one")
+    many = cg.make_panoptic(official, "val", tmp_path / "many", workers=2)
+    assert one[0].read_bytes() == many[0].read_bytes()
+    names = sorted(p.name for p in one[1].iterdir())
+    assert len(names) == 3 and names == sorted(p.name for p in many[1].iterdir())
+    for n in names:
+        assert (one[1] / n).read_bytes() == (many[1] / n).read_bytes()
+    assert not list((tmp_path / "many" / "gtFine").glob(".panoptic-*"))  # temporary folder removed

@@ -74,8 +74,9 @@ resolution = {res}
 [panoptic]
 resolution = {res}
 
-[evaluate]                 # standard protocol = cityscapesscripts
+[evaluate]                 # standard protocol = cityscapesscripts; the reference's and CUPS' beside it
 semantic = true
+also_protocols = ["reference", "cups"]
 
 [sweep]
 grad_thresholds = {json.dumps(list(DEMO_SWEEP_TAUS))}

@@ -1,8 +1,12 @@
 """Evaluate panoptic predictions (PQ/SQ/RQ, all / things / stuff / per class) and optionally mIoU.
 
 Ground truth and prediction are COCO/Cityscapes panoptic (JSON + PNG folder), paired by
-``image_id``. Protocol ``standard`` equals cityscapesscripts; ``reference`` reproduces the
-reference repository's arithmetic at 512x1024 (see ``evaluation.panoptic``). With
+``image_id``. Protocol ``standard`` equals cityscapesscripts at the ground truth's size
+(predictions of another size are nearest-resized to it); ``reference`` reproduces the
+reference repository's arithmetic at 512x1024 (see ``evaluation.panoptic``); ``cups`` is CUPS'
+metric (``evaluation.cups``: GT from ``--cityscapes-root``'s gtFine instanceIds, pseudo-classes
+matched per split, ``--num-classes 27|19``, ``--resolution full|640x1280``, ``--one-to-one``);
+``stego-miou`` scores ``--pred-semantic-dir`` with the STEGO-style 320x320 crop mIoU. With
 ``--gt-semantic-dir`` and ``--pred-semantic-dir`` the trainId PNGs found under them are
 paired by Cityscapes stem and scored with mIoU too. The result JSON names its protocol
 and the engine that computed it.
@@ -27,13 +31,30 @@ from pseudo_labels.stages.outputs.scoring import ENGINES, PROTOCOLS, EvaluateCon
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--gt-json", required=True, help="ground-truth panoptic JSON (e.g. gtFine/cityscapes_panoptic_val.json)")
-    add_option(parser, "--gt-folder", required=True, help="folder of ground-truth panoptic PNGs")
-    add_option(parser, "--pred-json", required=True, help="predicted panoptic JSON")
-    add_option(parser, "--pred-folder", required=True, help="folder of predicted panoptic PNGs")
+    add_option(parser, "--gt-json", help="ground-truth panoptic JSON (e.g. gtFine/cityscapes_panoptic_val.json); "
+               "standard and reference protocols")
+    add_option(parser, "--gt-folder", help="folder of ground-truth panoptic PNGs (standard and reference protocols)")
+    add_option(parser, "--pred-json", help="predicted panoptic JSON")
+    add_option(parser, "--pred-folder", help="folder of predicted panoptic PNGs")
     add_option(parser, "--protocol", choices=PROTOCOLS, default=defaults.PROTOCOL,
-               help="standard: = cityscapesscripts (default); reference: the reference repository's arithmetic "
-                    "at 512x1024")
+               help="standard: = cityscapesscripts at the GT's size (default); reference: the reference "
+                    "repository's arithmetic at 512x1024; cups: CUPS' metric (pseudo-classes matched to classes "
+                    "per split, GT from gtFine instanceIds); stego-miou: semantic PNGs, 320x320 crop mIoU")
+    add_option(parser, "--cityscapes-root", help="cups / stego-miou: the Cityscapes root (gtFine/<split>/ is read)")
+    add_option(parser, "--split", default="val", help="cups / stego-miou: split under gtFine (default %(default)s)")
+    add_option(parser, "--num-classes", type=int, choices=(27, 19), default=27,
+               help="cups / stego-miou: 27 (labelIds 7..33, CUPS' default) or 19 (trainIds) classes")
+    add_option(parser, "--resolution", default="full",
+               help="cups: full (the GT's size, CUPS' val_cityscapes.yaml; default) or HxW, e.g. 640x1280 "
+                    "(CUPS' training-time validation; GT resized as CUPS does)")
+    add_option(parser, "--one-to-one", action="store_true",
+               help="cups: pseudo-classes left over by the Hungarian matching become void (default: argmax class)")
+    add_option(parser, "--no-thing-stuff-split", dest="thing_stuff_split", action="store_false",
+               help="cups: match all pseudo-classes to all classes at once (default: things and stuff apart)")
+    add_option(parser, "--also-protocols", nargs="+", choices=PROTOCOLS, default=(),
+               help="also score the same files under these protocols (results under 'also' in the JSON)")
+    add_option(parser, "--crop-resize", choices=("torch", "pil"), default="torch",
+               help="stego-miou / cups crop: nearest resize as CUPS (torch tensors, default) or STEGO's loader (PIL)")
     add_option(parser, "--engine", choices=ENGINES, default="auto",
                help="hotcoco: Rust reader/scorer (standard protocol only, --workers threads); numpy: ours "
                     "(--workers processes, or Ray); auto (default): hotcoco when installed and the request is "
@@ -41,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--allow-missing", action="store_true",
                help="score GT images without a prediction as all false negatives (default: error)")
     add_option(parser, "--gt-semantic-dir", default=None,
-               help="optional: folder of GT trainId PNGs (*_gtFine_labelTrainIds.png) for mIoU")
-    add_option(parser, "--pred-semantic-dir", default=None, help="optional: folder of predicted trainId PNGs for mIoU")
+               help="optional: GT folder for mIoU (gtFine/<split>: *_labelTrainIds.png, else *_gtFine_labelIds.png)")
+    add_option(parser, "--pred-semantic-dir", default=None,
+               help="optional: folder of predicted trainId PNGs for mIoU (stego-miou: the prediction)")
     add_option(parser, "--dataset", choices=sorted(DATASET_MODULES), default="cityscapes",
                help="label table of the semantic PNGs for mIoU (default %(default)s)")
     add_option(parser, "--instances", action="store_true",
@@ -62,6 +84,9 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
         out=args.out, protocol=args.protocol, engine=args.engine, allow_missing=args.allow_missing,
         gt_semantic_dir=args.gt_semantic_dir, pred_semantic_dir=args.pred_semantic_dir, dataset=args.dataset,
         progress=not args.quiet, instances=args.instances, instance_protocol=args.instance_protocol,
+        cityscapes_root=args.cityscapes_root, split=args.split, num_classes=args.num_classes,
+        resolution=args.resolution, one_to_one=args.one_to_one, thing_stuff_split=args.thing_stuff_split,
+        crop_resize=args.crop_resize, also_protocols=tuple(args.also_protocols),
     )
 
 

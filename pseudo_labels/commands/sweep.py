@@ -21,7 +21,8 @@ from pseudo_labels.core.arguments import add_option, add_runner_arguments, runne
 from pseudo_labels.commands import module_main
 from pseudo_labels.core.runner import default_workers
 from pseudo_labels.datasets import DATASET_MODULES
-from pseudo_labels.stages.outputs.sweep import SweepConfig, format_best, run_sweep
+from pseudo_labels.stages.outputs.sweep import SweepConfig, format_best
+from pseudo_labels.stages.outputs.sweep_cups import run_sweep_any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--normalize", choices=("none", "minmax"), default="none")
     add_option(parser, "--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
                help="working resolution of the splitting (default: half of each image's size, 512x1024 for Cityscapes)")
-    parser.add_argument("--protocol", choices=("standard", "reference"), default=defaults.PROTOCOL)
+    parser.add_argument("--protocol", choices=("standard", "reference", "cups"), default=defaults.PROTOCOL,
+                        help="cups: CUPS' metric, matching per cell (two passes), GT from gtFine instanceIds")
+    parser.add_argument("--num-classes", type=int, choices=(27, 19), default=27, help="--protocol cups: classes")
     add_option(parser, "--no-cc-baseline", action="store_true", help="skip the connected-components-only row")
     add_option(parser, "--max-images", type=int, default=None, help="first N images only (quick checks)")
     add_option(parser, "--skip-missing", action="store_true", help="skip images without semantics or depth (counted)")
@@ -65,16 +68,18 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(
         cityscapes_root=args.cityscapes_root, semantic_subdirs=tuple(args.semantic_subdir), out=args.out,
         split=args.split, depth_subdir=args.depth_subdir, grad_thresholds=tuple(args.grad_thresholds),
-        min_areas=tuple(args.min_areas) if args.min_areas else None, sigmas=tuple(args.sigmas), dilation_iters=tuple(args.dilation_iters),
-        connectivity=args.connectivity, normalize=args.normalize, resolution=tuple(args.resolution) if args.resolution else None,
-        protocol=args.protocol, cc_baseline=not args.no_cc_baseline, max_images=args.max_images,
+        min_areas=tuple(args.min_areas) if args.min_areas else None, sigmas=tuple(args.sigmas),
+        dilation_iters=tuple(args.dilation_iters), connectivity=args.connectivity, normalize=args.normalize,
+        resolution=tuple(args.resolution) if args.resolution else None,
+        protocol=args.protocol, num_classes=args.num_classes, cc_baseline=not args.no_cc_baseline,
+        max_images=args.max_images,
         skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50, depth=args.depth,
         gt_cache=args.gt_cache,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    out = run_sweep(config_from_args(args), runner_options(args))
+    out = run_sweep_any(config_from_args(args), runner_options(args))  # any protocol (cups: two passes)
     print(format_best(out), file=sys.stdout)
     print(f"wrote {out['out']}", file=sys.stdout)
     return 0

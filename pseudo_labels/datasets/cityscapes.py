@@ -175,7 +175,9 @@ def camera_path(root: str | os.PathLike, entry: ImageEntry) -> Path:
 
 
 def panoptic_gt(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
-    """(json, folder) of the Cityscapes panoptic ground truth of a split."""
+    """(json, folder) of the Cityscapes panoptic ground truth of a split, where cityscapesscripts puts it
+    next to the data; the official zips do not hold it: :func:`pseudo_labels.datasets.cityscapes_gt.
+    panoptic_ground_truth` makes it into a cache when absent."""
     gt = Path(root) / "gtFine"
     return gt / f"cityscapes_panoptic_{split}.json", gt / f"cityscapes_panoptic_{split}"
 

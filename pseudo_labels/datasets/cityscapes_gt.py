@@ -140,16 +140,62 @@ def _silenced(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def make_panoptic(root: Path, split: str, dest: Path) -> tuple[Path, Path]:
-    """``convert2panoptic`` of ``<root>/gtFine/<split>`` into ``<dest>/gtFine`` (written into a
-    temporary folder first, then moved into place, so a failure leaves nothing half-made)."""
+def _convert_chunk(job: tuple[list[str], str, str, str]) -> str:
+    """``convert2panoptic`` of some ``_instanceIds.png`` files: linked into ``<tmp>/<split>/<city>/``
+    (the layout it globs), the PNGs and their JSON go to ``out``."""
     from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    files, split, tmp, out = job
+    for f in files:
+        link = Path(tmp) / split / Path(f).parent.name / Path(f).name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(f, link)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    _silenced(convert2panoptic, cityscapesPath=tmp, outputFolder=out, setNames=[split])
+    return out
+
+
+def make_panoptic(root: Path, split: str, dest: Path, workers: int = 1) -> tuple[Path, Path]:
+    """``convert2panoptic`` of ``<root>/gtFine/<split>`` into ``<dest>/gtFine`` (written into a
+    temporary folder first, then moved into place, so a failure leaves nothing half-made).
+
+    ``workers`` > 1: the files it would convert (its glob, sorted) are cut into contiguous chunks,
+    each converted by its own ``convert2panoptic`` call in parallel (on links in the same
+    ``<split>/<city>/`` layout), and the JSON lists are joined in order and written as it writes
+    them (``json.dump(sort_keys=True, indent=4)``): the same files as one call.
+    """
+    import glob
+    import json
+
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    from pseudo_labels.core.runner import run_per_image
 
     out_json, out_dir = panoptic_paths(dest, split)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".panoptic-", dir=out_json.parent))
+    files = sorted(glob.glob(os.path.join(str(root / "gtFine"), split, "*", "*_instanceIds.png")))
     try:
-        _silenced(convert2panoptic, cityscapesPath=str(root / "gtFine"), outputFolder=str(tmp), setNames=[split])
+        if workers <= 1 or len(files) < 2:
+            _silenced(convert2panoptic, cityscapesPath=str(root / "gtFine"), outputFolder=str(tmp), setNames=[split])
+        else:
+            n = min(len(files), 4 * workers)
+            bounds = [round(i * len(files) / n) for i in range(n + 1)]
+            jobs = [([os.path.abspath(f) for f in files[a:b]], split, str(tmp / f"in{i}"), str(tmp / f"out{i}"))
+                    for i, (a, b) in enumerate(zip(bounds, bounds[1:])) if b > a]
+            run_per_image(_convert_chunk, jobs, workers=workers, desc=f"panoptic {split}", name_of=lambda j: j[0][0],
+                          progress=False).raise_if_failed()
+            (tmp / out_dir.name).mkdir()
+            merged: dict = {"images": [], "annotations": [], "categories": None}
+            for _, _, _, out in jobs:
+                part = json.loads((Path(out) / out_json.name).read_text())
+                merged["images"] += part["images"]
+                merged["annotations"] += part["annotations"]
+                merged["categories"] = part["categories"]
+                for png in (Path(out) / out_dir.name).iterdir():
+                    os.replace(png, tmp / out_dir.name / png.name)
+            with open(tmp / out_json.name, "w") as f:
+                json.dump(merged, f, sort_keys=True, indent=4)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp / out_dir.name, out_dir)
@@ -231,7 +277,7 @@ def prepare_ground_truth(root: str | os.PathLike, split: str, cache: str | os.Pa
             out.status[kind] = "reused"
             continue
         if kind == PANOPTIC:
-            make_panoptic(root, split, cache)
+            make_panoptic(root, split, cache, workers)
         else:
             _make_train_ids(sources, split, cache, workers)
         entries[key] = entry
@@ -253,10 +299,11 @@ def _cached(cache: Path, split: str, kind: str, sources: list[Path]) -> bool:
     return all(train_ids_path(cache, split, p.name[: -len(SOURCES[kind])]).is_file() for p in sources)
 
 
-def panoptic_ground_truth(root: str | os.PathLike, split: str, cache: str | os.PathLike, *,
+def panoptic_ground_truth(root: str | os.PathLike, split: str, cache: str | os.PathLike, *, workers: int = 1,
                           log: Callable[[str], None] | None = None) -> tuple[Path, Path, PreparedGT]:
     """(JSON, PNG folder, :class:`PreparedGT`) of the panoptic GT of a split: the dataset's own
-    ``gtFine/cityscapes_panoptic_<split>.json`` when present, else made / reused in ``cache``."""
-    prepared = prepare_ground_truth(root, split, cache, (PANOPTIC,), log=log)
+    ``gtFine/cityscapes_panoptic_<split>.json`` when present, else made (``workers`` processes) /
+    reused in ``cache``."""
+    prepared = prepare_ground_truth(root, split, cache, (PANOPTIC,), workers=workers, log=log)
     j, f = prepared.panoptic
     return j, f, prepared

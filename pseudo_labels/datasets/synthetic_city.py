@@ -19,6 +19,12 @@ Opt-in class dropout (``class_dropout`` / ``--class-dropout P``, default 0 with 
 output): each class is left out of each scene with probability P, deterministically per
 seed, so image-level tags vary between images (for the weakly-supervised CAM path).
 
+Files (:func:`write_synthetic_city`): ``layout="official"`` writes exactly what the four official
+zips hold (leftImg8bit, gtFine color/labelIds/instanceIds PNGs + polygons JSON in the official
+schema, disparity, camera); ``layout="extended"`` adds what cityscapesscripts' preparation scripts
+make next to the data (labelTrainIds, panoptic GT), made by them. Both also write the provenance
+manifest :data:`MANIFEST_NAME` at the root.
+
 The label table is Cityscapes' (:data:`LABELS`, labelIds/trainIds of cityscapesscripts) and the
 files are listed by the Cityscapes lister (:func:`list_images`).
 

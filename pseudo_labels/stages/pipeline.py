@@ -292,9 +292,9 @@ def _run_evaluate(config, options, layout, log):
 
 
 def _run_sweep(config, options, layout, log):
-    from pseudo_labels.stages.outputs.sweep import run_sweep
+    from pseudo_labels.stages.outputs.sweep_cups import run_sweep_any
 
-    result = run_sweep(config, options)
+    result = run_sweep_any(config, options)  # any protocol (cups: two passes)
     b = result.get("best")
     line = f"{len(result['results'])} rows" + (
         f"; best tau={b['grad_threshold']:g} A_min={b['min_area']}: PQ {b['PQ']:.2f}" if b else "")
@@ -366,7 +366,7 @@ STAGES: tuple[StageSpec, ...] = (
               lambda L: {"gt_json": str(L.gt_panoptic[0]), "gt_folder": str(L.gt_panoptic[1]),
                          "pred_json": str(L.panoptic_json), "pred_folder": str(L.panoptic_dir),
                          "gt_semantic_dir": str(L.gt_semantic_dir), "pred_semantic_dir": str(L.semantic_dir),
-                         "out": str(L.evaluation_json)},
+                         "cityscapes_root": str(L.root), "split": L.split, "out": str(L.evaluation_json)},
               _run_evaluate, output=lambda L: L.evaluation_json, pipeline_keys={"semantic": True}),
     StageSpec("sweep", "parameter sweep (tau x A_min)", "pseudo_labels.stages.outputs.sweep:SweepConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "semantic_subdirs": (L.used_semantic_subdir,),
@@ -937,7 +937,8 @@ PRESETS: dict[str, Preset] = {
 }
 #: the row shown beside ours when a config names no preset
 DEFAULT_COMPARISON = "k80-depth"
-PUBLISHED_PROTOCOL = "protocol reference: its own evaluator at 512x1024"
+PUBLISHED_PROTOCOL = "protocol reference: its own evaluator at 512x1024; CUPS: its paper, its protocol"
+PUBLISHED_CUPS = (27.80, 35.10, 17.70, 57.40, 35.20)  # PQ, PQ_st, PQ_th, SQ, RQ (the reference README's CUPS row)
 
 
 def preset_list_text() -> str:
@@ -1027,10 +1028,11 @@ semantic = true
 
 # --------------------------------------------------------------------------- results table
 def format_results(result: PipelineResult, title: str | None = None) -> str:
-    """The results table: PQ/SQ/RQ/PQ_st/PQ_th of the pipeline (evaluate) and of the sweep's best
-    configuration, each naming its protocol, the published row of the reference's table beside them
-    (the config's ``preset``, else k=80 + depth; Cityscapes only), and the semantic mIoU; empty
-    when neither evaluate nor sweep ran."""
+    """The results table: PQ/PQ_st/PQ_th/SQ/RQ of the pipeline (evaluate, one row per protocol scored)
+    and of the sweep's best configuration, each naming its protocol; the published row of the
+    reference's table beside them (the config's ``preset``, else k=80 + depth; Cityscapes only; and
+    CUPS' own row when the cups protocol was scored); the semantic mIoU. Empty when neither
+    evaluate nor sweep ran."""
     ev, sweep = result.evaluation, result.sweep
     if ev is None and sweep is None:
         return ""
@@ -1043,6 +1045,8 @@ def format_results(result: PipelineResult, title: str | None = None) -> str:
         name = "ours" + (" (connected components)" if getattr(inst, "depth", "") == "none"
                          else f" at tau={tau:.2f}" if tau is not None else "")
         rows.append((name, ev, ev.get("protocol", "standard")))
+        rows += [(name + (f" ({r['num_classes']} classes)" if p == "cups" else ""), r, p)
+                 for p, r in ev.get("also", {}).items() if "PQ" in r]  # [evaluate] also_protocols: same files
     if sweep is not None:
         best = sweep.get("best") or max(sweep["results"], key=lambda r: r["PQ"])
         rows.append((f"sweep best (tau={best['grad_threshold']}, A_min={best['min_area']})", best,
@@ -1050,21 +1054,28 @@ def format_results(result: PipelineResult, title: str | None = None) -> str:
     preset = result.config.preset or DEFAULT_COMPARISON
     dataset = next((c.dataset for c in cfg.values() if hasattr(c, "dataset")), "cityscapes")
     if dataset == "cityscapes":  # the reference's table is Cityscapes val
-        pq, st, th, sq, rq = PRESETS[preset].published
-        rows.append((f"published: {PRESETS[preset].row}", {"PQ": pq, "PQ_stuff": st, "PQ_things": th, "SQ": sq,
-                                                           "RQ": rq}, "reference"))
+        for label, values, protocol in ((f"published: {PRESETS[preset].row}", PRESETS[preset].published, "reference"),
+                                        ("published: CUPS (CVPR 2025)", PUBLISHED_CUPS, "cups")):
+            if protocol == "reference" or any(r[2] == "cups" for r in rows):
+                rows.append((label, dict(zip(("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ"), values)), protocol))
     lines = [f"Results on {where}",
              f"{'':40s} {'PQ':>6s} {'PQ_st':>6s} {'PQ_th':>6s} {'SQ':>6s} {'RQ':>6s}  protocol"]
     for name, r, protocol in rows:
         lines.append(f"{name:40s} {r['PQ']:6.2f} {r['PQ_stuff']:6.2f} {r['PQ_things']:6.2f} {r['SQ']:6.2f} "
                      f"{r['RQ']:6.2f}  {protocol}")
-    lines.append(f"(published: the reference repository's README, Cityscapes val, {PUBLISHED_PROTOCOL})")
+    if dataset == "cityscapes":
+        lines.append(f"(published: the reference repository's README, Cityscapes val, {PUBLISHED_PROTOCOL})")
     if ev is not None and "semantic" in ev:
         sem = cfg.get("semantics")
         what = "the semantic pseudo-labels"
         if sem is not None and not sem.load_centroids:
             what = f"the k={sem.k or defaults.K} {sem.mapping or 'majority'}-mapped clusters"
         lines.append(f"semantic mIoU of {what}: {ev['semantic']['mIoU']:.2f}")
+    protocol = (ev or {}).get("protocol")
+    cups = ev.get("also", {}).get("cups", ev if protocol == "cups" else None) if ev is not None else None
+    if cups is not None:
+        lines.append(f"CUPS' mIoU / accuracy ({cups['num_classes']} classes, Hungarian): {cups['mIoU']:.2f} / "
+                     f"{cups['accuracy']:.2f}")
     return "\n".join(lines)
 
 
@@ -1138,7 +1149,9 @@ grad_threshold = 0.2                     # tau
 [panoptic]                               # assembled at the working resolution, written at the images' size
 
 [evaluate]
-protocol = "standard"                    # standard (= cityscapesscripts, at the ground truth's size) or reference
+protocol = "standard"                    # standard (= cityscapesscripts, at the ground truth's size), reference,
+                                         # or cups (CUPS' metric)
+# also_protocols = ["reference", "cups"]  # also score the same files under these (side by side in the table)
 semantic = true                          # also mIoU of the semantic pseudo-labels against gtFine
 
 [sweep]

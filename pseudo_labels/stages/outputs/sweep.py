@@ -559,6 +559,7 @@ class SweepConfig:
     ap50: bool = False
     depth: str = "edges"
     gt_cache: str | None = None
+    num_classes: int = 27  # protocol cups: 27 or 19 classes
 
 
 def semantic_index(root: Path, subdir: str, split: str) -> dict:
@@ -615,13 +616,13 @@ def default_out(cfg: SweepConfig, ks: Sequence[int | None]) -> Path:
     return Path(cfg.cityscapes_root) / f"sweep_{tag}_{depth}_{cfg.split}.json"
 
 
-def sweep_ground_truth(cfg: SweepConfig, log=None):
+def sweep_ground_truth(cfg: SweepConfig, log=None, workers: int = 1):
     """(panoptic JSON, PNG folder, :class:`~pseudo_labels.datasets.cityscapes_gt.PreparedGT`) of the
     sweep's split: the dataset's own, or made by cityscapesscripts into ``cfg.gt_cache``."""
     from pseudo_labels.datasets.cityscapes_gt import default_cache, panoptic_ground_truth
 
     cache = Path(cfg.gt_cache) if cfg.gt_cache else default_cache(out_folder(cfg))
-    return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, cache, log=log)
+    return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, cache, workers=workers, log=log)
 
 
 def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
@@ -675,6 +676,15 @@ def _sweep_runs(grid: Grid, sources: list, ks: list, per_source: list) -> tuple[
     return runs, all_rows
 
 
+def default_min_areas(cfg: SweepConfig, first_semantic: str) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """(working resolution of the first image, the A_min grid): ``cfg.min_areas``, or the reference's
+    grid at 512x1024 scaled to that working resolution (:func:`defaults.scaled_min_area`)."""
+    from pseudo_labels.core.io import read_png
+
+    work0 = defaults.work_resolution(read_png(first_semantic).shape, cfg.resolution)
+    return work0, tuple(cfg.min_areas or (defaults.scaled_min_area(work0, a) for a in defaults.SWEEP_MIN_AREAS))
+
+
 def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
     """Score every cell on every image (shared runner), write the JSON, the CSV and the heatmaps.
 
@@ -695,13 +705,13 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
     if cfg.depth not in defaults.DEPTH_MODES:
         raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
     labels = label_table(cfg.dataset)
-    gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)))
+    if cfg.protocol == "cups":  # two passes per cell: the command and run call sweep_cups.run_sweep_cups
+        raise PseudoLabelsError("protocol cups: use pseudo_labels.stages.outputs.sweep_cups.run_sweep_cups")
+    gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)),
+                                                      workers=options.workers if options.executor == "local" else 1)
     jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
     luts, ks = zip(*luts_ks)
-    from pseudo_labels.core.io import read_png
-
-    work0 = defaults.work_resolution(read_png(jobs[0].semantic_paths[0]).shape, cfg.resolution)
-    min_areas = cfg.min_areas or tuple(defaults.scaled_min_area(work0, a) for a in defaults.SWEEP_MIN_AREAS)
+    work0, min_areas = default_min_areas(cfg, jobs[0].semantic_paths[0])
     if cfg.depth == "none":  # components only: no depth-guided cells, the CC-only row
         grid = Grid((), tuple(min_areas), (), (), cc_baseline=True)
     else:

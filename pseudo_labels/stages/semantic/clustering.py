@@ -362,6 +362,20 @@ def kmeans_inertia(x: np.ndarray, centroids: np.ndarray, chunk: int = 200_000) -
 
 
 # --------------------------------------------------------------------------- assignment
+#: bound on the float32 rounding of one bilinear value, relative to max |similarity| (a few
+#: ulps are 2**-21; this keeps a 32x margin): decisions closer than this are made exactly
+_ROUND_TOL = 2.0 ** -16
+#: torch sends outputs with H + W <= 128 to its channels-last kernel (4-term sums per pixel);
+#: such small maps (and 1x1 grids) take the straightforward path, which is cheap there
+_SMALL_OUTPUT = 128
+#: elements (float32) of one work array of the boundary pass: memory stays bounded
+_BLOCK_ELEMENTS = 1 << 20
+#: sides (pixels) of the blocks mixed cells are cut into, level by level (the last: per pixel)
+_BLOCK_SIDES = (16, 8, 4)
+#: padded candidate counts of the boundary pass (blocks are grouped by these)
+_CANDIDATE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
 def assign_clusters(
     features: np.ndarray,
     centroids: np.ndarray,
@@ -377,45 +391,453 @@ def assign_clusters(
     out_size: (H, W) of the label map (e.g. 1024x2048). Returns (H, W) int32 in 0..k-1.
 
     upsample:
-    - ``"similarity"`` (default): the (k, h, w) similarities are resized bilinearly
-      (half-pixel centres) to (H, W), then argmax. Bilinear resizing is linear, so this
-      equals the argmax over bilinearly upsampled features; it gives smooth, sub-patch
+    - ``"similarity"`` (default): the labels of resizing the (k, h, w) similarities
+      bilinearly (half-pixel centres, torch ``F.interpolate``, ``channel_chunk`` maps per
+      call) to (H, W), then argmax, ties to the lowest id. Bilinear resizing is linear, so
+      this equals the argmax over bilinearly upsampled features; it gives smooth, sub-patch
       boundaries from a 23x46 patch grid, where nearest upsampling of labels makes
-      44-pixel blocks. Memory-bounded: ``channel_chunk`` similarity maps of (H, W) at a
-      time with a running max (exactly the full argmax; ties -> lowest id).
+      44-pixel blocks. The labels are identical to that straightforward computation
+      (:func:`_assign_clusters_straightforward`, kept for tests and benchmarks), float
+      rounding included, but computed without it: a bilinear value is a convex combination
+      of its four grid corners, so a cell whose corners share their argmax (by more than
+      the rounding) is filled with it, and elsewhere only the centroids that can win inside
+      the cell are interpolated; pixels where two of them come within the rounding are
+      recomputed with torch's exact float32 arithmetic (see :func:`_upsampled_argmax_fast`).
+      About 10-40x faster at 1024x2048 (``benchmarks/bench_fullres.py``); no (k, H, W) array.
     - ``"labels"``: argmax at feature resolution, then nearest upsampling: the
       reference's path (it computes similarities on the dense 322x644 CAUSE map and
       nearest-upsamples the argmax to 1024x2048).
     """
     if upsample not in UPSAMPLE_MODES:
         raise PseudoLabelsError(f"unknown upsample mode {upsample!r} (choose {', '.join(UPSAMPLE_MODES)})")
+    sim = _similarities(features, centroids)
+    k, h, w = sim.shape
+    H, W = int(out_size[0]), int(out_size[1])
+    if upsample == "labels" or (h, w) == (H, W):
+        labels = np.argmax(sim, axis=0).astype(np.int32)
+        return resize_nearest(labels, (H, W))
+    fast = _upsampled_argmax_fast(sim, (H, W), channel_chunk)
+    return fast if fast is not None else _upsampled_argmax_straightforward(sim, (H, W), channel_chunk)
+
+
+def _similarities(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(k, h, w) float32 dot products of the centroids with every feature vector."""
     features = np.asarray(features)
     centroids = np.asarray(centroids, np.float32)
     d, h, w = features.shape
     if centroids.ndim != 2 or centroids.shape[1] != d:
         raise PseudoLabelsError(f"features have dimension {d} but centroids are {tuple(centroids.shape)}")
-    H, W = int(out_size[0]), int(out_size[1])
     flat = features.reshape(d, h * w).astype(np.float32, copy=False)
-    sim = (centroids @ flat).reshape(-1, h, w)  # (k, h, w)
-    if upsample == "labels" or (h, w) == (H, W):
-        labels = np.argmax(sim, axis=0).astype(np.int32)
-        return resize_nearest(labels, (H, W))
+    return (centroids @ flat).reshape(-1, h, w)
+
+
+def _assign_clusters_straightforward(features: np.ndarray, centroids: np.ndarray, out_size: tuple[int, int],
+                                     channel_chunk: int = 8) -> np.ndarray:
+    """The straightforward ``similarity`` assignment (the reference of the fast one): all k
+    similarity maps resized to ``out_size`` by torch, ``channel_chunk`` at a time, running
+    argmax (ties to the lowest id). (H, W) int32."""
+    sim = _similarities(features, centroids)
+    H, W = int(out_size[0]), int(out_size[1])
+    if sim.shape[1:] == (H, W):
+        return np.argmax(sim, axis=0).astype(np.int32)
+    return _upsampled_argmax_straightforward(sim, (H, W), channel_chunk)
+
+
+def _upsampled_argmax_straightforward(sim: np.ndarray, out_size: tuple[int, int], channel_chunk: int = 8) -> np.ndarray:
+    """argmax over k of the (k, h, w) float32 ``sim`` resized bilinearly to ``out_size``
+    (torch, half-pixel centres), ``channel_chunk`` (H, W) maps at a time. (H, W) int32."""
     import torch
     import torch.nn.functional as F
 
+    H, W = out_size
     k = sim.shape[0]
+    chunk = max(1, int(channel_chunk))
     best_val = torch.full((H, W), -np.inf, dtype=torch.float32)
     best_idx = torch.zeros((H, W), dtype=torch.int32)
-    sim_t = torch.from_numpy(sim)
+    sim_t = torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32))
     with torch.no_grad():
-        for s in range(0, k, channel_chunk):
-            up = F.interpolate(sim_t[None, s: s + channel_chunk], size=(H, W), mode="bilinear",
-                               align_corners=False)[0]
+        for s in range(0, k, chunk):
+            up = F.interpolate(sim_t[None, s: s + chunk], size=(H, W), mode="bilinear", align_corners=False)[0]
             val, idx = up.max(dim=0)  # first max within the chunk
             better = val > best_val  # strict: earlier chunks win ties
             best_val = torch.where(better, val, best_val)
             best_idx = torch.where(better, idx.to(torch.int32) + s, best_idx)
     return best_idx.numpy()
+
+
+# ---- torch's float32 bilinear arithmetic, reproduced for the pixels that need it
+def _bilinear_taps(n_in: int, n_out: int, fused: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows ``i0``, ``i1`` (n_out,) int64 and weights ``l0``, ``l1`` (n_out,) float32 of
+    one axis, as torch's CPU bilinear kernels compute them (align_corners False, output size
+    given): scale = n_in / n_out in float32, src = max(scale * (o + 0.5) - 0.5, 0) (one
+    rounding when ``fused``, as an FMA-contracted build does), i0 = floor(src),
+    l1 = clip(src - i0, 0, 1), l0 = 1 - l1; equal sizes copy (l0 = 1, l1 = 0).
+    (PyTorch aten/src/ATen/native/UpSample.h, compute_source_index_and_lambda.)"""
+    if n_in == n_out:
+        i = np.arange(n_out, dtype=np.int64)
+        return i, i, np.ones(n_out, np.float32), np.zeros(n_out, np.float32)
+    scale = np.float32(n_in) / np.float32(n_out)
+    o = np.arange(n_out, dtype=np.float32) + np.float32(0.5)
+    if fused:  # the float64 product is exact, the subtraction too where src >= 0
+        src = (np.float64(scale) * o.astype(np.float64) - 0.5).astype(np.float32)
+    else:
+        src = scale * o - np.float32(0.5)
+    src = np.where(src < 0, np.float32(0), src)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    l1 = np.clip(src - i0.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
+    return i0, np.minimum(i0 + 1, n_in - 1), (np.float32(1) - l1).astype(np.float32), l1
+
+
+def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray, fused: bool) -> np.ndarray:
+    """float32 ``a * b + c``: one rounding when ``fused`` (a fused multiply-add: the product is
+    exact in float64, the sum is rounded to odd in float64 with its exact error (TwoSum),
+    then to float32, which is then correctly rounded), else two float32 roundings."""
+    if not fused:
+        return (np.multiply(a, b, dtype=np.float32) + np.asarray(c, np.float32)).astype(np.float32)
+    p = np.multiply(a, b, dtype=np.float64)
+    c = np.asarray(c, np.float64)
+    s = p + c
+    bp = s - p
+    err = (p - (s - bp)) + (c - bp)  # s + err == p + c exactly
+    inexact = err != 0
+    if np.any(inexact):
+        trunc = np.where((err > 0) == (s > 0), s, np.nextafter(s, 0.0))  # towards zero
+        odd = (trunc.view(np.int64) | 1).view(np.float64)
+        s = np.where(inexact, odd, s)
+    return s.astype(np.float32)
+
+
+def _bilinear_values(sim: np.ndarray, chan: np.ndarray, y: np.ndarray, x: np.ndarray, kernel: tuple[str, bool],
+                     rows: tuple, cols: tuple) -> np.ndarray:
+    """float32 values of channels ``chan`` (n, m) of ``sim`` (k, h, w) at output pixels
+    (y, x) (n,), bit for bit as torch's CPU ``upsample_bilinear2d`` computes them with
+    ``kernel`` = (kind, fused) (:func:`_torch_kernel`). ``rows`` / ``cols``: the taps
+    (:func:`_bilinear_taps`) of each axis. Returns (n, m) float32.
+
+    Kinds (PyTorch aten/src/ATen/native/cpu/UpSampleKernel.cpp): ``generic`` interpolates
+    along x in rows i0 and i1, then along y: t = x0*w0 + x1*w1, v = t0*h0 + t1*h1;
+    ``channels_last`` sums four products with the weights h*w: ((x00*w00 + x01*w01) +
+    x10*w10) + x11*w11. ``fused``: each ``a*b + c`` rounded once, as GCC contracts them."""
+    kind, fused = kernel
+    yi0, yi1, h0, h1 = (t[y][:, None] for t in rows)
+    xi0, xi1, w0, w1 = (t[x][:, None] for t in cols)
+
+    def f32(v):
+        return np.asarray(v, np.float32)
+
+    x00, x01, x10, x11 = sim[chan, yi0, xi0], sim[chan, yi0, xi1], sim[chan, yi1, xi0], sim[chan, yi1, xi1]
+    if kind == "generic":
+        t0 = _fma32(x00, w0, f32(x01 * w1), fused)
+        t1 = _fma32(x10, w0, f32(x11 * w1), fused)
+        return _fma32(t0, h0, f32(t1 * h1), fused)
+    w00, w01, w10, w11 = f32(h0 * w0), f32(h0 * w1), f32(h1 * w0), f32(h1 * w1)
+    acc = _fma32(x00, w00, f32(x01 * w01), fused)
+    acc = _fma32(x10, w10, acc, fused)
+    return _fma32(x11, w11, acc, fused)
+
+
+_TORCH_KERNELS: dict = {}
+
+
+def _torch_kernel(channels: int) -> tuple[str, bool] | None:
+    """Which float32 arithmetic torch's CPU bilinear resize uses for ``channels`` maps at a
+    time in this process (it picks kernels by channel count and thread count, and builds
+    differ in FMA contraction): found once by resizing a random probe (5x7 -> 70x90, an
+    output above the small-output rule) and comparing bit for bit with each emulation of
+    :func:`_bilinear_values`. None when none matches (then callers take the straightforward
+    path)."""
+    import torch
+    import torch.nn.functional as F
+
+    key = (int(channels), torch.get_num_threads(), torch.__version__)
+    if key not in _TORCH_KERNELS:
+        (h, w), (H, W) = (5, 7), (70, 90)
+        probe = np.random.default_rng(12345).standard_normal((channels, h, w)).astype(np.float32)
+        with torch.no_grad():
+            ref = F.interpolate(torch.from_numpy(probe)[None], size=(H, W), mode="bilinear",
+                                align_corners=False)[0].numpy().reshape(channels, -1).T
+        yy, xx = np.divmod(np.arange(H * W), W)
+        chan = np.broadcast_to(np.arange(channels), (H * W, channels))
+        found = None
+        for kernel in (("generic", True), ("generic", False), ("channels_last", True), ("channels_last", False)):
+            rows, cols = _bilinear_taps(h, H, kernel[1]), _bilinear_taps(w, W, kernel[1])
+            if np.array_equal(_bilinear_values(probe, chan, yy, xx, kernel, rows, cols), ref):
+                found = kernel
+                break
+        _TORCH_KERNELS[key] = found
+    return _TORCH_KERNELS[key]
+
+
+def _bucket(m: np.ndarray) -> np.ndarray:
+    """Padded candidate count of each count ``m`` (the smallest bucket >= m)."""
+    buckets = np.asarray(_CANDIDATE_BUCKETS)
+    idx = np.searchsorted(buckets, m)
+    return np.where(idx < buckets.size, buckets[np.minimum(idx, buckets.size - 1)], m)
+
+
+@dataclass
+class _Blocks:
+    """Rectangles of output pixels inside one cell each, with candidate centroids.
+
+    a, b: (n,) cell row / column; y1, y2, x1, x2: (n,) first / last pixel row and column
+    (inclusive); ids: (n, m) candidate ids in increasing order, ``pad`` (n, m) marking
+    repeats of the first that fill a row up to m."""
+
+    a: np.ndarray
+    b: np.ndarray
+    y1: np.ndarray
+    y2: np.ndarray
+    x1: np.ndarray
+    x2: np.ndarray
+    ids: np.ndarray
+    pad: np.ndarray
+
+    def take(self, sel: np.ndarray, ids: np.ndarray, pad: np.ndarray) -> "_Blocks":
+        return _Blocks(self.a[sel], self.b[sel], self.y1[sel], self.y2[sel], self.x1[sel], self.x2[sel], ids, pad)
+
+
+def _packed(blocks: _Blocks, keep: np.ndarray):
+    """Blocks with only their ``keep`` (n, m) candidates, grouped by padded count: yields
+    :class:`_Blocks` whose rows keep one to m ids (id order kept)."""
+    count = keep.sum(1)
+    order = np.argsort(~keep, axis=1, kind="stable")
+    ids = np.take_along_axis(blocks.ids, order, axis=1)
+    bucket = np.minimum(_bucket(count), ids.shape[1])
+    for m in np.unique(bucket):
+        sel = np.flatnonzero(bucket == m)
+        sub = ids[sel, :m].copy()
+        pad = np.arange(m)[None, :] >= count[sel][:, None]
+        sub[pad] = np.broadcast_to(sub[:, :1], sub.shape)[pad]
+        yield blocks.take(sel, sub, pad)
+
+
+def _split(blocks: _Blocks, side: int) -> _Blocks:
+    """Cut each block into blocks of at most ``side`` x ``side`` pixels (same candidates)."""
+    ny = (blocks.y2 - blocks.y1) // side + 1
+    nx = (blocks.x2 - blocks.x1) // side + 1
+    per = ny * nx
+    parent = np.repeat(np.arange(per.size), per)
+    local = np.arange(parent.size) - np.repeat(np.cumsum(per) - per, per)
+    ty, tx = np.divmod(local, nx[parent])
+    y1 = blocks.y1[parent] + ty * side
+    x1 = blocks.x1[parent] + tx * side
+    return _Blocks(blocks.a[parent], blocks.b[parent], y1, np.minimum(y1 + side - 1, blocks.y2[parent]),
+                   x1, np.minimum(x1 + side - 1, blocks.x2[parent]), blocks.ids[parent], blocks.pad[parent])
+
+
+def _concat(parts: list) -> "_Blocks":
+    """One :class:`_Blocks` of blocks with the same candidate count."""
+    if len(parts) == 1:
+        return parts[0]
+    return _Blocks(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("a", "b", "y1", "y2", "x1", "x2", "ids", "pad")))
+
+
+def _best_two(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over the first axis of ``v`` (m, ...): index of the first maximum, the maximum and the
+    runner-up (equal to the maximum on ties)."""
+    best = v[0].copy()
+    second = np.full_like(best, -np.inf)
+    idx = np.zeros(best.shape, np.int64)
+    for i in range(1, len(v)):
+        vi = v[i]
+        np.maximum(second, np.minimum(vi, best), out=second)
+        np.putmask(idx, vi > best, i)
+        np.maximum(best, vi, out=best)
+    return idx, best, second
+
+
+class _Upsampler:
+    """Float32 bilinear values of candidate channels at output pixels, block fills and the
+    exact labels of near-ties; see :func:`_upsampled_argmax_fast`. Arrays of many blocks
+    keep the block axis last (long inner loops)."""
+
+    def __init__(self, sim, rows, cols, ys, xs, tol, kernel_groups, out, prefill):
+        self.sim, self.rows, self.cols, self.tol, self.kernel_groups = sim, rows, cols, tol, kernel_groups
+        k, h, w = sim.shape
+        self.flat, self.plane = sim.reshape(-1), h * w
+        self.out_flat, self.width = out.reshape(-1), out.shape[1]
+        self.prefill = prefill  # (cell rows, cell cols): the label each cell was filled with
+        ra0, ra1 = rows[0][ys], rows[1][ys]  # grid rows of each cell row
+        cb0, cb1 = cols[0][xs], cols[1][xs]
+        # flat offset (in one (h, w) plane) of each cell's corners: [row 0/1][col 0/1] (cell row, cell col)
+        self.offsets = [[r[:, None] * w + c[None, :] for c in (cb0, cb1)] for r in (ra0, ra1)]
+
+    def approx(self, blk: _Blocks, Y: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """(m, ny, nx, n) float32 values of ``blk.ids`` at pixels Y (ny, n) x X (nx, n)
+        (float32 rounding of any order: within tol of torch's); padding -inf."""
+        j = blk.ids.T * self.plane  # (m, n)
+        (g00, g01), (g10, g11) = [[self.flat.take(j + off[blk.a, blk.b])[:, None, :] for off in row]
+                                  for row in self.offsets]
+        w0, w1 = self.cols[2][X], self.cols[3][X]  # (nx, n)
+        top = g00 * w0 + g01 * w1  # (m, nx, n): along x in grid row i0
+        bot = g10 * w0 + g11 * w1
+        vals = top[:, None] * self.rows[2][Y][:, None, :]  # (m, ny, nx, n)
+        vals += bot[:, None] * self.rows[3][Y][:, None, :]
+        if blk.pad.any():
+            np.copyto(vals, -np.inf, where=blk.pad.T[:, None, None, :])
+        return vals
+
+    def corners(self, blk: _Blocks):
+        """Corner test of each block: fill those with one possible winner; yield the others
+        with the candidates that can still win there."""
+        n, m = blk.ids.shape
+        if m == 1:
+            self.fill(blk, blk.ids[:, 0])
+            return
+        per_block = max(1, _BLOCK_ELEMENTS // (4 * m))
+        for s in range(0, n, per_block):
+            part = blk.take(slice(s, s + per_block), blk.ids[s: s + per_block], blk.pad[s: s + per_block])
+            yield from self._corners(part)
+
+    def _corners(self, blk: _Blocks):
+        n, m = blk.ids.shape
+        tol = self.tol
+        v = self.approx(blk, np.stack([blk.y1, blk.y2]), np.stack([blk.x1, blk.x2])).reshape(m, 4, n)
+        keep = (v.max(1) >= v.min(1).max(0) - 4 * tol).T  # (n, m): can reach the best lower bound
+        best, top, second = _best_two(v)  # (4, n)
+        single = keep.sum(1) == 1
+        won = ((best == best[:1]).all(0) & (top - second > 4 * tol).all(0)) | single
+        winner = np.where(single, np.argmax(keep, axis=1), best[0])
+        if won.any():
+            w = np.flatnonzero(won)
+            self.fill(blk.take(w, blk.ids[w], blk.pad[w]), blk.ids[w, winner[w]])
+        rest = np.flatnonzero(~won)
+        if rest.size:
+            yield from _packed(blk.take(rest, blk.ids[rest], blk.pad[rest]), keep[rest] & ~blk.pad[rest])
+
+    def pixels(self, blk: _Blocks, side: int) -> None:
+        """Label every pixel of blocks of at most ``side`` x ``side`` pixels."""
+        n, m = blk.ids.shape
+        if m == 1:
+            self.fill(blk, blk.ids[:, 0])
+            return
+        per_block = max(1, _BLOCK_ELEMENTS // (m * side * side))
+        steps = np.arange(side)[:, None]
+        for s in range(0, n, per_block):
+            part = blk.take(slice(s, s + per_block), blk.ids[s: s + per_block], blk.pad[s: s + per_block])
+            Y = np.minimum(part.y1 + steps, part.y2)  # (side, n): repeats the last row
+            X = np.minimum(part.x1 + steps, part.x2)
+            idx, top, second = _best_two(self.approx(part, Y, X))  # (side, side, n)
+            lab = part.ids[np.arange(len(part.a)), idx]
+            near = top - second <= 4 * self.tol
+            if near.any():
+                iy, ix, ci = np.nonzero(near)
+                lab[iy, ix, ci] = self.exact(part.ids[ci], Y[iy, ci], X[ix, ci])
+            self.out_flat[(Y * self.width)[:, None, :] + X[None, :, :]] = lab
+
+    def fill(self, blk: _Blocks, labels: np.ndarray) -> None:
+        """Write one label per block (blocks already holding it are skipped)."""
+        change = np.flatnonzero(labels != self.prefill[blk.a, blk.b])
+        if not change.size:
+            return
+        y1, y2, x1, x2, labels = blk.y1[change], blk.y2[change], blk.x1[change], blk.x2[change], labels[change]
+        hmax, wmax = int((y2 - y1).max()) + 1, int((x2 - x1).max()) + 1
+        per_block = max(1, _BLOCK_ELEMENTS // (hmax * wmax))
+        for s in range(0, len(labels), per_block):
+            sl = slice(s, s + per_block)
+            Y = np.minimum(y1[sl] + np.arange(hmax)[:, None], y2[sl])  # (hmax, n)
+            X = np.minimum(x1[sl] + np.arange(wmax)[:, None], x2[sl])
+            self.out_flat[(Y * self.width)[:, None, :] + X[None, :, :]] = labels[sl]
+
+    def exact(self, ids: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Label of each pixel (y, x) among its candidates ``ids`` (n, m, ascending, padded
+        with repeats) from torch's own float32 values: the first maximum (lowest id on ties)."""
+        vals = np.empty(ids.shape, np.float32)
+        for kernel, channels in self.kernel_groups:
+            mask = np.isin(ids, channels)
+            if mask.any():
+                pix = np.nonzero(mask)[0]
+                vals[mask] = _bilinear_values(self.sim, ids[mask][:, None], y[pix], x[pix], kernel,
+                                              self.rows, self.cols)[:, 0]
+        return ids[np.arange(len(ids)), vals.argmax(axis=1)]
+
+
+def _upsampled_argmax_fast(sim: np.ndarray, out_size: tuple[int, int], channel_chunk: int = 8) -> np.ndarray | None:
+    """The labels of :func:`_upsampled_argmax_straightforward` without resizing k maps.
+
+    Exact argument. Torch's value of channel j at an output pixel is, up to float32
+    rounding (below ``tol`` = :data:`_ROUND_TOL` x max|sim|), a bilinear function of the
+    pixel's weights (l1 along y, l1 along x) over its four grid corners; output pixels with
+    the same corners form a cell (about 44x44 pixels from a 23x46 grid), in which the weights
+    grow monotonically, so over any rectangle of a cell a value is a convex combination of
+    its values at the rectangle's four corner pixels.
+    1. A cell whose four grid corners have the same argmax c, each by more than 2 tol, is c
+       everywhere (convexity keeps s_c > s_j): filled.
+    2. In the others, j can win only if its largest corner value reaches the best smallest
+       corner value of any candidate (less 2 tol): the cell's candidates, in id order.
+    3. Mixed cells are cut into blocks of :data:`_BLOCK_SIDES` pixels, level by level: at the
+       block's corner pixels the candidates are interpolated (float32, within tol of torch)
+       and the same two tests (4 tol) fill the block or narrow its candidates.
+    4. In the blocks left, every pixel's candidates are interpolated; a pixel whose best
+       candidate leads the next by more than 4 tol has that label under torch's rounding too;
+       the others (near and exact ties) are recomputed with torch's own float32 arithmetic
+       (:func:`_bilinear_values`) and take the first maximum, as the straightforward argmax.
+    Returns (H, W) int32, or None where the shortcut does not apply (small outputs, 1x1
+    grids, non-finite similarities, an unknown torch kernel): the caller then resizes.
+    """
+    k, h, w = sim.shape
+    H, W = int(out_size[0]), int(out_size[1])
+    if H + W <= _SMALL_OUTPUT or h * w == 1 or not np.all(np.isfinite(sim)):
+        return None
+    if k == 1:
+        return np.zeros((H, W), np.int32)
+    chunk = max(1, int(channel_chunk))
+    sizes = sorted({min(chunk, k - s) for s in range(0, k, chunk)})
+    kernels = {c: _torch_kernel(c) for c in sizes}
+    if any(v is None for v in kernels.values()) or len({v[1] for v in kernels.values()}) > 1:
+        return None
+    fused = kernels[sizes[0]][1]
+    rows, cols = _bilinear_taps(h, H, fused), _bilinear_taps(w, W, fused)
+    # per channel: the kernel of its chunk (chunks of ``chunk`` channels, the last one shorter)
+    size_of = np.minimum(chunk, k - (np.arange(k) // chunk) * chunk)
+    kernel_groups = [(kernels[c], np.flatnonzero(size_of == c)) for c in sizes]
+
+    sim = np.ascontiguousarray(sim, dtype=np.float32)
+    tol = _ROUND_TOL * float(np.abs(sim).max())
+    ys = np.flatnonzero(np.r_[True, rows[0][1:] != rows[0][:-1]])  # cell rows: output rows sharing i0
+    xs = np.flatnonzero(np.r_[True, cols[0][1:] != cols[0][:-1]])
+    ye, xe = np.r_[ys[1:], H] - 1, np.r_[xs[1:], W] - 1
+
+    # 1. argmax and its lead over the runner-up at every grid point; uniform cells
+    flat = sim.reshape(k, h * w)
+    best = flat.argmax(0)
+    ar = np.arange(h * w)
+    rest = flat.copy()
+    rest[best, ar] = -np.inf
+    margin = (flat[best, ar] - rest.max(0)).reshape(h, w)
+    del rest
+    best = best.reshape(h, w)
+    ra0, ra1, cb0, cb1 = rows[0][ys], rows[1][ys], cols[0][xs], cols[1][xs]
+    corners = [(ra0, cb0), (ra0, cb1), (ra1, cb0), (ra1, cb1)]
+    cb = [best[np.ix_(r, c)] for r, c in corners]
+    cm = np.minimum.reduce([margin[np.ix_(r, c)] for r, c in corners])
+    uniform = (cb[0] == cb[1]) & (cb[0] == cb[2]) & (cb[0] == cb[3]) & (cm > 2 * tol)
+    out = np.repeat(np.repeat(cb[0].astype(np.int32), np.diff(np.r_[ys, H]), axis=0), np.diff(np.r_[xs, W]), axis=1)
+    up = _Upsampler(sim, rows, cols, ys, xs, tol, kernel_groups, out, cb[0])
+
+    # 2. candidates of the mixed cells (blocks of cells: memory bounded)
+    na, nb = np.nonzero(~uniform)
+    per_block = max(1, _BLOCK_ELEMENTS // k)
+    for s in range(0, na.size, per_block):
+        a, b = na[s: s + per_block], nb[s: s + per_block]
+        c00, c01, c10, c11 = (sim[:, r[a], c[b]] for r, c in corners)  # (k, n)
+        smax = np.maximum(np.maximum(c00, c01), np.maximum(c10, c11))
+        smin = np.minimum(np.minimum(c00, c01), np.minimum(c10, c11))
+        keep = (smax >= smin.max(0) - 2 * tol).T
+        del c00, c01, c10, c11, smax, smin
+        cells = _Blocks(a, b, ys[a], ye[a], xs[b], xe[b], np.broadcast_to(np.arange(k), keep.shape), keep)
+        todo = list(_packed(cells, keep))
+        # 3. blocks, level by level (blocks with the same candidate count together); 4. pixels
+        for side in _BLOCK_SIDES:
+            nxt: dict[int, list] = {}
+            for blk in todo:
+                for sub in up.corners(_split(blk, side)):
+                    nxt.setdefault(sub.ids.shape[1], []).append(sub)
+            todo = [_concat(parts) for parts in nxt.values()]
+        for blk in todo:
+            up.pixels(blk, _BLOCK_SIDES[-1])
+    return out
 
 
 def cluster_png_array(clusters: np.ndarray, k: int, void_mask: np.ndarray | None = None) -> np.ndarray:
