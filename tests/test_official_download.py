@@ -110,7 +110,10 @@ def test_default_config_runs_at_any_size(tmp_path, capsys, size):
     synth(root, "val", size=size, seed=3)
     capsys.readouterr()
     assert cli.main(["run", "--print-config"]) == 0
-    (tmp_path / "p.toml").write_text(small(capsys.readouterr().out, root))
+    text = small(capsys.readouterr().out, root)
+    if size == (256, 512):  # the CUPS export, asked for, on a download without leftImg8bit_sequence
+        text = text.replace("# [exports.cups]", "[exports.cups]").replace("# link_key_frames", "link_key_frames")
+    (tmp_path / "p.toml").write_text(text)
     assert cli.main(["run", "--config", str(tmp_path / "p.toml")]) == 0
     printed = capsys.readouterr().out
     ev = json.loads((tmp_path / "pipeline_out" / "evaluation.json").read_text())
@@ -127,6 +130,9 @@ def test_default_config_runs_at_any_size(tmp_path, capsys, size):
     assert not (root / "gtFine" / "cityscapes_panoptic_val.json").exists()  # the dataset is never written
     assert (tmp_path / "pipeline_out" / "gt_cache" / "gtFine" / "cityscapes_panoptic_val.json").is_file()
     assert "made panoptic ground truth" in printed
+    if size == (256, 512):
+        assert "linked leftImg8bit_sequence -> leftImg8bit" in printed
+        assert (root / "leftImg8bit_sequence").is_symlink() and (tmp_path / "pipeline_out" / "cups" / "manifest.json").is_file()
 
 
 # --------------------------------------------------------------------------- pre-flight
@@ -148,6 +154,19 @@ def test_preflight_reports_every_problem_at_once_and_writes_nothing(city, tmp_pa
                    "link_key_frames"):
         assert needle in err, needle
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_preflight_checks_free_disk(city, tmp_path, monkeypatch):
+    import collections
+    import shutil as sh
+
+    config = pipeline.parse_pipeline_text(small(pipeline.default_config_text(), city), tmp_path)
+    assert pipeline.preflight(config) == []
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda path: usage(10**9, 10**9 - 2**10, 2**10))  # 1 KiB free
+    problems = pipeline.preflight(config)
+    assert len(problems) == 2 and all(p.startswith("free disk: ") and "2 images at 1024x2048" in p
+                                     and p.endswith("0.0 MiB free") for p in problems)
 
 
 def test_preflight_names_missing_weights_and_checkpoints(tmp_path):
@@ -216,3 +235,38 @@ def test_each_preset_runs_with_the_builtin_backbone(name, city, tiny_cause, tmp_
     assert f"published: {p.row}" in table and f"{p.published[0]:6.2f}" in table and "reference" in table
     sem = sorted((config.layout.semantic_dir).rglob("*.png"))
     assert len(sem) == 2 and read_png(sem[0]).shape == FULL and read_png(sem[0]).max() <= 255
+
+
+# --------------------------------------------------------------------------- working resolution
+def test_working_resolution_and_min_area_defaults():
+    from pseudo_labels.core import defaults
+
+    assert defaults.work_resolution(FULL) == (512, 1024)  # the reference's, for a Cityscapes frame
+    assert defaults.work_resolution((256, 512)) == (128, 256) and defaults.work_resolution((3, 5)) == (2, 2)
+    assert defaults.work_resolution(FULL, (1024, 2048)) == (1024, 2048)  # an explicit value wins
+    assert defaults.scaled_min_area((512, 1024)) == 1000 == defaults.MIN_AREA
+    assert defaults.scaled_min_area((256, 512)) == 250 and defaults.scaled_min_area((1024, 2048)) == 4000
+    assert defaults.scaled_min_area((8, 8)) == 1 and defaults.scaled_min_area((128, 256), 500) == 31
+
+
+def test_explicit_min_area_and_resolution_are_used_as_given(city, tmp_path):
+    from pseudo_labels.core.io import write_png
+    from pseudo_labels.datasets.cityscapes import label_id_to_train_id_lut
+    from pseudo_labels.stages.instance.instances import InstanceConfig, generate_instances
+
+    root = copy_city(city, tmp_path / "cs")
+    assert cli.main(["generate-depth", "--cityscapes-root", str(root), "--split", "val", "--source", "disparity",
+                     "--output-subdir", "depth", "--workers", "1"]) == 0
+    for p in (root / "gtFine" / "val").rglob("*_gtFine_labelIds.png"):  # GT trainIds as the semantic maps
+        write_png(tmp_path / "sem" / p.parent.name / p.name.replace("_gtFine_labelIds", ""),
+                  label_id_to_train_id_lut()[read_png(p)])
+    runs = {}
+    for name, kw in {"default": {}, "explicit": {"min_area": 1000, "resolution": (256, 512)}}.items():
+        run = generate_instances(InstanceConfig(str(tmp_path / "sem"), str(root / "depth" / "val"),
+                                                str(tmp_path / name), **kw))
+        stats = json.loads((tmp_path / name / "stats.json").read_text())
+        runs[name] = (run.instances, stats["config"]["min_area"], stats["config"]["resolution"],
+                      read_png(next((tmp_path / name).rglob("*_instance.png"))).shape)
+    assert runs["default"][1:] == (None, None, (512, 1024))  # per image: half size, A_min 1000 at 512x1024
+    assert runs["explicit"][1:] == (1000, [256, 512], (256, 512))  # 1000 px at 256x512, not scaled
+    assert runs["default"][0] > runs["explicit"][0]  # the same A_min over a quarter of the pixels keeps fewer

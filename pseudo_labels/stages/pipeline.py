@@ -4,8 +4,8 @@ A config names the data (``[data]``: root, split, output folder, the sub-folders
 that hold semantics / depth / features), how per-image stages run (``[runner]``) and the
 stages to run, one table each, in this order::
 
-    synth -> features -> semantics -> depth -> instances -> panoptic -> evaluate -> sweep
-          -> exports.cups -> exports.coco -> visualize -> report
+    synth -> features -> semantics | cause27 -> dynaseg -> refine -> depth -> instances -> panoptic
+          -> evaluate -> sweep -> exports.cups -> exports.coco -> visualize -> report
 
 A stage runs when its table is present. Its keys are the fields of the stage's config
 dataclass (``SemanticConfig``, ``DepthConfig``, ...; defaults from
@@ -18,6 +18,11 @@ Resume: per-image stages skip finished images (their manifests decide, as when t
 command is rerun). Whole-split stages (evaluate, sweep, exports, visualize, report) are
 skipped when ``<out>/pipeline_state.json`` records the same configuration for them, their
 output exists and no earlier stage did any work in this run.
+
+Before the first stage, :func:`preflight` checks what every chosen stage needs and the run stops
+with all problems listed (nothing written). Ground truth the official zips lack (panoptic, trainIds)
+is made into ``<out>/gt_cache`` by :mod:`pseudo_labels.datasets.cityscapes_gt`. :data:`PRESETS`:
+one config per row of the reference's results table (``run --print-config --preset NAME``).
 
 Relative paths in a config file are relative to the file's folder.
 """
@@ -681,107 +686,131 @@ def _gt_problem(layout: Layout, images: dict[str, Path], stage: str, kind: str) 
                                          ZIPS["gtFine"])
 
 
+def _depth_problems(d: Any, L: Layout, images: dict[str, Path]) -> list[str]:
+    """What [depth] needs for its source: disparity + camera files of every image, a folder of .npy
+    maps, SPIdepth's two weight files, or a Depth Anything model folder."""
+    if d.source == "disparity":
+        out = []
+        for kind, suffix in (("disparity", "_disparity.png"), ("camera", "_camera.json")):
+            found = _files(L.root / kind / L.split, suffix)
+            miss = [L.root / kind / L.split / p.parent.name / f"{s}{suffix}" for s, p in sorted(images.items())
+                    if s not in found]
+            if miss:
+                out.append("[depth] source = 'disparity': " + _missing_text(f"{kind}/*{suffix}", miss, ZIPS[kind]))
+        return out
+    if d.source == "npy" and not (d.input_dir and Path(d.input_dir).is_dir()):
+        return ["[depth] source = 'npy' needs input_dir = \"<folder of <stem>*.npy maps>\""
+                + (f" ({d.input_dir} not found)" if d.input_dir else "")]
+    if d.source == "spidepth":
+        w = Path(d.weights or "")
+        if not d.weights or not all((w / f).is_file() for f in ("encoder.pth", "depth.pth")):
+            return ["[depth] source = 'spidepth' needs weights = \"<folder with encoder.pth and depth.pth>\""
+                    + (f" ({w} lacks them)" if d.weights else "")]
+    if d.source == "depth-anything" and not (d.model_dir and Path(d.model_dir).is_dir()):
+        return ["[depth] source = 'depth-anything' needs model_dir = \"<local model folder>\""
+                + (f" ({d.model_dir} not found)" if d.model_dir else "")]
+    return []
+
+
+def _semantic_problems(config: PipelineConfig, gt_missing: Callable[[str, str], str | None]) -> list[str]:
+    """Weights, features, centroids and label files of [features], [semantics] and [cause27]."""
+    st, on = config.stages, set(config.stages)
+    out = []
+    for name in ("features", "semantics"):
+        if name in on and not (name == "semantics" and st[name].features_dir):
+            out += _weights_problems(name, st[name])
+    if "semantics" in on:
+        sem = st["semantics"]
+        if sem.features_dir and "features" not in on and not Path(sem.features_dir).is_dir():
+            out.append(f"[semantics] features_dir = {sem.features_dir!r}: folder not found (add [features])")
+        if sem.load_centroids and not Path(sem.load_centroids).is_file():
+            out.append(f"[semantics] load_centroids = {sem.load_centroids!r}: file not found")
+        mapping = sem.mapping or ("majority" if not sem.load_centroids else "")
+        if mapping in ("majority", "hungarian"):
+            out.append(gt_missing("semantics", f"mapping = {mapping!r} (reads labels)"))
+        if sem.sample_filter == "gt-nonvoid":
+            out.append(gt_missing("semantics", "sample_filter = 'gt-nonvoid'"))
+    if "cause27" in on:
+        from pseudo_labels.stages.semantic.cause import CAUSE27_CHECKPOINT_FILES
+
+        folder = Path(st["cause27"].checkpoint_dir)
+        out += [f"[cause27] checkpoint_dir: {folder / f} not found" for f in CAUSE27_CHECKPOINT_FILES.values()
+                if not (folder / f).is_file()]
+        if st["cause27"].mode in ("hungarian", "all"):
+            out.append(gt_missing("cause27", "the Hungarian naming"))
+        if "semantics" in on:
+            out.append("[semantics] and [cause27] both write the semantic pseudo-labels: keep one")
+    return out
+
+
+def _chain_problems(config: PipelineConfig) -> list[str]:
+    """Inputs a stage reads from an earlier one: present when that stage runs too, or already on disk."""
+    L, st, on = config.layout, config.stages, set(config.stages)
+    out = []
+    makes_semantics = bool(on & {"semantics", "cause27"})
+    has_semantics = makes_semantics or "refine" in on or _has_files(L.semantic_dir, "*.png")
+    if "refine" in on:
+        if not makes_semantics and not _has_files(L.raw_semantic_dir, "*.png"):
+            out.append(f"[refine] no semantic pseudo-labels: {L.raw_semantic_dir} is empty (add [semantics])")
+        if st["refine"].method == "dynaseg" and "dynaseg" not in on and not L.segments_dir.is_dir():
+            out.append(f"[refine] method = 'dynaseg' needs segments: {L.segments_dir} not found (add [dynaseg])")
+    uses_depth = [n for n in ("instances", "sweep") if n in on and getattr(st[n], "depth", "") != "none"]
+    if uses_depth and "depth" not in on and not _has_files(L.depth_dir, "*.npy"):
+        out.append(f"[{', '.join(uses_depth)}] no depth maps: {L.depth_dir} holds no .npy (add [depth])")
+    out += [f"[{name}] no semantic pseudo-labels: {L.semantic_dir} holds no PNG (add [semantics])"
+            for name in ("instances", "sweep") if name in on and not has_semantics]
+    if "panoptic" in on and "instances" not in on and not L.instances_dir.is_dir():
+        out.append(f"[panoptic] no instances: {L.instances_dir} not found (add [instances])")
+    out += [f"[{name}] no panoptic pseudo-labels: {L.panoptic_json} not found (add [panoptic])"
+            for name in ("evaluate", "exports.cups", "exports.coco", "visualize")
+            if name in on and "panoptic" not in on and not L.panoptic_json.is_file()]
+    if "report" in on and "sweep" not in on and not L.sweep_json.is_file():
+        out.append(f"[report] no sweep results: {L.sweep_json} not found (add [sweep])")
+    return out
+
+
 def preflight(config: PipelineConfig) -> list[str]:
     """Every problem that would stop a stage of ``config``, found before anything runs: missing
     images, ground truth (what the tool can prepare itself counts as present), depth inputs,
     weights, features, checkpoints, the CUPS image folder, free disk. Each names the file or key.
-    Outputs of an earlier stage of the same run count as present."""
+    Outputs of an earlier stage of the same run count as present; a [synth] city has everything."""
     L, st = config.layout, config.stages
     on = set(st)
-    problems: list[str] = []
     synth = "synth" in on
     images = {} if synth else _files(L.root / "leftImg8bit" / L.split, "_leftImg8bit.png")
-    stems = sorted(images)
+    problems: list[str] = []
     needs_images = on & {"features", "semantics", "cause27", "dynaseg", "depth", "visualize"}
     needs_images |= {"refine"} if "refine" in on and st["refine"].method == "crf" else set()
     if needs_images and not synth and not images:
         problems.append(f"[{', '.join(sorted(needs_images))}] no images: {L.root / 'leftImg8bit' / L.split}/<city>/"
                         f"*_leftImg8bit.png not found (unpack {ZIPS['leftImg8bit']} into {L.root})")
-    gt_sem = {} if synth else {**_files(L.gt_semantic_dir, "_gtFine_labelIds.png"),
-                               **_files(L.gt_semantic_dir, "_gtFine_labelTrainIds.png")}
+    has_labels = synth or _has_files(L.gt_semantic_dir, "*_gtFine_labelIds.png") or _has_files(
+        L.gt_semantic_dir, "*_gtFine_labelTrainIds.png")
 
-    def need_gt_semantic(stage: str, why: str) -> None:
-        if not synth and not gt_sem:
-            problems.append(f"[{stage}] {why} needs gtFine/{L.split}/<city>/*_gtFine_labelIds.png "
-                            f"under {L.root} (from {ZIPS['gtFine']})")
+    def gt_missing(stage: str, why: str) -> str | None:
+        return None if has_labels else (f"[{stage}] {why} needs gtFine/{L.split}/<city>/*_gtFine_labelIds.png "
+                                        f"under {L.root} (from {ZIPS['gtFine']})")
 
-    for name in ("features", "semantics"):
-        if name in on and not (name == "semantics" and st[name].features_dir):
-            problems += _weights_problems(name, st[name])
-    if "semantics" in on:
-        sem = st["semantics"]
-        if sem.features_dir and "features" not in on and not Path(sem.features_dir).is_dir():
-            problems.append(f"[semantics] features_dir = {sem.features_dir!r}: folder not found (add [features])")
-        if sem.load_centroids and not Path(sem.load_centroids).is_file():
-            problems.append(f"[semantics] load_centroids = {sem.load_centroids!r}: file not found")
-        if (sem.mapping or ("majority" if not sem.load_centroids else "")) in ("majority", "hungarian"):
-            need_gt_semantic("semantics", f"mapping = {sem.mapping or 'majority'!r} (reads labels)")
-        if sem.sample_filter == "gt-nonvoid":
-            need_gt_semantic("semantics", "sample_filter = 'gt-nonvoid'")
-    if "cause27" in on:
-        from pseudo_labels.stages.semantic.cause import CAUSE27_CHECKPOINT_FILES
-
-        folder = Path(st["cause27"].checkpoint_dir)
-        problems += [f"[cause27] checkpoint_dir: {folder / f} not found" for f in CAUSE27_CHECKPOINT_FILES.values()
-                     if not (folder / f).is_file()]
-        if st["cause27"].mode in ("hungarian", "all"):
-            need_gt_semantic("cause27", "the Hungarian naming")
-        if "semantics" in on:
-            problems.append("[semantics] and [cause27] both write the semantic pseudo-labels: keep one")
-    makes_semantics = bool(on & {"semantics", "cause27"})
-    has_semantics = makes_semantics or _has_files(L.semantic_dir, "*.png")
-    if "refine" in on:
-        if not makes_semantics and not _has_files(L.raw_semantic_dir, "*.png"):
-            problems.append(f"[refine] no semantic pseudo-labels: {L.raw_semantic_dir} is empty (add [semantics])")
-        if st["refine"].method == "dynaseg" and "dynaseg" not in on and not L.segments_dir.is_dir():
-            problems.append(f"[refine] method = 'dynaseg' needs segments: {L.segments_dir} not found (add [dynaseg])")
-        has_semantics = True
-    if "depth" in on:
-        d = st["depth"]
-        if d.source == "disparity" and not synth and images:
-            disp = _files(L.root / "disparity" / L.split, "_disparity.png")
-            cam = _files(L.root / "camera" / L.split, "_camera.json")
-            for kind, found, suffix in (("disparity", disp, "_disparity.png"), ("camera", cam, "_camera.json")):
-                miss = [L.root / kind / L.split / images[s].parent.name / f"{s}{suffix}" for s in stems if s not in found]
-                if miss:
-                    problems.append("[depth] source = 'disparity': " + _missing_text(f"{kind}/*{suffix}", miss, ZIPS[kind]))
-        elif d.source == "npy" and not (d.input_dir and Path(d.input_dir).is_dir()):
-            problems.append(f"[depth] source = 'npy' needs input_dir = \"<folder of <stem>*.npy maps>\""
-                            + (f" ({d.input_dir} not found)" if d.input_dir else ""))
-        elif d.source == "spidepth":
-            w = Path(d.weights or "")
-            if not d.weights or not all((w / f).is_file() for f in ("encoder.pth", "depth.pth")):
-                problems.append(f"[depth] source = 'spidepth' needs weights = \"<folder with encoder.pth and depth.pth>\""
-                                + (f" ({w} lacks them)" if d.weights else ""))
-        elif d.source == "depth-anything" and not (d.model_dir and Path(d.model_dir).is_dir()):
-            problems.append(f"[depth] source = 'depth-anything' needs model_dir = \"<local model folder>\""
-                            + (f" ({d.model_dir} not found)" if d.model_dir else ""))
-    uses_depth = [n for n in ("instances", "sweep") if n in on and getattr(st[n], "depth", "") != "none"]
-    if uses_depth and "depth" not in on and not _has_files(L.depth_dir, "*.npy"):
-        problems.append(f"[{', '.join(uses_depth)}] no depth maps: {L.depth_dir} holds no .npy (add [depth])")
-    for name in ("instances", "sweep"):
-        if name in on and not has_semantics:
-            problems.append(f"[{name}] no semantic pseudo-labels: {L.semantic_dir} holds no PNG (add [semantics])")
-    if "panoptic" in on and "instances" not in on and not L.instances_dir.is_dir():
-        problems.append(f"[panoptic] no instances: {L.instances_dir} not found (add [instances])")
-    for name in ("evaluate", "exports.cups", "exports.coco", "visualize"):
-        if name in on and "panoptic" not in on and not L.panoptic_json.is_file():
-            problems.append(f"[{name}] no panoptic pseudo-labels: {L.panoptic_json} not found (add [panoptic])")
+    problems += _semantic_problems(config, gt_missing)
+    if "depth" in on and not (st["depth"].source == "disparity" and (synth or not images)):
+        problems += _depth_problems(st["depth"], L, images)
+    problems += _chain_problems(config)
     scoring = [n for n in ("evaluate", "sweep") if n in on]
     if scoring and not synth:
         problems.append(_gt_problem(L, images, ", ".join(scoring), "panoptic"))
     if "evaluate" in on and config.extras.get("evaluate", {}).get("semantic", True) and not synth:
         problems.append(_gt_problem(L, images, "evaluate", "trainIds"))
-    problems = [p for p in problems if p]
     if "exports.cups" in on and not _links_key_frames(config):
         seq = L.root / "leftImg8bit_sequence" / L.split
         if not seq.is_dir():
             problems.append(f"[exports.cups] CUPS reads its images from {seq}, not found (unpack "
                             f"{ZIPS['leftImg8bit_sequence']}, or set link_key_frames = true to link the key frames)")
-    if "report" in on and "sweep" not in on and not L.sweep_json.is_file():
-        problems.append(f"[report] no sweep results: {L.sweep_json} not found (add [sweep])")
     problems += _disk_problems(config, images)
-    return problems
+    return [p for p in problems if p]
+
+
+def _size_text(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def _disk_problems(config: PipelineConfig, images: dict[str, Path]) -> list[str]:
@@ -814,8 +843,8 @@ def _disk_problems(config: PipelineConfig, images: dict[str, Path]) -> list[str]
             probe = probe.parent
         free = shutil.disk_usage(probe).free
         if need[where] > free:
-            out.append(f"free disk: {folder} needs about {need[where] / 2**30:.1f} GiB for {n} images at {h}x{w}, "
-                       f"{free / 2**30:.1f} GiB free")
+            out.append(f"free disk: {folder} needs about {_size_text(need[where])} for {n} images at {h}x{w}, "
+                       f"{_size_text(free)} free")
     return out
 
 
@@ -1088,8 +1117,8 @@ def default_config_text() -> str:
 DEFAULT_CONFIG_TEXT = """\
 # pseudo-labels run --config pipeline.toml
 # One table per stage; a stage runs when its table is present, in this order:
-# synth, features, semantics, dynaseg, refine, depth, instances, panoptic, evaluate, sweep, exports,
-# visualize, report.
+# synth, features, semantics (or cause27), dynaseg, refine, depth, instances, panoptic, evaluate, sweep,
+# exports, visualize, report.
 # Keys are the stage's parameters (the command's flags with '_' for '-'); input and output paths
 # are set from [data] so that the stages chain. Relative paths are relative to this file.
 # Rerunning the same config resumes: finished images and finished stages are kept.
@@ -1153,6 +1182,7 @@ protocol = "standard"                    # standard (= cityscapesscripts, at the
                                          # or cups (CUPS' metric)
 # also_protocols = ["reference", "cups"]  # also score the same files under these (side by side in the table)
 semantic = true                          # also mIoU of the semantic pseudo-labels against gtFine
+# (ground truth the official zips lack, panoptic and trainIds, is made by cityscapesscripts into <out>/gt_cache)
 
 [sweep]
 grad_thresholds = [0.1, 0.2, 0.3]
