@@ -716,7 +716,7 @@ def _semantic_problems(config: PipelineConfig, gt_missing: Callable[[str, str], 
     """Weights, features, centroids and label files of [features], [semantics] and [cause27]."""
     st, on = config.stages, set(config.stages)
     out = []
-    for name in ("features", "semantics"):
+    for name in ("features", "semantics", "dynaseg"):
         if name in on and not (name == "semantics" and st[name].features_dir):
             out += _weights_problems(name, st[name])
     if "semantics" in on:
