@@ -66,3 +66,20 @@ def test_official_gtfine_is_read_by_suffix(synth_city_official, tmp_path):
     for e in cs.list_images(synth_city_official, "val"):
         assert not cs.gt_path(synth_city_official, e, "labelTrainIds").exists()
         assert np.array_equal(cs.read_gt_train_ids(synth_city_official, e), read_png(prepared.train_ids(e.stem)))
+
+
+def test_gt_train_ids_come_from_labelids_on_the_official_layout(synth_city, synth_city_official):
+    """The official zips hold no labelTrainIds: trainIds come from _labelIds through cityscapesscripts'
+    table, equal to the prepared labelTrainIds of the same scenes; the weak tags read them too."""
+    from pseudo_labels.datasets.cityscapes import gt_train_ids_file, list_images, read_gt_train_ids
+    from pseudo_labels.stages.weak.inputs import load_tags
+
+    official = list_images(synth_city_official, "val")
+    extended = list_images(synth_city, "val")
+    for eo, ee in zip(official, extended):
+        assert gt_train_ids_file(synth_city_official, eo).name.endswith("_gtFine_labelIds.png")
+        assert gt_train_ids_file(synth_city, ee).name.endswith("_gtFine_labelTrainIds.png")
+        np.testing.assert_array_equal(read_gt_train_ids(synth_city_official, eo), read_gt_train_ids(synth_city, ee))
+    tags_official = load_tags(synth_city_official, official, tags_from_gt=True)
+    np.testing.assert_array_equal(tags_official, load_tags(synth_city, extended, tags_from_gt=True))
+    assert tags_official.sum() > 0

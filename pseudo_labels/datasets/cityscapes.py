@@ -152,18 +152,31 @@ def gt_path(root: str | os.PathLike, entry: ImageEntry, kind: str) -> Path:
     return Path(root) / "gtFine" / entry.split / entry.city / f"{entry.stem}_gtFine_{kind}.png"
 
 
+def gt_train_ids_file(root: str | os.PathLike, entry: ImageEntry) -> Path | None:
+    """The gtFine file that gives an image's trainIds: ``_gtFine_labelTrainIds.png`` (prepared) or,
+    failing that, ``_gtFine_labelIds.png`` (what the official zip holds); None when neither exists.
+    Read it with :func:`read_train_ids_file`."""
+    for kind in ("labelTrainIds", "labelIds"):
+        p = gt_path(root, entry, kind)
+        if p.is_file():
+            return p
+    return None
+
+
+def read_train_ids_file(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) uint8 trainIds (255 void) of a gtFine file: ``_labelIds`` files are mapped with
+    cityscapesscripts' table, any other file is read as trainIds."""
+    from pseudo_labels.core.io import read_png
+
+    ids = read_png(path)
+    return label_id_to_train_id_lut()[ids] if str(path).endswith("_gtFine_labelIds.png") else ids
+
+
 def read_gt_train_ids(root: str | os.PathLike, entry: ImageEntry) -> np.ndarray | None:
     """gtFine trainIds (H, W) uint8 of an image: ``labelTrainIds`` or, failing that, ``labelIds``
     mapped with cityscapesscripts' table; None when neither exists."""
-    from pseudo_labels.core.io import read_png
-
-    p = gt_path(root, entry, "labelTrainIds")
-    if p.is_file():
-        return read_png(p)
-    p = gt_path(root, entry, "labelIds")
-    if p.is_file():
-        return label_id_to_train_id_lut()[read_png(p)]
-    return None
+    p = gt_train_ids_file(root, entry)
+    return None if p is None else read_train_ids_file(p)
 
 
 def disparity_path(root: str | os.PathLike, entry: ImageEntry) -> Path:

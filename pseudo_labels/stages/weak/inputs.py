@@ -19,7 +19,8 @@ import numpy as np
 from pseudo_labels.core import defaults
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import read_image_rgb, read_manifest, read_png, write_manifest
-from pseudo_labels.datasets.cityscapes import ImageEntry, camera_path, disparity_path, gt_path
+from pseudo_labels.datasets.cityscapes import (ImageEntry, camera_path, disparity_path, gt_path, gt_train_ids_file,
+                                           read_train_ids_file)
 from pseudo_labels.stages.instance import depth as depth_stage
 from pseudo_labels.stages.semantic.features import feature_path, load_features, save_features
 from pseudo_labels.stages.weak.tags import read_tags_file, tags_for_images, tags_from_label_map
@@ -44,10 +45,11 @@ def load_tags(root: str | os.PathLike, entries: Sequence[ImageEntry], *, tags_fi
         return tags_for_images([e.stem for e in entries], read_tags_file(tags_file), label_space)
     out = []
     for e in entries:
-        p = gt_path(root, e, "labelTrainIds")
-        if not p.exists():
-            raise PseudoLabelsError(f"image {e.stem}: --tags-from-gt needs {p} (ground truth not found)")
-        out.append(tags_from_label_map(read_png(p), label_space, min_pixels, image=e.stem))
+        p = gt_train_ids_file(root, e)
+        if p is None:
+            raise PseudoLabelsError(f"image {e.stem}: --tags-from-gt needs {gt_path(root, e, 'labelIds')} "
+                                    "(ground truth not found; it is in gtFine_trainvaltest.zip)")
+        out.append(tags_from_label_map(read_train_ids_file(p), label_space, min_pixels, image=e.stem))
     return np.stack(out).astype(np.float32)
 
 

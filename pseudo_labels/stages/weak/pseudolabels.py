@@ -33,7 +33,7 @@ from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.core.io import (is_up_to_date, prepare_output_dir, read_image_rgb, read_png, write_json,
                                    write_manifest, write_png)
 from pseudo_labels.core.runner import RunOptions, run_per_image
-from pseudo_labels.datasets.cityscapes import ImageEntry, gt_path, list_images
+from pseudo_labels.datasets.cityscapes import ImageEntry, gt_train_ids_file, list_images, read_train_ids_file
 from pseudo_labels.stages.semantic.features import build_extractor, load_features
 from pseudo_labels.stages.weak.cam import CHECKPOINT_NAME, head_from_checkpoint, load_checkpoint
 from pseudo_labels.stages.weak.inputs import DISPARITY, depth_index, ensure_cached_features, load_depth, load_tags
@@ -150,7 +150,7 @@ def _depth_for(root, entry: ImageEntry, depth_ref: str | None) -> np.ndarray | N
 def _confusion(gt_file: str, labels: np.ndarray, n_classes: int, stem: str) -> np.ndarray | None:
     if not gt_file:
         return None
-    gt = read_png(gt_file)
+    gt = read_train_ids_file(gt_file)
     if gt.shape != labels.shape:
         raise PseudoLabelsError(f"image {stem}: ground truth {gt.shape} and label map {labels.shape} differ in size")
     return extended_confusion(gt, labels, n_classes)
@@ -256,8 +256,8 @@ def write_cam_labels(config: CamLabelConfig, options: RunOptions | None = None,
     feat_of = {e.stem: str(f) for e, f in zip(mine, ensure_cached_features(mine, extractor, run_dir / "features", log))}
 
     def job_of(e: ImageEntry, feature_file: str) -> LabelJob:
-        g = gt_path(root, e, "labelTrainIds")
-        return LabelJob(e, feature_file, str(g) if g.exists() else "", tag_of[e.stem], depth_ref[e.stem],
+        g = gt_train_ids_file(root, e)
+        return LabelJob(e, feature_file, str(g) if g is not None else "", tag_of[e.stem], depth_ref[e.stem],
                         str(out_dir / e.relative(".png")))
 
     jobs = [job_of(e, feat_of[e.stem]) for e in mine]
