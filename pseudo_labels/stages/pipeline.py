@@ -1087,7 +1087,8 @@ def format_results(result: PipelineResult, title: str | None = None) -> str:
                                         ("published: CUPS (CVPR 2025)", PUBLISHED_CUPS, "cups")):
             if protocol == "reference" or any(r[2] == "cups" for r in rows):
                 rows.append((label, dict(zip(("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ"), values)), protocol))
-    lines = [f"Results on {where}",
+    named = ", ".join(dict.fromkeys(r[2] for r in rows if not r[0].startswith("published")))
+    lines = [f"Results on {where} (protocol{'s' if ',' in named else ''}: {named})",
              f"{'':40s} {'PQ':>6s} {'PQ_st':>6s} {'PQ_th':>6s} {'SQ':>6s} {'RQ':>6s}  protocol"]
     for name, r, protocol in rows:
         lines.append(f"{name:40s} {r['PQ']:6.2f} {r['PQ_stuff']:6.2f} {r['PQ_things']:6.2f} {r['SQ']:6.2f} "
