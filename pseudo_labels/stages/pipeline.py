@@ -966,7 +966,7 @@ PRESETS: dict[str, Preset] = {
 }
 #: the row shown beside ours when a config names no preset
 DEFAULT_COMPARISON = "k80-depth"
-PUBLISHED_PROTOCOL = "protocol reference: its own evaluator at 512x1024; CUPS: its paper, its protocol"
+PUBLISHED_PROTOCOL = "protocol reference: its own evaluator at 512x1024"
 PUBLISHED_CUPS = (27.80, 35.10, 17.70, 57.40, 35.20)  # PQ, PQ_st, PQ_th, SQ, RQ (the reference README's CUPS row)
 
 
@@ -1094,7 +1094,9 @@ def format_results(result: PipelineResult, title: str | None = None) -> str:
         lines.append(f"{name:40s} {r['PQ']:6.2f} {r['PQ_stuff']:6.2f} {r['PQ_things']:6.2f} {r['SQ']:6.2f} "
                      f"{r['RQ']:6.2f}  {protocol}")
     if dataset == "cityscapes":
-        lines.append(f"(published: the reference repository's README, Cityscapes val, {PUBLISHED_PROTOCOL})")
+        cups_row = any(r[0].startswith("published: CUPS") for r in rows)
+        lines.append(f"(published: the reference repository's README, Cityscapes val, {PUBLISHED_PROTOCOL}"
+                     + ("; CUPS: its paper, its protocol" if cups_row else "") + ")")
     if ev is not None and "semantic" in ev:
         sem = cfg.get("semantics")
         what = "the semantic pseudo-labels"
