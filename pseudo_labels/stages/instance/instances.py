@@ -625,9 +625,12 @@ def _instance_parameters(cfg: InstanceConfig, things: list[int]) -> dict:
     params = {
         "grad_threshold": cfg.grad_threshold, "min_area": instance_min_area(cfg), "sigma": cfg.sigma,
         "dilation_iters": cfg.dilation_iters, "connectivity": cfg.connectivity,
-        "normalize": cfg.normalize, "resolution": list(cfg.resolution) if cfg.resolution else None, "thing_classes": things,
-        "min_new_pixels": MIN_NEW_PIXELS,
+        "normalize": cfg.normalize, "resolution": list(cfg.resolution) if cfg.resolution else None,
+        "thing_classes": things, "min_new_pixels": MIN_NEW_PIXELS,
     }
+    if cfg.resolution is None or cfg.min_area is None:  # what None means, for the manifest's reader
+        params["defaults"] = {"resolution": "half of each image", "min_area": f"{MIN_AREA} px at 512x1024, scaled "
+                              "by the pixel count to each image's working resolution"}
     if cfg.dataset != "cityscapes":
         params["dataset"] = cfg.dataset
     return params
