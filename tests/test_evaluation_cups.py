@@ -454,15 +454,18 @@ def write_pseudo_prediction(root, out, k_stuff=20, scale=1, seed=0):
     return out / "pan.json", out / "pan", maps
 
 
-@pytest.mark.parametrize("num_classes,scale", [(27, 1), (19, 2)])
-def test_evaluate_cups_on_the_synthetic_city_equals_the_reference(synth_city, tmp_path, num_classes, scale):
+@pytest.mark.parametrize("num_classes,scale,layout", [(27, 1, "synth_city"), (19, 2, "synth_city_official")])
+def test_evaluate_cups_on_the_synthetic_city_equals_the_reference(request, tmp_path, num_classes, scale, layout):
     """`pseudo-labels evaluate --protocol cups` = the reference (torchmetrics PQ + the rules) on the same maps;
-    predictions at half size are resized to the GT's size (PIL nearest) and say so."""
+    predictions at half size are resized to the GT's size (PIL nearest) and say so; the official layout
+    (four gtFine files per image, no panoptic GT) needs nothing prepared."""
     import json
 
     from PIL import Image
 
     from pseudo_labels.cli import main
+
+    synth_city = request.getfixturevalue(layout)
 
     k_stuff = 20
     pj, pf, maps = write_pseudo_prediction(synth_city, tmp_path, k_stuff=k_stuff, scale=scale)
@@ -495,3 +498,42 @@ def test_evaluate_cups_on_the_synthetic_city_equals_the_reference(synth_city, tm
         assert res["prediction_resized_from"] == "256x128" and res["n_predictions_resized"] == 3
     else:
         assert "prediction_resized_from" not in res
+
+
+@pytest.mark.parametrize("resize", ["torch", "pil"])
+def test_stego_miou_equals_an_independent_crop_and_matching(tmp_path, resize):
+    """`stego-miou`: torchvision Resize(320) + CenterCrop(320) of both maps, Hungarian over 27 classes with
+    argmax leftovers (k = 40 clusters in a uint16 PNG, 65535 void), mIoU over defined classes."""
+    import torchvision.transforms as tf
+    from PIL import Image
+
+    from pseudo_labels.core.io import write_png
+
+    rng = np.random.default_rng(5)
+    jobs, preds, gts = [], [], []
+    for i in range(2):
+        h, w = 240, 480
+        raw = np.kron(rng.integers(0, 34, (10, 20)), np.ones((24, 24), np.int64)).astype(np.uint16)
+        gt_path = tmp_path / f"town_00000{i}_000019_gtFine_instanceIds.png"
+        Image.fromarray(raw).save(gt_path)
+        clusters = (np.kron(rng.integers(0, 34, (10, 20)), np.ones((24, 24), np.int64)) + raw.astype(np.int64)) % 40
+        clusters[rng.random((h, w)) < 0.05] = 65535
+        pred_path = tmp_path / f"town_00000{i}_000019_clusters.png"
+        write_png(pred_path, clusters.astype(np.uint16))
+        jobs.append(cups.CupsJob(f"town_00000{i}_000019", str(gt_path), str(pred_path)))
+        gc, _ = _decode_instance_ids(raw.astype(np.int64), 27)
+        if resize == "torch":
+            crop = lambda a: tf.CenterCrop(320)(tf.Resize(320, interpolation=tf.InterpolationMode.NEAREST)(  # noqa: E731
+                torch.as_tensor(a.astype(np.int64))[None]))[0].numpy()
+        else:
+            crop = lambda a: np.array(tf.CenterCrop(320)(tf.Resize(320, interpolation=tf.InterpolationMode.NEAREST)(  # noqa: E731
+                Image.fromarray(a.astype(np.int32)))))
+        pc = crop(np.where(clusters == 65535, 255, clusters))
+        preds.append((pc, np.zeros_like(pc)))
+        gts.append((crop(gc), np.zeros_like(pc)))
+    res = cups.evaluate_cups(jobs, None, num_classes=27, crop_resize=resize)
+    ref = reference_cups(preds, gts, 27, None, None, 40)
+    assert res["protocol"] == "stego-miou" and res["num_pseudo_classes"] == 40
+    assert res["mIoU"] == pytest.approx(ref["mIoU"], abs=1e-9) and res["accuracy"] == pytest.approx(ref["accuracy"],
+                                                                                                     abs=1e-9)
+    assert [a["class_id"] for a in res["semantic_crop"]["assignment"]] == ref["miou_assignment"].tolist()

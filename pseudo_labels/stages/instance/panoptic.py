@@ -129,12 +129,52 @@ def category_of(segment_id: int) -> int:
     return int(segment_id) if segment_id < INSTANCE_OFFSET else int(segment_id) // INSTANCE_OFFSET
 
 
-def panoptic_segments(pan: np.ndarray) -> list[dict]:
-    """``segments_info`` of a Cityscapes-convention id map (H, W): id, category, area, bbox."""
+def _segment_index(pan: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids sorted, labels (H, W) int32 = 1 + index of each pixel's id in ``ids``, pixel count
+    per id), as ``np.unique(pan, return_inverse=True)`` gives them, by counting (no sort) when
+    the ids are non-negative integers below a few times the pixel count (panoptic ids are)."""
+    flat = np.asarray(pan).ravel()
+    if flat.size and flat.dtype.kind in "iu" and flat.min() >= 0 and flat.max() < 4 * flat.size + 65536:
+        counts = np.bincount(flat)
+        ids = np.flatnonzero(counts)
+        lut = np.zeros(counts.size, np.int32)
+        lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+        return ids, lut[pan], counts[ids]
     ids, inverse = np.unique(pan, return_inverse=True)
     inverse = inverse.reshape(pan.shape)
-    areas = np.bincount(inverse.ravel(), minlength=len(ids))
-    boxes = ndimage.find_objects(inverse + 1)
+    return ids, (inverse + 1).astype(np.int32), np.bincount(inverse.ravel(), minlength=len(ids))
+
+
+def panoptic_segments(pan: np.ndarray) -> list[dict]:
+    """``segments_info`` of a Cityscapes-convention id map (H, W): id, category, area, bbox."""
+    ids, labels, areas = _segment_index(pan)
+    return _segment_dicts(ids, areas, ndimage.find_objects(labels))
+
+
+def resized_segments(pan: np.ndarray, size: tuple[int, int]) -> list[dict]:
+    """``panoptic_segments(resize_panoptic(pan, size))`` computed at the size of ``pan``.
+
+    Nearest resizing sends source row r to the output rows that take it (a run, maybe empty;
+    likewise columns), so a segment's area is the sum over its source pixels of row-run x
+    column-run lengths, and its box runs from the first output row of its first source row to
+    the last output row of its last (columns alike): exact, without the resized map."""
+    from pseudo_labels.stages.semantic.clustering import nearest_indices
+
+    pan = np.asarray(pan, np.int32)
+    ys, xs = nearest_indices(size[0], pan.shape[0]), nearest_indices(size[1], pan.shape[1])
+    ny, nx = np.bincount(ys, minlength=pan.shape[0]), np.bincount(xs, minlength=pan.shape[1])
+    rows, cols = np.flatnonzero(ny), np.flatnonzero(nx)  # source rows / columns that appear
+    ids, labels, _ = _segment_index(pan[np.ix_(rows, cols)])
+    areas = np.bincount(labels.ravel(), weights=np.outer(ny[rows], nx[cols]).ravel(), minlength=ids.size + 1)[1:]
+    y0, y1 = np.searchsorted(ys, rows, "left"), np.searchsorted(ys, rows, "right")
+    x0, x1 = np.searchsorted(xs, cols, "left"), np.searchsorted(xs, cols, "right")
+    boxes = [(slice(y0[r.start], y1[r.stop - 1]), slice(x0[c.start], x1[c.stop - 1]))
+             for r, c in ndimage.find_objects(labels)]
+    return _segment_dicts(ids, np.rint(areas).astype(np.int64), boxes)
+
+
+def _segment_dicts(ids: np.ndarray, areas: np.ndarray, boxes: list) -> list[dict]:
+    """Segment dicts of the non-zero ``ids``; ``boxes``: (row slice, column slice) per id."""
     segs = []
     for j, sid in enumerate(ids):
         if sid == 0:
@@ -239,9 +279,9 @@ def panoptic_for_image(sem: np.ndarray, inst: np.ndarray, stuff_min_area: int, o
     sem_small = resize_semantic(sem, inst.shape)
     pan, segs = assemble_panoptic(sem_small, inst, stuff_min_area, labels=labels)
     size = tuple(out_size) if out_size is not None else sem.shape
-    if pan.shape != size:
+    if pan.shape != size:  # segments from the small map (exact, see resized_segments)
+        segs = resized_segments(pan, size)
         pan = resize_panoptic(pan, size)
-        segs = panoptic_segments(pan)
     return pan, segs
 
 

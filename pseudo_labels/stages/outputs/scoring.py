@@ -205,13 +205,11 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
     n_resized = 0
     for stem in sorted(gt_index):
         gt_file, is_label_ids = gt_index[stem]
-        gt = read_png(gt_file)
+        gt = cityscapes.read_train_ids_file(gt_file) if is_label_ids else read_png(gt_file)
         pred = read_png(pred_index[stem])
         if gt.ndim != 2 or pred.ndim != 2:
             raise PseudoLabelsError(f"{pred_index[stem] if pred.ndim != 2 else gt_file}: expected a "
                                     "single-channel class-id PNG")
-        if is_label_ids:
-            gt = cityscapes.label_id_to_train_id_lut()[gt]
         if gt.shape != pred.shape:
             try:
                 check_aspect(pred.shape, gt.shape, pred_index[stem])
@@ -386,7 +384,8 @@ def _cups_jobs(cfg: EvaluateConfig) -> tuple[list, list | None]:
     missing = sorted(set(gt_index) - set(preds))
     if missing and not cfg.allow_missing:
         raise PseudoLabelsError(f"{cfg.pred_json}: no prediction for {len(missing)} GT image(s), e.g. {missing[0]} "
-                                "(--allow-missing scores only the images predicted)")
+                                "(--allow-missing scores only the images predicted: under CUPS' rules an image "
+                                "predicted all void adds nothing)")
     folder = Path(cfg.pred_folder)
     jobs = [CupsJob(stem, str(gt_index[stem]), str(folder / preds[stem]["file_name"]), preds[stem]["segments_info"])
             for stem in sorted(gt_index) if stem in preds]
