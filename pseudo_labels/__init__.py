@@ -15,7 +15,9 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 #: command modules whose file name changed when the commands moved to ``pseudo_labels.commands``
-_RENAMED_COMMANDS = {"sweep_cli": "sweep"}
+_RENAMED_COMMANDS = {"sweep_cli": "sweep",
+                     # the reference repository's script names (qbit-glitch/monocular_ups pseudo_labels/)
+                     "sweep_k50_spidepth": "sweep", "generate_panoptic_pseudolabels": "generate_panoptic"}
 
 
 class _CommandAlias(importlib.abc.MetaPathFinder):

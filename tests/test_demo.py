@@ -19,7 +19,11 @@ def test_demo_runs_every_stage_and_prints_results(tmp_path, capsys):
     assert 0 < ev["PQ"] < 100
     # standard, reference and CUPS' protocol side by side, on the same files
     assert ev["also"]["reference"]["protocol"] == "reference" and ev["also"]["cups"]["protocol"] == "cups"
-    assert all(f", {p}" in printed for p in ("standard", "reference", "cups (27 classes)"))
+    rows = {line.split()[-1] for line in printed.splitlines() if line.startswith("ours at tau=0.20")}
+    assert rows == {"standard", "reference", "cups"} and "ours at tau=0.20 (27 classes)" in printed
+    # the published rows beside ours, each with its protocol
+    assert any(line.startswith("published: k=80 + depth") and line.endswith("reference") for line in printed.splitlines())
+    assert any(line.startswith("published: CUPS") and line.endswith("cups") for line in printed.splitlines())
     manifest = json.loads((out / "city" / "pseudo_semantic_k80" / "val" / "manifest.json").read_text())
     assert manifest["uses_ground_truth"] is True  # majority mapping reads labels, and says so
     # a rerun resumes: every stage finds its outputs and the numbers do not change

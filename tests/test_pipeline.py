@@ -203,7 +203,7 @@ def test_run_config_writes_the_same_files_as_the_commands(runs):
         if not same:
             different.append(rel)
     assert not different
-    assert [s.name for s in result.steps] == [n for n in pipeline.STAGE_NAMES if n not in ("dynaseg", "refine")]
+    assert [s.name for s in result.steps] == [n for n in pipeline.STAGE_NAMES if n not in ("cause27", "dynaseg", "refine")]
     assert result.evaluation["PQ"] == json.loads((by_hand / "out" / "evaluation.json").read_text())["PQ"]
     table = pipeline.format_results(result)
     assert f"{result.evaluation['PQ']:6.2f}" in table and f"k={K} majority-mapped" in table
@@ -274,10 +274,14 @@ def test_cli_errors_and_print_config(tmp_path, capsys):
     text = capsys.readouterr().out
     (tmp_path / "default.toml").write_text(text)
     config = pipeline.load_pipeline_config(tmp_path / "default.toml")
-    assert set(config.stages) == set(pipeline.STAGE_NAMES) - {"synth", "features", "dynaseg", "refine"}
-    assert config.layout.root == tmp_path / "city" and config.layout.out == tmp_path / "pipeline_out"
+    # the CUPS export stays commented out: the four official zips hold no leftImg8bit_sequence
+    assert set(config.stages) == set(pipeline.STAGE_NAMES) - {"synth", "features", "cause27", "dynaseg", "refine",
+                                                               "exports.cups"}
+    assert config.layout.root == tmp_path / "cityscapes" and config.layout.out == tmp_path / "pipeline_out"
     inst = config.stages["instances"]
-    assert (inst.grad_threshold, inst.min_area) == (0.2, 1000)
+    # working resolution and A_min follow each image's size (defaults.work_resolution / scaled_min_area)
+    assert (inst.grad_threshold, inst.min_area, inst.resolution) == (0.2, None, None)
+    assert config.stages["panoptic"].resolution is None and config.stages["sweep"].resolution is None
     assert inst.output_dir == str(tmp_path / "pipeline_out" / "instances")
 
 
@@ -289,7 +293,12 @@ def test_values_are_type_checked_and_stage_errors_name_the_stage(tmp_path):
     assert config.stages["sweep"].grad_thresholds == (0.1, 1.0)
     with pytest.raises(PseudoLabelsError, match=r"\[instances\] resolution: expected 2 values"):
         pipeline.parse_pipeline_text('[data]\nroot = "c"\n[instances]\nresolution = [1, 2, 3]\n', tmp_path)
-    p = write(tmp_path, '[data]\nroot = "nowhere"\n[depth]\nsource = "disparity"\n')
+    root = tmp_path / "c"  # files that pass the pre-flight (they exist) but cannot be read
+    for rel in ("leftImg8bit/val/x/x_000000_000000_leftImg8bit.png", "disparity/val/x/x_000000_000000_disparity.png",
+                "camera/val/x/x_000000_000000_camera.json"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("not an image")
+    p = write(tmp_path, '[data]\nroot = "c"\n[depth]\nsource = "disparity"\n')
     with pytest.raises(PseudoLabelsError, match=r"stage \[depth\] of .*bad.toml"):
         pipeline.run_pipeline(pipeline.load_pipeline_config(p), log=lambda s: None)
 

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--grad-threshold", type=float, default=defaults.GRAD_THRESHOLD,
                help="depth-gradient edge threshold tau (default %(default)s)")
     add_option(parser, "--min-area", type=int, default=None,
-               help=f"minimum instance area A_min in pixels at the working resolution (default {defaults.MIN_AREA}; "
-                    f"{defaults.CC_MIN_AREA} with --depth none)")
+               help=f"minimum instance area A_min in pixels at the working resolution (default: {defaults.MIN_AREA} "
+                    f"at 512x1024, scaled by the pixel count at other working resolutions; {defaults.CC_MIN_AREA} "
+                    "with --depth none)")
     add_option(parser, "--sigma", "--depth-blur", type=float, default=defaults.DEPTH_BLUR_SIGMA,
                help="Gaussian blur sigma before the Sobel gradient (default %(default)s)")
     add_option(parser, "--dilation-iters", type=int, default=defaults.DILATION_ITERS,
@@ -44,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--connectivity", type=int, choices=(4, 8), default=defaults.CONNECTIVITY)
     add_option(parser, "--normalize", choices=("none", "minmax"), default="none",
                help="depth normalisation before the gradient (default none: reference maps are already min-max)")
-    add_option(parser, "--resolution", type=int, nargs=2, metavar=("H", "W"), default=list(defaults.WORK_RESOLUTION),
-               help="working resolution (default %(default)s, the reference's)")
+    add_option(parser, "--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
+               help="working resolution (default: half of each image's size, 512x1024 for Cityscapes as the reference)")
     add_option(parser, "--thing-classes", default="dataset",
                help="'dataset' (default: the thing classes of --dataset; Cityscapes: trainIds 11..18), 'cityscapes' "
                     "(trainIds 11..18), 'auto' (decided from depth statistics, for pseudo-classes) or a "
@@ -65,8 +66,8 @@ def config_from_args(args: argparse.Namespace) -> InstanceConfig:
         semantic_dir=args.semantic_dir, depth_dir=args.depth_dir, output_dir=args.output_dir,
         grad_threshold=args.grad_threshold, min_area=args.min_area, sigma=args.sigma,
         dilation_iters=args.dilation_iters, connectivity=args.connectivity, normalize=args.normalize,
-        resolution=tuple(args.resolution), thing_classes=args.thing_classes, skip_missing=args.skip_missing,
-        dataset=args.dataset, thing_rule=args.rule, depth=args.depth,
+        resolution=tuple(args.resolution) if args.resolution else None, thing_classes=args.thing_classes,
+        skip_missing=args.skip_missing, dataset=args.dataset, thing_rule=args.rule, depth=args.depth,
     )
 
 

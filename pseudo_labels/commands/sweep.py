@@ -39,13 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="where panoptic GT missing from the dataset is made (cityscapesscripts) and reused "
                     "(default: <folder of --out>/gt_cache)")
     add_option(parser, "--grad-thresholds", type=float, nargs="+", default=list(defaults.SWEEP_GRAD_THRESHOLDS))
-    add_option(parser, "--min-areas", type=int, nargs="+", default=list(defaults.SWEEP_MIN_AREAS))
+    add_option(parser, "--min-areas", type=int, nargs="+", default=None,
+               help=f"A_min values, pixels at the working resolution (default {list(defaults.SWEEP_MIN_AREAS)} at "
+                    "512x1024, scaled by the pixel count at other working resolutions)")
     add_option(parser, "--sigmas", "--depth-blur-sigma", type=float, nargs="+", default=[defaults.DEPTH_BLUR_SIGMA])
     add_option(parser, "--dilation-iters", type=int, nargs="+", default=[defaults.DILATION_ITERS])
     add_option(parser, "--connectivity", type=int, choices=(4, 8), default=defaults.CONNECTIVITY)
     add_option(parser, "--normalize", choices=("none", "minmax"), default="none")
-    add_option(parser, "--resolution", type=int, nargs=2, metavar=("H", "W"), default=list(defaults.WORK_RESOLUTION),
-               help="working resolution of the splitting (default %(default)s)")
+    add_option(parser, "--resolution", type=int, nargs=2, metavar=("H", "W"), default=None,
+               help="working resolution of the splitting (default: half of each image's size, 512x1024 for Cityscapes)")
     parser.add_argument("--protocol", choices=("standard", "reference", "cups"), default=defaults.PROTOCOL,
                         help="cups: CUPS' metric, matching per cell (two passes), GT from gtFine instanceIds")
     parser.add_argument("--num-classes", type=int, choices=(27, 19), default=27, help="--protocol cups: classes")
@@ -66,8 +68,9 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(
         cityscapes_root=args.cityscapes_root, semantic_subdirs=tuple(args.semantic_subdir), out=args.out,
         split=args.split, depth_subdir=args.depth_subdir, grad_thresholds=tuple(args.grad_thresholds),
-        min_areas=tuple(args.min_areas), sigmas=tuple(args.sigmas), dilation_iters=tuple(args.dilation_iters),
-        connectivity=args.connectivity, normalize=args.normalize, resolution=tuple(args.resolution),
+        min_areas=tuple(args.min_areas) if args.min_areas else None, sigmas=tuple(args.sigmas),
+        dilation_iters=tuple(args.dilation_iters), connectivity=args.connectivity, normalize=args.normalize,
+        resolution=tuple(args.resolution) if args.resolution else None,
         protocol=args.protocol, num_classes=args.num_classes, cc_baseline=not args.no_cc_baseline,
         max_images=args.max_images,
         skip_missing=args.skip_missing, dataset=args.dataset, ap50=args.ap50, depth=args.depth,

@@ -29,19 +29,40 @@ SKLEARN_KMEANS = dict(batch_size=10000, max_iter=300, n_init=3, random_state=42)
 
 # --- depth-guided splitting (stage 5), reference defaults
 GRAD_THRESHOLD = 0.20  # tau
-MIN_AREA = 1000  # A_min, pixels at the working resolution
+MIN_AREA = 1000  # A_min, pixels at the working resolution (the reference's value at its 512x1024)
 DEPTH_BLUR_SIGMA = 1.0
 DILATION_ITERS = 3
 CONNECTIVITY = 4
 STUFF_MIN_AREA = 64
 MIN_NEW_PIXELS = 10  # placement: an instance needs this many not-yet-taken pixels
+REFERENCE_WORK_RESOLUTION = (512, 1024)  # the reference's working resolution (H, W): half of 1024x2048
+WORK_SCALE = 0.5  # default working resolution: this fraction of each image's size (Cityscapes: 512x1024)
+WORK_RESOLUTION = None  # None: WORK_SCALE of each image's size; an explicit (H, W) wins
 CC_MIN_AREA = 10  # components only (depth "none"): the reference's cc_only_instances min_area
 DEPTH_MODES = ("edges", "none")  # instances: split at depth edges, or connected components alone
-WORK_RESOLUTION = (512, 1024)  # reference working resolution (H, W)
 
 # --- sweep (stage 8): the grid contains the reference's best point (0.20, 1000)
 SWEEP_GRAD_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.30)
-SWEEP_MIN_AREAS = (250, 500, 1000, 2000)
+SWEEP_MIN_AREAS = (250, 500, 1000, 2000)  # pixels at 512x1024, scaled like MIN_AREA
+
+
+def work_resolution(image_size: tuple[int, int], resolution: tuple[int, int] | None = WORK_RESOLUTION
+                    ) -> tuple[int, int]:
+    """The working (H, W) of the depth-guided splitting for an image of ``image_size`` (H, W):
+    ``resolution`` when given, else :data:`WORK_SCALE` of the image (rounded, at least 1 px),
+    which is the reference's 512x1024 for a 1024x2048 Cityscapes frame."""
+    if resolution is not None:
+        return int(resolution[0]), int(resolution[1])
+    h, w = image_size[:2]
+    return max(1, int(round(h * WORK_SCALE))), max(1, int(round(w * WORK_SCALE)))
+
+
+def scaled_min_area(work: tuple[int, int], min_area: int = MIN_AREA) -> int:
+    """A_min in pixels at the working resolution ``work`` (H, W) for a value stated at the reference's
+    512x1024: scaled by the ratio of the pixel counts, rounded, at least 1 (1000 at 512x1024 is 250 at
+    256x512 and 4000 at 1024x2048). Used for the defaults only; an explicit min_area is taken as given."""
+    ref = REFERENCE_WORK_RESOLUTION[0] * REFERENCE_WORK_RESOLUTION[1]
+    return max(1, int(round(min_area * work[0] * work[1] / ref)))
 
 # --- evaluation
 PROTOCOL = "standard"
@@ -101,6 +122,7 @@ VIS_OVERLAY_ALPHA = 0.6
 VIS_N_PANELS = 8
 
 # --- CRM student (train-crm / generate-crm-pseudolabels); where a value comes from CRM it says so
+CRM_MASKING = "random-complementary"  # CRM configs INPUT.MASK.STRATEGY 'rand_comp' (RGB-T data sets)
 CRM_MASK_PATCH = 32  # CRM MFNet config INPUT.MASK.PATCH_SIZE
 CRM_MASK_RATIO = 0.5  # CRM MFNet config INPUT.MASK.RATIO
 # CRM uses SDC / SDN weights 1 on the queries' class logits; on per-pixel logits weight 1 dominated the
@@ -117,6 +139,10 @@ CRM_LR = 2e-3  # AdamW; CRM uses 1e-4 with ImageNet Swin weights, a random tiny 
 CRM_WEIGHT_DECAY = 1e-4
 CRM_POLY_POWER = 0.9  # CRM SOLVER.LR_SCHEDULER_NAME WarmupPolyLR
 CRM_SEED = 0
+
+# --- DARTS evaluation (generate-darts-semantics --protocol official)
+DARTS_PROBE_STEPS = 1000  # Adam steps of the cluster probe fitted after training (the release fits it alongside)
+DARTS_PROBE_BATCH = 8  # images per probe step
 
 # --- DynaSeg (generate-dynaseg-segments; reference values say so)
 DYNASEG_N_BLOCKS = 3  # M (reference config custom_model_config_CNN_based.py)

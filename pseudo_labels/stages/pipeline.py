@@ -4,8 +4,8 @@ A config names the data (``[data]``: root, split, output folder, the sub-folders
 that hold semantics / depth / features), how per-image stages run (``[runner]``) and the
 stages to run, one table each, in this order::
 
-    synth -> features -> semantics -> depth -> instances -> panoptic -> evaluate -> sweep
-          -> exports.cups -> exports.coco -> visualize -> report
+    synth -> features -> semantics | cause27 -> dynaseg -> refine -> depth -> instances -> panoptic
+          -> evaluate -> sweep -> exports.cups -> exports.coco -> visualize -> report
 
 A stage runs when its table is present. Its keys are the fields of the stage's config
 dataclass (``SemanticConfig``, ``DepthConfig``, ...; defaults from
@@ -18,6 +18,11 @@ Resume: per-image stages skip finished images (their manifests decide, as when t
 command is rerun). Whole-split stages (evaluate, sweep, exports, visualize, report) are
 skipped when ``<out>/pipeline_state.json`` records the same configuration for them, their
 output exists and no earlier stage did any work in this run.
+
+Before the first stage, :func:`preflight` checks what every chosen stage needs and the run stops
+with all problems listed (nothing written). Ground truth the official zips lack (panoptic, trainIds)
+is made into ``<out>/gt_cache`` by :mod:`pseudo_labels.datasets.cityscapes_gt`. :data:`PRESETS`:
+one config per row of the reference's results table (``run --print-config --preset NAME``).
 
 Relative paths in a config file are relative to the file's folder.
 """
@@ -54,6 +59,7 @@ DATA_KEYS: dict[str, Any] = {
     "segments_subdir": "dynaseg_segments",  # <root>/<segments_subdir>/<split>: DynaSeg segments of [dynaseg]
     "refined_subdir": "pseudo_semantic_refined",  # <root>/<refined_subdir>/<split>: semantics after [refine]
     "dataset": "cityscapes",  # label table (pseudo_labels.datasets.label_table) of every stage that has one
+    "preset": "",  # the reference's results-table row this config reproduces (shown beside ours): PRESETS
 }
 #: config fields set from [data] in every stage that has them (not allowed in the stage tables)
 FROM_DATA = ("dataset",)
@@ -112,6 +118,11 @@ class Layout:
         return self.root / self.depth_subdir / self.split
 
     @property
+    def cause27_dir(self) -> Path:
+        """What [cause27] writes before the 27 -> 19 remap: CAUSE class ids 0..26 (``<dir>/<split>/...``)."""
+        return self.root / "pseudo_semantic_cause"
+
+    @property
     def gt_semantic_dir(self) -> Path:
         return self.root / "gtFine" / self.split
 
@@ -156,6 +167,7 @@ class StageSpec:
     per_image: bool = False  # resumes by itself, image by image
     output: Callable[[Layout], Path] | None = None  # whole-split stages: the file/folder that proves it finished
     pipeline_keys: Mapping[str, Any] = field(default_factory=dict)
+    takes_extras: bool = False  # run(..., extras): the runner reads the pipeline's own keys of its table
 
     def cls(self) -> type:
         module, name = self.config_class.split(":")
@@ -217,6 +229,17 @@ def _run_semantics(config, options, layout, log):
     return _summary_outcome(summary, gt)
 
 
+def _run_cause27(config, options, layout, log, extras):
+    from pseudo_labels.stages.semantic.cause27 import RemapConfig, generate_cause27_semantics, remap_cause27_folder
+
+    generate_cause27_semantics(config, options)
+    table = extras.get("table", "reference")
+    summary = remap_cause27_folder(RemapConfig(str(layout.cause27_dir), str(layout.root / layout.semantic_subdir),
+                                               split=layout.split, table=table), options)
+    return StepOutcome(True, f"CAUSE-27 classes -> trainIds ({table} table): {summary.line()}", summary,
+                       "Hungarian naming of the 27 clusters on gtFine labelIds (recorded)")
+
+
 def _run_dynaseg(config, options, layout, log):
     from pseudo_labels.stages.refine.dynaseg import generate_dynaseg_segments
 
@@ -250,10 +273,28 @@ def _run_panoptic(config, options, layout, log):
     return _summary_outcome(generate_panoptic(config, options))
 
 
+def _with_prepared_gt(config, layout: Layout, log):
+    """The evaluate config pointed at the split's panoptic GT (and trainId maps for the mIoU): the
+    dataset's own, or made by cityscapesscripts into ``<out>/gt_cache`` (the official zips hold
+    neither; :mod:`pseudo_labels.datasets.cityscapes_gt`)."""
+    from pseudo_labels.datasets.cityscapes_gt import PANOPTIC, TRAIN_IDS, default_cache, prepare_ground_truth
+
+    if config.dataset != "cityscapes":
+        return config
+    kinds = (PANOPTIC, TRAIN_IDS) if config.gt_semantic_dir else (PANOPTIC,)
+    prepared = prepare_ground_truth(layout.root, layout.split, default_cache(layout.out), kinds,
+                                    log=lambda line: log(f"    {line}"))
+    gt_json, gt_folder = prepared.panoptic
+    paths = {"gt_json": str(gt_json), "gt_folder": str(gt_folder)}
+    if config.gt_semantic_dir:
+        paths["gt_semantic_dir"] = str(prepared.gt_root[TRAIN_IDS] / "gtFine" / layout.split)
+    return dataclasses.replace(config, **paths)
+
+
 def _run_evaluate(config, options, layout, log):
     from pseudo_labels.stages.outputs.scoring import evaluate_folders
 
-    result = evaluate_folders(config, options)
+    result = evaluate_folders(_with_prepared_gt(config, layout, log), options)
     line = f"PQ {result['PQ']:.2f}  SQ {result['SQ']:.2f}  RQ {result['RQ']:.2f}"
     if "semantic" in result:
         line += f"  mIoU {result['semantic']['mIoU']:.2f}"
@@ -311,6 +352,10 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("semantics", "features + k-means + cluster-to-class mapping", "pseudo_labels.stages.semantic.semantics:SemanticConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_subdir": L.semantic_subdir},
               _run_semantics, per_image=True),
+    StageSpec("cause27", "CAUSE-27 semantics (cluster probe, Hungarian naming, 27 -> 19 trainIds)",
+              "pseudo_labels.stages.semantic.cause27:Cause27Config",
+              lambda L: {"cityscapes_root": str(L.root), "split": L.split, "output_dir": str(L.cause27_dir)},
+              _run_cause27, per_image=True, pipeline_keys={"table": "reference"}, takes_extras=True),
     StageSpec("dynaseg", "DynaSeg segments per image", "pseudo_labels.stages.refine.dynaseg:DynaSegConfig",
               lambda L: {"cityscapes_root": str(L.root), "split": L.split, "out_dir": str(L.root / L.segments_subdir)},
               _run_dynaseg, per_image=True),
@@ -342,7 +387,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("exports.cups", "CUPS export", "pseudo_labels.stages.outputs.export:CupsExportConfig",
               lambda L: {"panoptic_dir": str(L.panoptic_dir), "panoptic_json": str(L.panoptic_json),
                          "cityscapes_root": str(L.root), "split": L.split, "out": str(L.cups_dir)},
-              _run_cups, output=lambda L: L.cups_dir / io.MANIFEST_NAME),
+              _run_cups, output=lambda L: L.cups_dir / io.MANIFEST_NAME, pipeline_keys={"link_key_frames": False}),
     StageSpec("exports.coco", "COCO panoptic export", "pseudo_labels.stages.outputs.export:CocoExportConfig",
               lambda L: {"panoptic_dir": str(L.panoptic_dir), "panoptic_json": str(L.panoptic_json),
                          "out": str(L.coco_dir)},
@@ -373,6 +418,7 @@ class PipelineConfig:
     extras: dict[str, dict] = field(default_factory=dict)
     source: str = "<config>"
     workers: dict[str, int] = field(default_factory=dict)  # per-stage worker counts (``[<stage>] workers``)
+    preset: str = ""  # ``[data] preset``: the reference row shown beside ours in the results table
 
     def options_for(self, stage: str) -> RunOptions:
         """The run options of one stage: ``[runner]`` with the stage's own ``workers`` if it has one."""
@@ -531,7 +577,10 @@ def parse_pipeline_config(data: Mapping, base_dir: str | os.PathLike = ".", sour
     if not stages:
         raise PseudoLabelsError(f"{source}: no stage to run (add a table such as [semantics]; "
                                 "`pseudo-labels run --print-config` writes a full example)")
-    return PipelineConfig(layout, options, stages, extras, source, workers)
+    preset = d.get("preset", "")
+    if preset and preset not in PRESETS:
+        raise PseudoLabelsError(f"{source}: [data] preset {preset!r}: choose from {', '.join(PRESETS)}")
+    return PipelineConfig(layout, options, stages, extras, source, workers, preset)
 
 
 def _has_table(data: Mapping, name: str) -> bool:
@@ -564,6 +613,249 @@ def parse_pipeline_text(text: str, base_dir: str | os.PathLike = ".", source: st
     except tomllib.TOMLDecodeError as exc:
         raise PseudoLabelsError(f"{source}: not valid TOML ({exc})") from None
     return parse_pipeline_config(data, base_dir, source)
+
+
+# --------------------------------------------------------------------------- pre-flight
+#: bytes each stage writes per image pixel (H x W). Measured on the official-layout synthetic city at
+#: 1024x2048 (default run): semantics 0.07 (trainIds + hidden raw clusters), depth 4.0 (float32 .npy),
+#: instances 0.007, panoptic 0.022, COCO 0.025, GT cache 0.032; real frames compress less, hence the
+#: margin (x2 to x5) below; the rest (dynaseg, refine, CUPS, features) are estimates of the same kind
+DISK_PER_PIXEL = {"semantics": 0.15, "cause27": 0.15, "dynaseg": 0.2, "refine": 0.1, "depth": 4.0,
+                  "instances": 0.05, "panoptic": 0.1, "exports.cups": 0.1, "exports.coco": 0.1, "features": 0.02,
+                  "evaluate": 0.1}
+#: where the files of the official download come from (named in pre-flight messages)
+ZIPS = {"leftImg8bit": "leftImg8bit_trainvaltest.zip", "gtFine": "gtFine_trainvaltest.zip",
+        "disparity": "disparity_trainvaltest.zip", "camera": "camera_trainvaltest.zip",
+        "leftImg8bit_sequence": "leftImg8bit_sequence_trainvaltest.zip"}
+
+
+def _links_key_frames(config: PipelineConfig) -> bool:
+    """Whether [exports.cups] links leftImg8bit_sequence -> leftImg8bit (synthetic city, or asked for)."""
+    return "synth" in config.stages or bool(config.extras.get("exports.cups", {}).get("link_key_frames"))
+
+
+def _files(folder: Path, suffix: str) -> dict[str, Path]:
+    """Stem -> file under ``folder`` (recursive) ending in ``suffix``; {} when the folder is absent."""
+    from pseudo_labels.datasets import cityscapes
+
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            stem = cityscapes.stem_of(name)
+            if stem and name.endswith(suffix):
+                found.setdefault(stem, Path(root) / name)
+    return found
+
+
+def _has_files(folder: Path, pattern: str) -> bool:
+    return folder.is_dir() and next(folder.rglob(pattern), None) is not None
+
+
+def _missing_text(what: str, paths: list[Path], zip_name: str | None) -> str:
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    src = f" (from {zip_name})" if zip_name else ""
+    return f"{what} missing for {len(paths)} image(s){src}: " + ", ".join(map(str, paths[:3])) + more
+
+
+def _weights_problems(name: str, cfg: Any) -> list[str]:
+    """Backbone / head weight files of a features or semantics config."""
+    out = []
+    backbone = getattr(cfg, "backbone", "builtin")
+    for key in ("weights", "head_weights", "codebook"):
+        path = getattr(cfg, key, None)
+        if path and not Path(path).exists():
+            out.append(f"[{name}] {key} = {str(path)!r}: file not found (weights are never downloaded)")
+    if backbone != "builtin" and not getattr(cfg, "weights", None):
+        out.append(f"[{name}] backbone = {backbone!r} needs weights = \"<local DINOv2 checkpoint>\"")
+    if getattr(cfg, "head", None) and not getattr(cfg, "head_weights", None):
+        out.append(f"[{name}] head = {cfg.head!r} needs head_weights = \"<CAUSE segment_tr.pth>\"")
+    return out
+
+
+def _gt_problem(layout: Layout, images: dict[str, Path], stage: str, kind: str) -> str | None:
+    """None when the split's ``kind`` of derived ground truth (panoptic / trainIds) is in the dataset or
+    can be made from its gtFine files (by :mod:`pseudo_labels.datasets.cityscapes_gt`); else the problem."""
+    from pseudo_labels.datasets.cityscapes_gt import PANOPTIC, SOURCES
+
+    if kind == PANOPTIC and layout.gt_panoptic[0].exists():
+        return None
+    if kind != PANOPTIC and _has_files(layout.gt_semantic_dir, "*_gtFine_labelTrainIds.png"):
+        return None
+    suffix = SOURCES[kind]
+    found = _files(layout.gt_semantic_dir, suffix)
+    missing = [layout.gt_semantic_dir / images[s].parent.name / f"{s}{suffix}" for s in sorted(images) if s not in found]
+    if images and not missing:
+        return None
+    what = "panoptic ground truth" if kind == PANOPTIC else "trainId maps"
+    if not images:
+        return f"[{stage}] needs gtFine/{layout.split}/<city>/*{suffix} (the tool makes the {what} from them)"
+    return f"[{stage}] " + _missing_text(f"gtFine *{suffix} (the tool makes the {what} from them)", missing,
+                                         ZIPS["gtFine"])
+
+
+def _depth_problems(d: Any, L: Layout, images: dict[str, Path]) -> list[str]:
+    """What [depth] needs for its source: disparity + camera files of every image, a folder of .npy
+    maps, SPIdepth's two weight files, or a Depth Anything model folder."""
+    if d.source == "disparity":
+        out = []
+        for kind, suffix in (("disparity", "_disparity.png"), ("camera", "_camera.json")):
+            found = _files(L.root / kind / L.split, suffix)
+            miss = [L.root / kind / L.split / p.parent.name / f"{s}{suffix}" for s, p in sorted(images.items())
+                    if s not in found]
+            if miss:
+                out.append("[depth] source = 'disparity': " + _missing_text(f"{kind}/*{suffix}", miss, ZIPS[kind]))
+        return out
+    if d.source == "npy" and not (d.input_dir and Path(d.input_dir).is_dir()):
+        return ["[depth] source = 'npy' needs input_dir = \"<folder of <stem>*.npy maps>\""
+                + (f" ({d.input_dir} not found)" if d.input_dir else "")]
+    if d.source == "spidepth":
+        w = Path(d.weights or "")
+        if not d.weights or not all((w / f).is_file() for f in ("encoder.pth", "depth.pth")):
+            return ["[depth] source = 'spidepth' needs weights = \"<folder with encoder.pth and depth.pth>\""
+                    + (f" ({w} lacks them)" if d.weights else "")]
+    if d.source == "depth-anything" and not (d.model_dir and Path(d.model_dir).is_dir()):
+        return ["[depth] source = 'depth-anything' needs model_dir = \"<local model folder>\""
+                + (f" ({d.model_dir} not found)" if d.model_dir else "")]
+    return []
+
+
+def _semantic_problems(config: PipelineConfig, gt_missing: Callable[[str, str], str | None]) -> list[str]:
+    """Weights, features, centroids and label files of [features], [semantics] and [cause27]."""
+    st, on = config.stages, set(config.stages)
+    out = []
+    for name in ("features", "semantics", "dynaseg"):
+        if name in on and not (name == "semantics" and st[name].features_dir):
+            out += _weights_problems(name, st[name])
+    if "semantics" in on:
+        sem = st["semantics"]
+        if sem.features_dir and "features" not in on and not Path(sem.features_dir).is_dir():
+            out.append(f"[semantics] features_dir = {sem.features_dir!r}: folder not found (add [features])")
+        if sem.load_centroids and not Path(sem.load_centroids).is_file():
+            out.append(f"[semantics] load_centroids = {sem.load_centroids!r}: file not found")
+        mapping = sem.mapping or ("majority" if not sem.load_centroids else "")
+        if mapping in ("majority", "hungarian"):
+            out.append(gt_missing("semantics", f"mapping = {mapping!r} (reads labels)"))
+        if sem.sample_filter == "gt-nonvoid":
+            out.append(gt_missing("semantics", "sample_filter = 'gt-nonvoid'"))
+    if "cause27" in on:
+        from pseudo_labels.stages.semantic.cause import CAUSE27_CHECKPOINT_FILES
+
+        folder = Path(st["cause27"].checkpoint_dir)
+        out += [f"[cause27] checkpoint_dir: {folder / f} not found" for f in CAUSE27_CHECKPOINT_FILES.values()
+                if not (folder / f).is_file()]
+        if st["cause27"].mode in ("hungarian", "all"):
+            out.append(gt_missing("cause27", "the Hungarian naming"))
+        if "semantics" in on:
+            out.append("[semantics] and [cause27] both write the semantic pseudo-labels: keep one")
+    return out
+
+
+def _chain_problems(config: PipelineConfig) -> list[str]:
+    """Inputs a stage reads from an earlier one: present when that stage runs too, or already on disk."""
+    L, st, on = config.layout, config.stages, set(config.stages)
+    out = []
+    makes_semantics = bool(on & {"semantics", "cause27"})
+    has_semantics = makes_semantics or "refine" in on or _has_files(L.semantic_dir, "*.png")
+    if "refine" in on:
+        if not makes_semantics and not _has_files(L.raw_semantic_dir, "*.png"):
+            out.append(f"[refine] no semantic pseudo-labels: {L.raw_semantic_dir} is empty (add [semantics])")
+        if st["refine"].method == "dynaseg" and "dynaseg" not in on and not L.segments_dir.is_dir():
+            out.append(f"[refine] method = 'dynaseg' needs segments: {L.segments_dir} not found (add [dynaseg])")
+    uses_depth = [n for n in ("instances", "sweep") if n in on and getattr(st[n], "depth", "") != "none"]
+    if uses_depth and "depth" not in on and not _has_files(L.depth_dir, "*.npy"):
+        out.append(f"[{', '.join(uses_depth)}] no depth maps: {L.depth_dir} holds no .npy (add [depth])")
+    out += [f"[{name}] no semantic pseudo-labels: {L.semantic_dir} holds no PNG (add [semantics])"
+            for name in ("instances", "sweep") if name in on and not has_semantics]
+    if "panoptic" in on and "instances" not in on and not L.instances_dir.is_dir():
+        out.append(f"[panoptic] no instances: {L.instances_dir} not found (add [instances])")
+    out += [f"[{name}] no panoptic pseudo-labels: {L.panoptic_json} not found (add [panoptic])"
+            for name in ("evaluate", "exports.cups", "exports.coco", "visualize")
+            if name in on and "panoptic" not in on and not L.panoptic_json.is_file()]
+    if "report" in on and "sweep" not in on and not L.sweep_json.is_file():
+        out.append(f"[report] no sweep results: {L.sweep_json} not found (add [sweep])")
+    return out
+
+
+def preflight(config: PipelineConfig) -> list[str]:
+    """Every problem that would stop a stage of ``config``, found before anything runs: missing
+    images, ground truth (what the tool can prepare itself counts as present), depth inputs,
+    weights, features, checkpoints, the CUPS image folder, free disk. Each names the file or key.
+    Outputs of an earlier stage of the same run count as present; a [synth] city has everything."""
+    L, st = config.layout, config.stages
+    on = set(st)
+    synth = "synth" in on
+    images = {} if synth else _files(L.root / "leftImg8bit" / L.split, "_leftImg8bit.png")
+    problems: list[str] = []
+    needs_images = on & {"features", "semantics", "cause27", "dynaseg", "depth", "visualize"}
+    needs_images |= {"refine"} if "refine" in on and st["refine"].method == "crf" else set()
+    if needs_images and not synth and not images:
+        problems.append(f"[{', '.join(sorted(needs_images))}] no images: {L.root / 'leftImg8bit' / L.split}/<city>/"
+                        f"*_leftImg8bit.png not found (unpack {ZIPS['leftImg8bit']} into {L.root})")
+    has_labels = synth or _has_files(L.gt_semantic_dir, "*_gtFine_labelIds.png") or _has_files(
+        L.gt_semantic_dir, "*_gtFine_labelTrainIds.png")
+
+    def gt_missing(stage: str, why: str) -> str | None:
+        return None if has_labels else (f"[{stage}] {why} needs gtFine/{L.split}/<city>/*_gtFine_labelIds.png "
+                                        f"under {L.root} (from {ZIPS['gtFine']})")
+
+    problems += _semantic_problems(config, gt_missing)
+    if "depth" in on and not (st["depth"].source == "disparity" and (synth or not images)):
+        problems += _depth_problems(st["depth"], L, images)
+    problems += _chain_problems(config)
+    scoring = [n for n in ("evaluate", "sweep") if n in on]
+    if scoring and not synth:
+        problems.append(_gt_problem(L, images, ", ".join(scoring), "panoptic"))
+    if "evaluate" in on and config.extras.get("evaluate", {}).get("semantic", True) and not synth:
+        problems.append(_gt_problem(L, images, "evaluate", "trainIds"))
+    if "exports.cups" in on and not _links_key_frames(config):
+        seq = L.root / "leftImg8bit_sequence" / L.split
+        if not seq.is_dir():
+            problems.append(f"[exports.cups] CUPS reads its images from {seq}, not found (unpack "
+                            f"{ZIPS['leftImg8bit_sequence']}, or set link_key_frames = true to link the key frames)")
+    problems += _disk_problems(config, images)
+    return [p for p in problems if p]
+
+
+def _size_text(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def _disk_problems(config: PipelineConfig, images: dict[str, Path]) -> list[str]:
+    """Free space under the data root and the output folder against a rough estimate of what the run writes."""
+    import shutil
+
+    L, on = config.layout, set(config.stages)
+    if "synth" in on:
+        n, (h, w) = config.stages["synth"].n, config.stages["synth"].size
+    elif images:
+        from pseudo_labels.stages.semantic.semantics import image_size
+
+        try:
+            n, (h, w) = len(images), image_size(next(iter(images.values())))
+        except PseudoLabelsError:  # an unreadable image is the reading stage's error, named there
+            return []
+    else:
+        return []
+    need = {"root": 0.0, "out": 0.0}
+    for name, per_pixel in DISK_PER_PIXEL.items():
+        if name in on:
+            where = "root" if name in ("semantics", "cause27", "dynaseg", "refine", "depth", "features") else "out"
+            need[where] += per_pixel * h * w * n
+    if "synth" in on:
+        need["root"] += 8.0 * h * w * n
+    out = []
+    for where, folder in (("root", L.root), ("out", L.out)):
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if need[where] > free:
+            out.append(f"free disk: {folder} needs about {_size_text(need[where])} for {n} images at {h}x{w}, "
+                       f"{_size_text(free)} free")
+    return out
 
 
 # --------------------------------------------------------------------------- running
@@ -610,6 +902,11 @@ def link_sequence_folder(root: Path) -> bool:
 def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
     """Run the chosen stages in order; ``log`` gets one header and one summary line per stage."""
     layout = config.layout
+    problems = preflight(config)
+    if problems:
+        raise PseudoLabelsError(
+            f"{config.source}: {len(problems)} problem(s) found before any stage ran (nothing was written):\n"
+            + "\n".join(f"  - {p}" for p in problems))
     state_path = layout.out / STATE_NAME
     state = (io.read_json(state_path) if state_path.exists() else {}) if not config.options.overwrite else {}
     chosen = [s for s in STAGES if s.name in config.stages]
@@ -628,10 +925,12 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
             line = f"finished in an earlier run with the same configuration: kept {spec.output(layout)}"
             outcome = StepOutcome(False, line, _load_result(spec, layout))
         else:
-            if spec.name == "exports.cups" and "synth" in config.stages and link_sequence_folder(layout.root):
-                log("    (linked leftImg8bit_sequence -> leftImg8bit: CUPS reads its images from the sequence folder)")
+            if (spec.name == "exports.cups" and _links_key_frames(config) and link_sequence_folder(layout.root)):
+                log("    (linked leftImg8bit_sequence -> leftImg8bit: CUPS reads its images from the sequence folder; "
+                    "the key frames stand in for it)")
             try:
-                outcome = spec.run(stage_config, config.options_for(spec.name), layout, log)
+                extra = (config.extras.get(spec.name, {}),) if spec.takes_extras else ()
+                outcome = spec.run(stage_config, config.options_for(spec.name), layout, log, *extra)
             except PseudoLabelsError as exc:
                 raise PseudoLabelsError(f"stage [{spec.name}] of {config.source}: {exc}") from exc
         seconds = time.perf_counter() - t0
@@ -654,39 +953,167 @@ def _load_result(spec: StageSpec, layout: Layout) -> Any:
     return None
 
 
+# --------------------------------------------------------------------------- presets: the reference's table
+@dataclass(frozen=True)
+class Preset:
+    """One row of the reference's results table (qbit-glitch/monocular_ups README, Cityscapes val,
+    its own evaluator at 512x1024): how it was made and what it scored."""
+
+    row: str
+    k: int
+    tau: float | None  # None: connected components only (no depth)
+    min_area: int | None
+    published: tuple[float, float, float, float, float]  # PQ, PQ_st, PQ_th, SQ, RQ
+    semantics: str = "kmeans"  # kmeans (CAUSE-TR features + k-means + majority) or cause27 (cluster probe)
+
+
+PRESETS: dict[str, Preset] = {
+    "k80-depth": Preset("k=80 + depth", 80, 0.20, 1000, (26.74, 32.08, 19.41, 71.88, 31.41)),
+    "k60-depth": Preset("k=60 + depth", 60, 0.20, 1000, (25.83, 30.74, 19.08, 71.69, 30.21)),
+    "k50-depth": Preset("k=50 + depth", 50, 0.30, 1000, (25.78, 34.80, 13.37, 73.11, 30.61)),
+    "k300-cc": Preset("k=300 CC-only", 300, None, None, (25.60, 33.10, 15.20, 71.90, 22.30)),
+    "cause27-depth": Preset("CAUSE-27 + depth", 27, 0.10, 500, (23.10, 31.40, 11.70, 74.30, 31.20), "cause27"),
+}
+#: the row shown beside ours when a config names no preset
+DEFAULT_COMPARISON = "k80-depth"
+PUBLISHED_PROTOCOL = "protocol reference: its own evaluator at 512x1024"
+PUBLISHED_CUPS = (27.80, 35.10, 17.70, 57.40, 35.20)  # PQ, PQ_st, PQ_th, SQ, RQ (the reference README's CUPS row)
+
+
+def preset_list_text() -> str:
+    """``run --print-config --preset list``: one line per preset."""
+    lines = []
+    for name, p in PRESETS.items():
+        how = (f"tau={p.tau:.2f} A_min={p.min_area}" if p.tau is not None else "connected components only, no depth")
+        what = "CAUSE-27 cluster probe" if p.semantics == "cause27" else f"CAUSE-TR k-means k={p.k}"
+        lines.append(f"{name:14s} {p.row:18s} {what}, {how}: published PQ {p.published[0]:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def preset_config_text(name: str) -> str:
+    """``run --print-config --preset NAME``: a config that reproduces that row of the reference's table
+    on the official Cityscapes download, given the weight paths (set them, and ``root``)."""
+    if name not in PRESETS:
+        raise PseudoLabelsError(f"--preset {name!r}: unknown (choose from {', '.join(PRESETS)}, or list)")
+    p = PRESETS[name]
+    pq, st, th, sq, rq = p.published
+    depth = p.tau is not None
+    if p.semantics == "cause27":
+        semantic = """\
+[cause27]                  # DINOv2 ViT-B/14 + CAUSE Segment_TR + cluster probe (27 classes), then 27 -> 19 trainIds
+checkpoint_dir = "checkpoints/cause"   # dinov2_vitb14_pretrain.pth, segment_tr.pth, cluster_tr.pth, modular.npy
+mode = "all"               # Hungarian naming of the 27 clusters on gtFine (reads labels, recorded), then labels
+hungarian_split = "val"
+table = "reference"        # 27 -> 19 as the reference (polegroup -> pole, caravan -> car, trailer -> truck)
+device = "cpu"             # "cuda" on a GPU
+"""
+    else:
+        semantic = f"""\
+[semantics]                # CAUSE-TR features (DINOv2 ViT-B/14 + Segment_TR, 90-d) -> k-means -> majority mapping
+k = {p.k}
+backbone = "dinov2_vitb14"
+weights = "checkpoints/dinov2_vitb14_pretrain.pth"
+head = "cause"
+head_weights = "checkpoints/segment_tr.pth"   # modular.npy next to it
+sample_filter = "gt-nonvoid"   # the reference fits on patches with non-void GT (reads labels, recorded)
+kmeans_backend = "sklearn"     # MiniBatchKMeans(batch 10000, max_iter 300, n_init 3, random_state 42)
+upsample = "labels"            # argmax on the feature grid, nearest to the image (the reference's path)
+mapping = "majority"
+device = "cpu"                 # "cuda" on a GPU
+"""
+    if depth:
+        depth_text = f"""\
+[depth]                    # SPIdepth, Cityscapes checkpoint, whole frame as the reference
+source = "spidepth"
+weights = "checkpoints/spidepth"   # folder with encoder.pth and depth.pth
+spidepth_preprocess = "full-frame"
+normalize = "minmax"
+
+[instances]
+grad_threshold = {p.tau:.2f}      # tau
+min_area = {p.min_area}           # A_min, pixels at the working resolution (half of 1024x2048: the reference's 512x1024)
+"""
+    else:
+        depth_text = """\
+[instances]                # no depth: one instance per connected component of each thing class
+depth = "none"
+"""
+    return f"""\
+# Reference row "{p.row}" (qbit-glitch/monocular_ups, Cityscapes val, its evaluator at 512x1024):
+#   PQ {pq:.2f}  PQ_st {st:.2f}  PQ_th {th:.2f}  SQ {sq:.2f}  RQ {rq:.2f}
+# Set root and the weight paths, then: pseudo-labels run --config <this file>
+# (relative paths are relative to this file; weights are never downloaded)
+
+[data]
+root = "cityscapes"        # the four official zips unpacked here (leftImg8bit, gtFine, disparity, camera)
+split = "val"
+out = "out_{name}"
+semantic_subdir = "pseudo_semantic_{name}"
+depth_subdir = "depth_spidepth"
+preset = "{name}"          # the results table shows the published row beside ours
+
+[runner]
+workers = 2
+
+{semantic}
+{depth_text}
+[panoptic]
+
+[evaluate]
+protocol = "reference"     # as the published row; "standard" scores at the ground truth's 1024x2048 (cityscapesscripts)
+semantic = true
+"""
+
+
 # --------------------------------------------------------------------------- results table
 def format_results(result: PipelineResult, title: str | None = None) -> str:
-    """The results table: PQ/SQ/RQ/PQ_st/PQ_th of the pipeline (evaluate) and of the sweep's best
-    configuration, and the semantic mIoU; empty when neither evaluate nor sweep ran."""
+    """The results table: PQ/PQ_st/PQ_th/SQ/RQ of the pipeline (evaluate, one row per protocol scored)
+    and of the sweep's best configuration, each naming its protocol; the published row of the
+    reference's table beside them (the config's ``preset``, else k=80 + depth; Cityscapes only; and
+    CUPS' own row when the cups protocol was scored); the semantic mIoU. Empty when neither
+    evaluate nor sweep ran."""
     ev, sweep = result.evaluation, result.sweep
     if ev is None and sweep is None:
         return ""
     cfg = result.config.stages
-    protocol = (ev or sweep or {}).get("protocol", "standard")
     where = title or f"{result.config.layout.root} ({result.config.layout.split})"
     rows = []
     if ev is not None:
-        tau = getattr(cfg.get("instances"), "grad_threshold", None)
-        rows.append((f"pipeline at tau={tau:.2f}" if tau is not None else "pipeline", ev))
+        inst = cfg.get("instances")
+        tau = getattr(inst, "grad_threshold", None)
+        name = "ours" + (" (connected components)" if getattr(inst, "depth", "") == "none"
+                         else f" at tau={tau:.2f}" if tau is not None else "")
+        rows.append((name, ev, ev.get("protocol", "standard")))
+        rows += [(name + (f" ({r['num_classes']} classes)" if p == "cups" else ""), r, p)
+                 for p, r in ev.get("also", {}).items() if "PQ" in r]  # [evaluate] also_protocols: same files
     if sweep is not None:
         best = sweep.get("best") or max(sweep["results"], key=lambda r: r["PQ"])
-        rows.append((f"sweep best (tau={best['grad_threshold']}, A_min={best['min_area']})", best))
-    named = ", ".join(dict.fromkeys([protocol, *(ev or {}).get("also", {})]))
+        rows.append((f"sweep best (tau={best['grad_threshold']}, A_min={best['min_area']})", best,
+                     sweep.get("protocol", "standard")))
+    preset = result.config.preset or DEFAULT_COMPARISON
+    dataset = next((c.dataset for c in cfg.values() if hasattr(c, "dataset")), "cityscapes")
+    if dataset == "cityscapes":  # the reference's table is Cityscapes val
+        for label, values, protocol in ((f"published: {PRESETS[preset].row}", PRESETS[preset].published, "reference"),
+                                        ("published: CUPS (CVPR 2025)", PUBLISHED_CUPS, "cups")):
+            if protocol == "reference" or any(r[2] == "cups" for r in rows):
+                rows.append((label, dict(zip(("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ"), values)), protocol))
+    named = ", ".join(dict.fromkeys(r[2] for r in rows if not r[0].startswith("published")))
     lines = [f"Results on {where} (protocol{'s' if ',' in named else ''}: {named})",
-             f"{'':44s} {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'PQ_st':>6s} {'PQ_th':>6s}"]
-    if ev is not None and ev.get("also"):  # [evaluate] also_protocols: one row per protocol, same files
-        rows[0] = (f"{rows[0][0]}, {protocol}", ev)
-        rows[1:1] = [(f"{rows[0][0].rsplit(', ', 1)[0]}, {p}" + (f" ({r['num_classes']} classes)" if p == "cups"
-                      else ""), r) for p, r in ev["also"].items() if "PQ" in r]
-    for name, r in rows:
-        lines.append(f"{name:44s} {r['PQ']:6.2f} {r['SQ']:6.2f} {r['RQ']:6.2f} {r['PQ_stuff']:6.2f} "
-                     f"{r['PQ_things']:6.2f}")
+             f"{'':40s} {'PQ':>6s} {'PQ_st':>6s} {'PQ_th':>6s} {'SQ':>6s} {'RQ':>6s}  protocol"]
+    for name, r, protocol in rows:
+        lines.append(f"{name:40s} {r['PQ']:6.2f} {r['PQ_stuff']:6.2f} {r['PQ_things']:6.2f} {r['SQ']:6.2f} "
+                     f"{r['RQ']:6.2f}  {protocol}")
+    if dataset == "cityscapes":
+        cups_row = any(r[0].startswith("published: CUPS") for r in rows)
+        lines.append(f"(published: the reference repository's README, Cityscapes val, {PUBLISHED_PROTOCOL}"
+                     + ("; CUPS: its paper, its protocol" if cups_row else "") + ")")
     if ev is not None and "semantic" in ev:
         sem = cfg.get("semantics")
         what = "the semantic pseudo-labels"
         if sem is not None and not sem.load_centroids:
             what = f"the k={sem.k or defaults.K} {sem.mapping or 'majority'}-mapped clusters"
         lines.append(f"semantic mIoU of {what}: {ev['semantic']['mIoU']:.2f}")
+    protocol = (ev or {}).get("protocol")
     cups = ev.get("also", {}).get("cups", ev if protocol == "cups" else None) if ev is not None else None
     if cups is not None:
         lines.append(f"CUPS' mIoU / accuracy ({cups['num_classes']} classes, Hungarian): {cups['mIoU']:.2f} / "
@@ -703,14 +1130,16 @@ def default_config_text() -> str:
 DEFAULT_CONFIG_TEXT = """\
 # pseudo-labels run --config pipeline.toml
 # One table per stage; a stage runs when its table is present, in this order:
-# synth, features, semantics, dynaseg, refine, depth, instances, panoptic, evaluate, sweep, exports,
-# visualize, report.
+# synth, features, semantics (or cause27), dynaseg, refine, depth, instances, panoptic, evaluate, sweep,
+# exports, visualize, report.
 # Keys are the stage's parameters (the command's flags with '_' for '-'); input and output paths
 # are set from [data] so that the stages chain. Relative paths are relative to this file.
 # Rerunning the same config resumes: finished images and finished stages are kept.
+# Before the first stage, every input of every stage is checked (all problems listed at once).
+# One row of the reference's results table: pseudo-labels run --print-config --preset list
 
 [data]
-root = "city"                            # dataset root in the Cityscapes layout
+root = "cityscapes"                      # the official zips unpacked here: leftImg8bit/, gtFine/, disparity/, camera/
 split = "val"
 out = "pipeline_out"                     # instances/, panoptic/ + panoptic.json, evaluation.json, sweep.json, ...
 semantic_subdir = "pseudo_semantic_k80"  # <root>/<semantic_subdir>/<split>: semantic pseudo-labels
@@ -719,6 +1148,7 @@ features_subdir = "features"             # <root>/<features_subdir>: features of
 segments_subdir = "dynaseg_segments"     # <root>/<segments_subdir>/<split>: segments of [dynaseg]
 refined_subdir = "pseudo_semantic_refined"  # with [refine]: refined semantics, read by every later stage
 dataset = "cityscapes"                   # label table of every stage (pseudo_labels.datasets)
+# preset = "k80-depth"                   # the published row shown beside ours (default: k80-depth)
 
 [runner]
 workers = 2                              # processes per per-image stage
@@ -732,7 +1162,7 @@ overwrite = false                        # true: recompute everything
 # [synth]                                # write a synthetic city into [data] root first
 # n = 12
 # seed = 0
-# size = [512, 1024]
+# size = [1024, 2048]
 
 # [features]                             # extract features into <root>/<features_subdir> first
 # backbone = "builtin"
@@ -754,24 +1184,26 @@ normalize = "minmax"
 
 [instances]
 grad_threshold = 0.2                     # tau
-min_area = 1000                          # A_min, pixels at the working resolution
-resolution = [512, 1024]
+# resolution = [512, 1024]               # working resolution; default: half of each image (512x1024 for Cityscapes)
+# min_area = 1000                        # A_min in pixels at the working resolution; default: 1000 at 512x1024,
+                                         # scaled by the pixel count elsewhere (250 at 256x512)
 
-[panoptic]
-resolution = [512, 1024]
+[panoptic]                               # assembled at the working resolution, written at the images' size
 
 [evaluate]
-protocol = "standard"                    # standard (= cityscapesscripts), reference, or cups (CUPS' metric)
+protocol = "standard"                    # standard (= cityscapesscripts, at the ground truth's size), reference,
+                                         # or cups (CUPS' metric)
 # also_protocols = ["reference", "cups"]  # also score the same files under these (side by side in the table)
 semantic = true                          # also mIoU of the semantic pseudo-labels against gtFine
+# (ground truth the official zips lack, panoptic and trainIds, is made by cityscapesscripts into <out>/gt_cache)
 
 [sweep]
 grad_thresholds = [0.1, 0.2, 0.3]
-min_areas = [500, 1000, 2000]
-resolution = [512, 1024]
+# min_areas = [250, 500, 1000, 2000]     # default: these at 512x1024, scaled like min_area
 
-[exports.cups]
-overwrite = true
+# [exports.cups]                         # CUPS reads <root>/leftImg8bit_sequence (leftImg8bit_sequence_trainvaltest.zip)
+# overwrite = true
+# link_key_frames = true                 # without that zip: link leftImg8bit_sequence -> leftImg8bit (key frames only)
 
 [exports.coco]
 overwrite = true

@@ -591,7 +591,9 @@ def generate_depth_maps(config: DepthConfig, options=None):
     cfg = config.resolved()
     if cfg.source in NETWORK_SOURCES:
         options = replace(options, workers=1)
-    parameters = cfg.parameters()
+    # the folder holds one <split>/ per split (val, then train, as the reference's depth_spidepth):
+    # the split is not a parameter of the maps, so one folder takes every split with the same parameters
+    parameters = {k: v for k, v in cfg.parameters().items() if k != "split"}
     jobs = plan_depth_jobs(cfg, options.shard)
     resume = prepare_output_dir(cfg.output_dir, STAGE, parameters, overwrite=options.overwrite)
     summary = run_per_image(functools.partial(process_depth_job, cfg=cfg), jobs, options=options,
@@ -603,7 +605,7 @@ def generate_depth_maps(config: DepthConfig, options=None):
         inputs=_depth_inputs(cfg, jobs),
         counts={"images": len(jobs), "done": summary.done, "skipped": summary.skipped,
                 "failed": len(summary.failed)},
-        extra={"shard": list(options.shard) if options.shard else None},
+        extra={"split": cfg.split, "shard": list(options.shard) if options.shard else None},
     )
     summary.raise_if_failed("depth maps")
     return summary

@@ -413,6 +413,10 @@ class InstanceConfig:
     or ``"none"`` (connected components alone, :func:`connected_component_instances`: the
     reference's k=300 CC-only row; ``depth_dir`` may be None and ``grad_threshold``, ``sigma``,
     ``dilation_iters``, ``normalize`` are not used).
+    ``resolution`` None: half of each semantic map's size (:func:`defaults.work_resolution`; the
+    reference's 512x1024 for Cityscapes); ``min_area`` None with depth edges: the reference's 1000 at
+    512x1024 scaled to each image's working resolution (:func:`defaults.scaled_min_area`); explicit
+    values are used as given.
     """
 
     semantic_dir: str
@@ -424,7 +428,7 @@ class InstanceConfig:
     dilation_iters: int = DILATION_ITERS
     connectivity: int = CONNECTIVITY
     normalize: str = "none"
-    resolution: tuple[int, int] = WORK_RESOLUTION
+    resolution: tuple[int, int] | None = WORK_RESOLUTION
     thing_classes: str | Sequence[int] = "dataset"
     skip_missing: bool = False
     dataset: str = "cityscapes"
@@ -435,12 +439,13 @@ class InstanceConfig:
         validate_config(self)  # one check for flags and TOML (issue 24)
 
 
-def instance_min_area(config: InstanceConfig) -> int:
-    """``config.min_area``, or the mode's default: 1000 with depth edges (the reference's A_min), 10
+def instance_min_area(config: InstanceConfig) -> int | None:
+    """``config.min_area``, or the mode's default: None with depth edges (the reference's A_min of 1000
+    at 512x1024, scaled to each image's working resolution: :func:`defaults.scaled_min_area`), 10
     for components only (the reference's CC-only ``min_area``)."""
     if config.min_area is not None:
         return int(config.min_area)
-    return CC_MIN_AREA if config.depth == "none" else MIN_AREA
+    return CC_MIN_AREA if config.depth == "none" else None
 
 
 @dataclass
@@ -495,10 +500,13 @@ def resolve_thing_classes(spec: str | Sequence[int], labels: LabelTable) -> tupl
     return ids, None
 
 
-def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None, normalize: str = "none"):
-    """Read one (semantic, depth) pair and resize both to ``resolution``; errors name the file.
+def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None, normalize: str = "none",
+              lut: np.ndarray | None = None):
+    """Read one (semantic, depth) pair and resize both to ``resolution`` (None: half of the semantic
+    map's size, :func:`defaults.work_resolution`); errors name the file.
 
-    ``check_labels``: a table whose ids the semantic map must use (None: any ids).
+    ``check_labels``: a table whose ids the semantic map must use (None: any ids); ``lut``: raw cluster
+    id -> class id (the semantic map holds raw clusters).
     Returns (semantic (H, W) as stored, depth (H, W) float64 normalised as asked, or None
     when ``depth_path`` is None).
     """
@@ -507,21 +515,26 @@ def load_pair(sem_path, depth_path, resolution, check_labels: LabelTable | None,
     sem = read_png(sem_path)
     if sem.ndim != 2:
         raise InputFileError(sem_path, f"expected a single-channel class map, got shape {sem.shape}")
+    if lut is not None:
+        if int(sem.max()) >= len(lut):
+            raise InputFileError(sem_path, f"cluster id {int(sem.max())} >= number of clusters {len(lut) - 1}")
+        sem = lut[sem]
     if check_labels is not None:
         bad = check_semantic_ids(sem, labels=check_labels)
         if bad:
             raise InputFileError(sem_path, f"unknown class ids {bad[:10]} (expected {expected_ids_text(check_labels)})",
                                  "map pseudo-classes to class ids first, or pass --thing-classes auto|LIST")
+    resolution = defaults.work_resolution(sem.shape, resolution)
     if depth_path is None:
-        return resize_semantic(sem, tuple(resolution)), None
+        return resize_semantic(sem, resolution), None
     depth = np.squeeze(read_npy(depth_path))
     if depth.ndim != 2:
         raise InputFileError(depth_path, f"expected a 2-D depth map, got shape {depth.shape}")
     if not np.isfinite(depth).all():
         raise InputFileError(depth_path, "depth has NaN/infinite values", "fill invalid pixels when writing depth")
     check_not_upscaled(sem_path, sem.shape, depth.shape, "semantic map", f"depth map {depth_path}", both=True)
-    sem = resize_semantic(sem, tuple(resolution))
-    depth = resize_depth_bilinear(depth.astype(np.float32), tuple(resolution))
+    sem = resize_semantic(sem, resolution)
+    depth = resize_depth_bilinear(depth.astype(np.float32), resolution)
     return sem, normalize_depth_map(depth, normalize)
 
 
@@ -538,18 +551,19 @@ def instance_stats(sem: np.ndarray, inst: np.ndarray) -> dict:
 
 
 def process_instance_job(job: InstanceJob, params: dict, thing_classes: list[int],
-                         check_labels: LabelTable | None) -> dict:
+                         check_labels: LabelTable | None, lut: np.ndarray | None = None) -> dict:
     """Split and write one image (uint16 PNG, atomic); returns its :func:`instance_stats`."""
     from pseudo_labels.core.io import write_png
 
     sem, depth = load_pair(job.semantic_path, job.depth_path, params["resolution"], check_labels,
-                           params.get("normalize", "none"))
+                           params.get("normalize", "none"), lut)
+    min_area = params["min_area"] if params["min_area"] is not None else defaults.scaled_min_area(sem.shape)
     if params.get("depth") == "none":
-        inst = connected_component_instances(sem, thing_classes, params["min_area"], params["connectivity"])
+        inst = connected_component_instances(sem, thing_classes, min_area, params["connectivity"])
     else:
         inst = split_instances_by_depth_edges(
             sem, depth,
-            grad_threshold=params["grad_threshold"], min_area=params["min_area"], sigma=params["sigma"],
+            grad_threshold=params["grad_threshold"], min_area=min_area, sigma=params["sigma"],
             dilation_iters=params["dilation_iters"], connectivity=params["connectivity"],
             thing_classes=thing_classes,
         )
@@ -565,11 +579,11 @@ def _instance_job_done(job: InstanceJob) -> bool:
     return is_up_to_date(job.out_path, job.semantic_path, *([job.depth_path] if job.depth_path else []))
 
 
-def _stats_of_finished(job: InstanceJob, params: dict) -> dict:
+def _stats_of_finished(job: InstanceJob, params: dict, lut: np.ndarray | None = None) -> dict:
     """Statistics of an instance PNG written by an earlier (resumed) run."""
     from pseudo_labels.core.io import read_png
 
-    sem, _ = load_pair(job.semantic_path, None, params["resolution"], None)
+    sem, _ = load_pair(job.semantic_path, None, params["resolution"], None, "none", lut)
     return instance_stats(sem, read_png(job.out_path).astype(np.int64))
 
 
@@ -580,7 +594,7 @@ def _pair_inputs(cfg: InstanceConfig, options: RunOptions, auto: bool):
         raise PseudoLabelsError(f"{cfg.semantic_dir}: no semantic PNGs with a Cityscapes stem (<city>_<seq>_<frame>...)")
     if cfg.depth not in defaults.DEPTH_MODES:
         raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
-    if instance_min_area(cfg) < 1:
+    if (instance_min_area(cfg) or 1) < 1:
         raise PseudoLabelsError("--min-area must be >= 1")
     if cfg.depth == "none":
         if auto:
@@ -609,16 +623,19 @@ def _instance_parameters(cfg: InstanceConfig, things: list[int]) -> dict:
     components only: ``depth = "none"`` and only the parameters it uses)."""
     if cfg.depth == "none":
         params = {"depth": "none", "min_area": instance_min_area(cfg), "connectivity": cfg.connectivity,
-                  "resolution": list(cfg.resolution), "thing_classes": things}
+                  "resolution": list(cfg.resolution) if cfg.resolution else None, "thing_classes": things}
         if cfg.dataset != "cityscapes":
             params["dataset"] = cfg.dataset
         return params
     params = {
         "grad_threshold": cfg.grad_threshold, "min_area": instance_min_area(cfg), "sigma": cfg.sigma,
         "dilation_iters": cfg.dilation_iters, "connectivity": cfg.connectivity,
-        "normalize": cfg.normalize, "resolution": list(cfg.resolution), "thing_classes": things,
-        "min_new_pixels": MIN_NEW_PIXELS,
+        "normalize": cfg.normalize, "resolution": list(cfg.resolution) if cfg.resolution else None,
+        "thing_classes": things, "min_new_pixels": MIN_NEW_PIXELS,
     }
+    if cfg.resolution is None or cfg.min_area is None:  # what None means, for the manifest's reader
+        params["defaults"] = {"resolution": "half of each image", "min_area": f"{MIN_AREA} px at 512x1024, scaled "
+                              "by the pixel count to each image's working resolution"}
     if cfg.dataset != "cityscapes":
         params["dataset"] = cfg.dataset
     return params
@@ -682,21 +699,32 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
         from pseudo_labels.stages.instance.thing_stuff import decide_thing_classes_from_files
 
         thing_decision = decide_thing_classes_from_files(
-            [sems[s] for s in stems], [depths[s] for s in stems], tuple(cfg.resolution),
+            [sems[s] for s in stems], [depths[s] for s in stems], cfg.resolution,
             grad_threshold=cfg.grad_threshold, sigma=cfg.sigma, normalize=cfg.normalize, labels=labels)
         things = sorted(thing_decision["thing_classes"])
         print(f"thing classes (auto): {things}", file=sys.stderr)
     params = _instance_parameters(cfg, things)
+    lut = None
+    if check_labels is not None:  # raw cluster ids beside a mapped kmeans_centroids.npz (the reference's layout)
+        from pseudo_labels.stages.semantic.centroids import load_cluster_lut
+
+        sem_dir = Path(cfg.semantic_dir)
+        lut, _ = load_cluster_lut(sem_dir.parent, sem_dir.name, labels)
+        if lut is not None:
+            params["cluster_to_class"] = str(sem_dir.parent / "kmeans_centroids.npz")
+            print(f"{sem_dir}: raw cluster ids, mapped to class ids with {params['cluster_to_class']} "
+                  "(cluster_to_class)", file=sys.stderr)
     resume = prepare_output_dir(cfg.output_dir, STAGE, params, overwrite=options.overwrite)
     jobs = [InstanceJob(s, str(sems[s]), str(depths[s]) if s in depths else None,
                         str(Path(cfg.output_dir) / sems[s].relative_to(cfg.semantic_dir).parent
                             / (sems[s].name[: -len(".png")] + INSTANCE_SUFFIX)))
             for s in stems if s in mine]
-    worker = functools.partial(process_instance_job, params=params, thing_classes=things, check_labels=check_labels)
+    worker = functools.partial(process_instance_job, params=params, thing_classes=things, check_labels=check_labels,
+                               lut=lut)
     summary = run_per_image(worker, jobs, options=options, desc="instances", name_of=lambda j: j.stem,
                             is_done=_instance_job_done if resume else None)
     summary.raise_if_failed()
-    done = [r if r is not None else _stats_of_finished(j, params) for r, j in zip(summary.results, jobs)]
+    done = [r if r is not None else _stats_of_finished(j, params, lut) for r, j in zip(summary.results, jobs)]
     n_inst = _write_instance_stats(cfg, labels, done, things, params, summary.skipped, len(missing))
     write_manifest(
         cfg.output_dir, STAGE, params, uses_ground_truth=False,

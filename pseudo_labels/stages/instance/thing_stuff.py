@@ -179,11 +179,12 @@ def agreement(decided: Iterable[int], true_things: Iterable[int], classes: Itera
     return sum((c in decided) == (c in true_things) for c in classes) / len(classes)
 
 
-def decide_thing_classes_from_files(sem_paths, depth_paths, resolution: tuple[int, int],
+def decide_thing_classes_from_files(sem_paths, depth_paths, resolution: tuple[int, int] | None,
                                     grad_threshold: float = GRAD_THRESHOLD, sigma: float = DEPTH_BLUR_SIGMA,
                                     normalize: str = "none", rule: dict | None = None,
                                     labels: LabelTable = cityscapes.LABELS) -> dict:
-    """File edge of :func:`decide_thing_classes`: maps read and resized to ``resolution``.
+    """File edge of :func:`decide_thing_classes`: maps read and resized to ``resolution`` (None: half
+    of each semantic map's size, :func:`pseudo_labels.core.defaults.work_resolution`).
 
     Returns ``{"thing_classes", "statistics", "rule"}`` (for the manifest).
     """
@@ -191,15 +192,21 @@ def decide_thing_classes_from_files(sem_paths, depth_paths, resolution: tuple[in
     from pseudo_labels.stages.instance.maps import normalize_depth_map, resize_depth_bilinear, resize_semantic
     from pseudo_labels.core.io import read_png
 
+    from pseudo_labels.core.defaults import work_resolution
+
     rule = {**RULE, **(rule or {})}
+    sizes: list[tuple[int, int]] = []  # each image's working size, set when its semantic map is read
 
     def sems():
         for p in sem_paths:
-            yield resize_semantic(read_png(p), resolution)
+            sem = read_png(p)
+            sizes.append(work_resolution(sem.shape, resolution))
+            yield resize_semantic(sem, sizes[-1])
 
     def depths():
-        for p in depth_paths:
-            yield normalize_depth_map(resize_depth_bilinear(read_depth_npy(p), resolution), normalize)
+        for i, p in enumerate(depth_paths):
+            size = sizes[i] if i < len(sizes) else work_resolution(read_png(sem_paths[i]).shape, resolution)
+            yield normalize_depth_map(resize_depth_bilinear(read_depth_npy(p), size), normalize)
 
     stats = class_statistics(sems(), depths(), grad_threshold=grad_threshold, sigma=sigma, min_frac=rule["min_frac"],
                              labels=labels)

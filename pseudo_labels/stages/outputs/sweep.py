@@ -59,6 +59,7 @@ from pseudo_labels.stages.instance.instances import (
     resize_semantic,
     thing_components,
 )
+from pseudo_labels.stages.semantic.centroids import load_cluster_lut  # noqa: F401  (part of the sweep's interface)
 from pseudo_labels.stages.semantic.clustering import nearest_indices
 from pseudo_labels.stages.instance.panoptic import panoptic_categories, panoptic_ids
 from pseudo_labels.core.validate import validate_config
@@ -94,7 +95,7 @@ class SweepSettings:
     """
 
     protocol: str = defaults.PROTOCOL
-    work_resolution: tuple[int, int] = defaults.WORK_RESOLUTION
+    work_resolution: tuple[int, int] | None = defaults.WORK_RESOLUTION  # None: half of each semantic map
     connectivity: int = defaults.CONNECTIVITY
     normalize: str = "none"
     stuff_min_area: int = defaults.STUFF_MIN_AREA
@@ -432,17 +433,18 @@ def sweep_image(job: ImageJob, grid: Grid, settings: SweepSettings) -> list[dict
     from pseudo_labels.stages.instance.depth import read_depth_npy
 
     gt = gt_frame(read_panoptic_png(job.gt_png), job.gt_segments, settings.protocol, job.stem)
-    work = tuple(settings.work_resolution)
-    depth_work = None
+    d = depth_work = None
     if job.depth_path is not None:
         d = read_depth_npy(job.depth_path)
         if not np.isfinite(d).all():
             raise InputFileError(job.depth_path, "depth has NaN/infinite values")
-        depth_work = resize_depth_bilinear(d, work)
     results = []
     for k, path in enumerate(job.semantic_paths):
         lut = settings.luts[k] if settings.luts else None
         sem = read_semantic(path, lut, settings.labels)
+        work = defaults.work_resolution(sem.shape, settings.work_resolution)
+        if d is not None and (depth_work is None or depth_work.shape != work):
+            depth_work = resize_depth_bilinear(d, work)
         sem_work = resize_semantic(sem, work)
         cells = iter_cell_instances(sem_work, depth_work, grid, settings)
         results.append(evaluate_cells(sem.shape, sem_work, cells, None, None, settings, job.stem, gt=gt))
@@ -532,7 +534,10 @@ class SweepConfig:
     ``gt_cache`` (default ``<folder of out>/gt_cache``) and reused from there.
     ``out``: the result JSON (default, as the reference: ``<root>/sweep_k<k>_<depth>_<split>.json``, e.g.
     ``sweep_k80_spidepth_val.json``); the CSV and heatmap PNGs go next to it. ``resolution`` (H, W):
-    working resolution of the splitting; ``max_images``: first N images only.
+    working resolution of the splitting (None: half of each semantic map's size, the reference's
+    512x1024 on Cityscapes); ``min_areas`` None: the reference grid (250..2000 px at 512x1024) scaled
+    to the first image's working resolution (:func:`defaults.scaled_min_area`), explicit values as
+    given; ``max_images``: first N images only.
     """
 
     cityscapes_root: str
@@ -541,12 +546,12 @@ class SweepConfig:
     split: str = "val"
     depth_subdir: str = "depth_spidepth"
     grad_thresholds: tuple[float, ...] = defaults.SWEEP_GRAD_THRESHOLDS
-    min_areas: tuple[int, ...] = defaults.SWEEP_MIN_AREAS
+    min_areas: tuple[int, ...] | None = None
     sigmas: tuple[float, ...] = (defaults.DEPTH_BLUR_SIGMA,)
     dilation_iters: tuple[int, ...] = (defaults.DILATION_ITERS,)
     connectivity: int = defaults.CONNECTIVITY
     normalize: str = "none"
-    resolution: tuple[int, int] = defaults.WORK_RESOLUTION
+    resolution: tuple[int, int] | None = defaults.WORK_RESOLUTION
     protocol: str = defaults.PROTOCOL
     cc_baseline: bool = True
     max_images: int | None = None
@@ -560,36 +565,6 @@ class SweepConfig:
     PATH_ROLES = {"out": "output_file"}  # path roles for the overlap check (issue 24)
     def __post_init__(self) -> None:
         validate_config(self)  # one check for flags and TOML (issue 24)
-
-
-def load_cluster_lut(folder: Path, split: str, labels: LabelTable = cityscapes.LABELS
-                     ) -> tuple[np.ndarray | None, int | None]:
-    """(cluster -> class-id LUT, k) from ``folder/kmeans_centroids.npz`` or (None, None).
-
-    The LUT is None when the per-image maps already hold class ids, as the manifest of
-    ``generate-overclustered-semantics`` (``outputs.content``) says; without a manifest
-    (the reference layout) maps next to a mapped centroids file are raw cluster ids.
-    Clusters mapped outside the table's classes become void.
-    """
-    from pseudo_labels.core.io import read_manifest
-
-    f = folder / "kmeans_centroids.npz"
-    if not f.exists():
-        return None, None
-    manifest = read_manifest(folder / split) or {}
-    already_mapped = manifest.get("outputs", {}).get("content") == "trainIds"
-    with np.load(f) as z:
-        if already_mapped:
-            return None, int(len(z["centroids"]))
-        if "cluster_to_class" not in z:
-            raise PseudoLabelsError(f"{f}: no cluster_to_class array (map the clusters first)")
-        c2c = np.asarray(z["cluster_to_class"]).astype(np.int64)
-    k = len(c2c)
-    lut = np.full(max(256, k + 1), labels.void, np.uint8)
-    lut[:k] = np.where((c2c >= 0) & (c2c < labels.num_classes), c2c, labels.void)
-    if k < 255:
-        lut[255] = labels.void
-    return lut, k
 
 
 def semantic_index(root: Path, subdir: str, split: str) -> dict:
@@ -683,7 +658,7 @@ def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
         stems = stems[: cfg.max_images]
     if not stems:
         raise PseudoLabelsError("no image has semantics, depth and ground truth")
-    if min(cfg.min_areas) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
+    if min(cfg.min_areas or (1,)) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
         raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
     jobs = [ImageJob(s, [str(ix[s]) for ix in sem_idx], None if no_depth else str(depth_idx[s]),
                      str(gt_folder / anns[s]["file_name"]), anns[s]["segments_info"]) for s in stems]
@@ -704,6 +679,15 @@ def _sweep_runs(grid: Grid, sources: list, ks: list, per_source: list) -> tuple[
         runs.append({"semantic_subdir": src, "k": k, "results": rows, "best": best_row(rows)})
         all_rows.extend(rows)
     return runs, all_rows
+
+
+def default_min_areas(cfg: SweepConfig, first_semantic: str) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """(working resolution of the first image, the A_min grid): ``cfg.min_areas``, or the reference's
+    grid at 512x1024 scaled to that working resolution (:func:`defaults.scaled_min_area`)."""
+    from pseudo_labels.core.io import read_png
+
+    work0 = defaults.work_resolution(read_png(first_semantic).shape, cfg.resolution)
+    return work0, tuple(cfg.min_areas or (defaults.scaled_min_area(work0, a) for a in defaults.SWEEP_MIN_AREAS))
 
 
 def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
@@ -732,12 +716,13 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
                                                       workers=options.workers if options.executor == "local" else 1)
     jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
     luts, ks = zip(*luts_ks)
+    work0, min_areas = default_min_areas(cfg, jobs[0].semantic_paths[0])
     if cfg.depth == "none":  # components only: no depth-guided cells, the CC-only row
-        grid = Grid((), tuple(cfg.min_areas), (), (), cc_baseline=True)
+        grid = Grid((), tuple(min_areas), (), (), cc_baseline=True)
     else:
-        grid = Grid(tuple(cfg.grad_thresholds), tuple(cfg.min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
+        grid = Grid(tuple(cfg.grad_thresholds), tuple(min_areas), tuple(cfg.sigmas), tuple(cfg.dilation_iters),
                     cc_baseline=cfg.cc_baseline)
-    settings = SweepSettings(protocol=cfg.protocol, work_resolution=tuple(cfg.resolution),
+    settings = SweepSettings(protocol=cfg.protocol, work_resolution=tuple(cfg.resolution) if cfg.resolution else None,
                              connectivity=cfg.connectivity, normalize=cfg.normalize, luts=list(luts), labels=labels,
                              ap50=cfg.ap50)
     worker = functools.partial(sweep_image, grid=grid, settings=settings)
@@ -757,7 +742,7 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
         "depth": cfg.depth,
         "protocol": cfg.protocol,
         "semantic_subdir": sources[0] if len(sources) == 1 else sources,
-        "work_resolution": list(cfg.resolution),
+        "work_resolution": list(work0),  # of the first image (default: half of each image's size)
         "grid": {"grad_thresholds": list(grid.grad_thresholds), "min_areas": list(grid.min_areas),
                  "sigmas": list(grid.sigmas), "dilation_iters": list(grid.dilation_iters),
                  "connectivity": cfg.connectivity, "normalize": cfg.normalize},

@@ -66,10 +66,8 @@ def cups_image(job: CupsSweepJob, grid: base.Grid, settings: base.SweepSettings,
     classes = cups_classes(num_classes)
     gt_cls, gt_inst = load_gt(job.gt_path, num_classes, None)
     index, _ = _category_index(settings.labels)
-    work = tuple(settings.work_resolution)
+    depth = read_depth_npy(job.depth_path) if job.depth_path is not None else None
     depth_work = None
-    if job.depth_path is not None:
-        depth_work = resize_depth_bilinear(read_depth_npy(job.depth_path), work)
     out = []
     for k, path in enumerate(job.semantic_paths):
         sem = base.read_semantic(path, settings.luts[k] if settings.luts else None, settings.labels)
@@ -77,6 +75,9 @@ def cups_image(job: CupsSweepJob, grid: base.Grid, settings: base.SweepSettings,
             check_aspect(sem.shape, gt_cls.shape, path)
         except EvaluationError as exc:
             raise PseudoLabelsError(str(exc)) from None
+        work = base.defaults.work_resolution(sem.shape, settings.work_resolution)  # default: half of the image
+        if depth is not None and (depth_work is None or depth_work.shape != work):
+            depth_work = resize_depth_bilinear(depth, work)
         sem_work = resize_semantic(sem, work)
         cells: dict[tuple, tuple] = {}
         for cell, inst, cls, n_cand in base.iter_cell_instances(sem_work, depth_work, grid, settings):
@@ -130,19 +131,20 @@ def run_sweep_cups(cfg: base.SweepConfig, options=None, log=None) -> dict:
     labels = label_table(cfg.dataset)
     if cfg.depth not in base.defaults.DEPTH_MODES:
         raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(base.defaults.DEPTH_MODES)}")
-    if min(cfg.min_areas) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
+    if min(cfg.min_areas or (1,)) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
         raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
     t0 = time.time()
     C = cfg.num_classes
     classes = cups_classes(C)
     jobs, sources, luts_ks, missing = _jobs(cfg, labels)
     luts, ks = zip(*luts_ks)
+    work0, min_areas = base.default_min_areas(cfg, jobs[0].semantic_paths[0])
     if cfg.depth == "none":  # components only, as run_sweep
-        grid = base.Grid((), tuple(cfg.min_areas), (), (), cc_baseline=True)
+        grid = base.Grid((), min_areas, (), (), cc_baseline=True)
     else:
-        grid = base.Grid(tuple(cfg.grad_thresholds), tuple(cfg.min_areas), tuple(cfg.sigmas),
+        grid = base.Grid(tuple(cfg.grad_thresholds), min_areas, tuple(cfg.sigmas),
                          tuple(cfg.dilation_iters), cc_baseline=cfg.cc_baseline)
-    settings = base.SweepSettings(protocol="standard", work_resolution=tuple(cfg.resolution),
+    settings = base.SweepSettings(protocol="standard", work_resolution=tuple(cfg.resolution) if cfg.resolution else None,
                                   connectivity=cfg.connectivity, normalize=cfg.normalize, luts=list(luts),
                                   labels=labels)
     index, cats = _category_index(labels)
@@ -186,7 +188,7 @@ def run_sweep_cups(cfg: base.SweepConfig, options=None, log=None) -> dict:
         "split": cfg.split, "k": ks[0] if len(ks) == 1 else list(ks), "eval_resolution": None,
         "depth_subdir": None if cfg.depth == "none" else cfg.depth_subdir, "depth": cfg.depth,
         "protocol": "cups", "num_classes": C,
-        "semantic_subdir": sources[0] if len(sources) == 1 else sources, "work_resolution": list(cfg.resolution),
+        "semantic_subdir": sources[0] if len(sources) == 1 else sources, "work_resolution": list(work0),
         "grid": {"grad_thresholds": list(grid.grad_thresholds), "min_areas": list(grid.min_areas),
                  "sigmas": list(grid.sigmas), "dilation_iters": list(grid.dilation_iters),
                  "connectivity": cfg.connectivity, "normalize": cfg.normalize},

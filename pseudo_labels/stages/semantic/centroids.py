@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudo_labels.core.errors import InputFileError
+from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 from pseudo_labels.core.io import read_bytes
+from pseudo_labels.datasets.base import LabelTable
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -82,3 +83,36 @@ def restore_centroids(b64_path: str | os.PathLike, out_path: str | os.PathLike) 
         with open(tmp, "wb") as f:
             np.savez(f, centroids=centroids, cluster_to_class=c2c)
     return out_path
+
+
+def load_cluster_lut(folder: str | os.PathLike, split: str, labels: LabelTable | None = None
+                     ) -> tuple[np.ndarray | None, int | None]:
+    """(cluster -> class-id LUT, k) from ``folder/kmeans_centroids.npz`` or (None, None).
+
+    The LUT is None when the per-image maps already hold class ids, as the manifest of
+    ``generate-overclustered-semantics`` (``outputs.content``) says; without a manifest
+    (the reference layout) maps next to a mapped centroids file are raw cluster ids.
+    Clusters mapped outside the table's classes become void.
+    """
+    from pseudo_labels.core.io import read_manifest
+    from pseudo_labels.datasets import cityscapes
+
+    labels = labels or cityscapes.LABELS
+    folder = Path(folder)
+    f = folder / "kmeans_centroids.npz"
+    if not f.exists():
+        return None, None
+    manifest = read_manifest(folder / split) or {}
+    already_mapped = manifest.get("outputs", {}).get("content") == "trainIds"
+    with np.load(f) as z:
+        if already_mapped:
+            return None, int(len(z["centroids"]))
+        if "cluster_to_class" not in z:
+            raise PseudoLabelsError(f"{f}: no cluster_to_class array (map the clusters first)")
+        c2c = np.asarray(z["cluster_to_class"]).astype(np.int64)
+    k = len(c2c)
+    lut = np.full(max(256, k + 1), labels.void, np.uint8)
+    lut[:k] = np.where((c2c >= 0) & (c2c < labels.num_classes), c2c, labels.void)
+    if k < 255:
+        lut[255] = labels.void
+    return lut, k
