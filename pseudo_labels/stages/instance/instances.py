@@ -732,7 +732,7 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
         counts={"images": len(jobs), "done": summary.done, "skipped_existing": summary.skipped,
                 "missing_depth": len(missing), "instances": n_inst},
         extra={"thing_classes_decision": thing_decision, **options.describe(),
-               "resizes": {"semantic": f"nearest to {list(cfg.resolution)} (never up from a map smaller than its depth)",
-                           "depth": f"bilinear to {list(cfg.resolution)} (any size)"}},  # issue 24
+               "resizes": {"semantic": f"nearest to {params.get('resolution') or 'the working resolution'} (never up from a map smaller than its depth)",
+                           "depth": f"bilinear to {params.get('resolution') or 'the working resolution'} (any size)"}},  # issue 24
     )
     return InstanceRun(**vars(summary), instances=n_inst, missing_depth=len(missing), thing_classes=list(things))
