@@ -439,6 +439,12 @@ class InstanceConfig:
         validate_config(self)  # one check for flags and TOML (issue 24)
 
 
+def _resizes(to) -> dict:
+    """What the stage resizes, for its manifest."""
+    return {"semantic": f"nearest to {to} (never up from a map smaller than its depth)",
+            "depth": f"bilinear to {to} (any size)"}
+
+
 def instance_min_area(config: InstanceConfig) -> int | None:
     """``config.min_area``, or the mode's default: None with depth edges (the reference's A_min of 1000
     at 512x1024, scaled to each image's working resolution: :func:`defaults.scaled_min_area`), 10
@@ -732,7 +738,6 @@ def generate_instances(config: InstanceConfig, options: RunOptions | None = None
         counts={"images": len(jobs), "done": summary.done, "skipped_existing": summary.skipped,
                 "missing_depth": len(missing), "instances": n_inst},
         extra={"thing_classes_decision": thing_decision, **options.describe(),
-               "resizes": {"semantic": f"nearest to {params.get('resolution') or 'the working resolution'} (never up from a map smaller than its depth)",
-                           "depth": f"bilinear to {params.get('resolution') or 'the working resolution'} (any size)"}},  # issue 24
+               "resizes": _resizes(params.get("resolution") or "the working resolution")},  # issue 24
     )
     return InstanceRun(**vars(summary), instances=n_inst, missing_depth=len(missing), thing_classes=list(things))
