@@ -6,8 +6,15 @@ The protocols of DynaSeg (RyersonMultimediaLab/DynaSeg):
   confusion of GT classes x segment ids, a one-to-one Hungarian matching maximising the
   matched pixels, then per-class IoU ``TP / (GT_c + Pred_s - TP)`` of each class c with
   its segment s and the mean over classes (NaN classes left out). ``mode="image"``
-  matches every image on its own and averages the per-image mIoU (the COCO per-image runs,
-  images with a NaN mIoU skipped as in ``metrics_utils.calculate_metrics_average``);
+  matches every image on its own and averages the per-image mIoU (the COCO per-image runs);
+  ``average="ours"`` skips an image only when its mIoU is NaN, ``average="official"``
+  scores each image exactly as ``ClusterIoUEvaluator`` does (:func:`official_image_metrics`:
+  aAcc / mIoU / mAcc overall, and for the first ``num_thing_classes`` matched ids and the
+  rest) and drops an image when *any* of those metrics is NaN, as
+  ``Dynamicsegnet/utils/metrics_utils.calculate_metrics_average`` does (compared with
+  RyersonMultimediaLab/DynaSeg at commit afc0f39debf0c953318ade5c284b4562bf61c0ef). The
+  release's validation hook also keeps, per image, the epoch with the best mIoU against the
+  ground truth (``engine/hooks/validate_hook.py``): an oracle choice, not done here;
   ``mode="dataset"`` pools one confusion over all images and matches once (segment ids
   must then mean the same thing in every image, e.g. clusters of one k-means).
   ``absent="match"`` (the reference): all C classes take part, so a class without GT
@@ -33,6 +40,56 @@ from .semantic import miou_from_confusion
 
 MODES = ("image", "dataset")
 ABSENT = ("match", "skip")
+AVERAGES = ("ours", "official")
+OFFICIAL_METRICS = ("aAcc", "mIoU", "mAcc")
+
+
+def _official_result_metrics(hist: np.ndarray) -> dict:
+    """aAcc, mIoU, mAcc (percent, NaN where undefined) of a reordered (C, C) histogram, as
+    DynaSeg's ``get_result_metrics``: IoU = tp / (tp + fp + fn), means with NaN left out."""
+    tp = np.diag(hist).astype(np.float64)
+    fp, fn = hist.sum(0) - tp, hist.sum(1) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou, acc, a_acc = tp / (tp + fp + fn), tp / (tp + fn), tp.sum() / hist.sum()
+    finite = lambda v: float(100 * np.mean(v[~np.isnan(v)])) if (~np.isnan(v)).any() else float("nan")  # noqa: E731
+    return {"aAcc": float(100 * a_acc), "mIoU": finite(iou), "mAcc": finite(acc)}
+
+
+def official_image_metrics(gt: np.ndarray, segments: np.ndarray, num_classes: int,
+                           num_thing_classes: int | None = None) -> dict:
+    """DynaSeg's ``ClusterIoUEvaluator`` on one image (percent; NaN where undefined).
+
+    The (C, C) histogram of GT (rows; pixels outside [0, C) left out) by segment id; the
+    Hungarian matching on ``max - hist``; row ``hist[c]`` moved to the row of its matched
+    segment id; aAcc / mIoU / mAcc of that histogram and, with ``num_thing_classes`` t, of its
+    first t x t block (``*_th``) and the rest (``*_st``) - the block split is by matched segment
+    id, as the release does. Segment ids must be < C: larger ids land in wrong cells or, when
+    ``C * gt + id`` reaches C^2, make the release's ``bincount(...).reshape`` fail, which it
+    swallows, leaving the histogram empty (every metric NaN): both reproduced here.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    c = int(num_classes)
+    g = np.asarray(gt).reshape(-1).astype(np.int64)
+    s = np.asarray(segments).reshape(-1).astype(np.int64)
+    if g.shape != s.shape:
+        raise ValueError(f"GT of {g.size} pixels vs segments of {s.size}")
+    keep = (g >= 0) & (g < c)
+    index = c * g[keep] + s[keep]
+    if index.size and (index.max() >= c * c or index.min() < 0):
+        hist = np.zeros((c, c), np.int64)
+    else:
+        hist = np.bincount(index, minlength=c * c).reshape(c, c)
+    rows, cols = linear_sum_assignment(hist.max() - hist)
+    new = np.zeros((c, c), np.int64)
+    for r, col in zip(rows, cols):
+        new[col] = hist[r]
+    out = _official_result_metrics(new)
+    if num_thing_classes is not None:
+        t = int(num_thing_classes)
+        for suffix, block in (("_th", new[:t, :t]), ("_st", new[t:, t:])):
+            out.update({k + suffix: v for k, v in _official_result_metrics(block).items()})
+    return out
 
 
 def segment_confusion(gt: np.ndarray, segments: np.ndarray, num_classes: int, ignore: int = 255,
@@ -99,16 +156,35 @@ def hungarian_miou(confusion: np.ndarray, absent: str = "match") -> dict:
 
 
 def unsupervised_miou(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int, *, mode: str = "image",
-                      absent: str = "match", ignore: int = 255) -> dict:
+                      absent: str = "match", ignore: int = 255, average: str = "ours",
+                      num_thing_classes: int | None = None) -> dict:
     """Hungarian mIoU of segments against GT over images ``(gt, segments)``.
 
     ``mode="image"``: per-image matching, ``mIoU`` = mean of the per-image mIoUs
-    (``per_image`` lists them; images whose mIoU is NaN, e.g. no labelled pixel, are
-    skipped and counted in ``n_skipped``). ``mode="dataset"``: one pooled confusion, one
-    matching (``per_class_iou``, ``class_to_segment``).
+    (``per_image`` lists them). ``average="ours"``: images whose mIoU is NaN (e.g. no
+    labelled pixel) are skipped and counted in ``n_skipped``; ``average="official"``: the
+    release's per-image metrics (:func:`official_image_metrics`) and an image is dropped when
+    any of them is NaN; ``averages`` holds the mean of every metric over the kept images.
+    ``mode="dataset"``: one pooled confusion, one matching (``per_class_iou``, ``class_to_segment``).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose from {MODES}")
+    if average not in AVERAGES:
+        raise ValueError(f"average={average!r}: choose from {AVERAGES}")
+    if average == "official":
+        if mode != "image":
+            raise ValueError("average='official' is the per-image protocol (mode='image')")
+        kept, skipped = [], 0
+        for gt, seg in pairs:
+            m = official_image_metrics(gt, seg, num_classes, num_thing_classes)
+            if any(np.isnan(v) for v in m.values()):
+                skipped += 1
+                continue
+            kept.append(m)
+        averages = {k: float(np.mean([m[k] for m in kept])) for k in (kept[0] if kept else {})}
+        return {"mode": mode, "average": average, "mIoU": averages.get("mIoU", float("nan")),
+                "averages": averages, "per_image": [m["mIoU"] for m in kept], "n_images": len(kept),
+                "n_skipped": skipped, "num_thing_classes": num_thing_classes}
     if mode == "image":
         per_image, skipped = [], 0
         for gt, seg in pairs:
@@ -118,7 +194,8 @@ def unsupervised_miou(pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classe
                 skipped += 1
                 continue
             per_image.append(r["mIoU"])
-        return {"mode": mode, "absent": absent, "mIoU": float(np.mean(per_image)) if per_image else float("nan"),
+        return {"mode": mode, "absent": absent, "average": average,
+                "mIoU": float(np.mean(per_image)) if per_image else float("nan"),
                 "per_image": per_image, "n_images": len(per_image), "n_skipped": skipped}
     confusions = [segment_confusion(gt, seg, num_classes, ignore) for gt, seg in pairs]
     k = max((cm.shape[1] for cm in confusions), default=0)

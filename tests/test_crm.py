@@ -67,6 +67,30 @@ def test_random_complementary_is_one_of_three_patterns_per_image():
     assert set(kinds) == {"rgb clean", "thermal clean", "complementary"}
 
 
+def test_random_complementary_matches_the_release_generator():
+    """CRM_RGBTSeg@a791023 MaskGenerator.gen_rand_comp_masks: m hides ceil(ratio * n) patches; with
+    probability 1/3 each: (rgb clean, thermal 1 - m), (rgb m, thermal clean), (rgb m, thermal 1 - m)."""
+    n_img, ratio, grid = 900, 0.3, 4 * 4
+    hidden = int(np.ceil(ratio * grid))
+    rgb, thermal = crm.modality_masks(n_img, 32, 32, mode="random-complementary", patch_size=8, ratio=ratio,
+                                      rng=np.random.default_rng(4))
+    counts = {"thermal masked": 0, "rgb masked": 0, "both": 0}
+    for b in range(n_img):
+        r = rgb[b, 0, ::8, ::8].astype(int)  # one pixel per patch
+        t = thermal[b, 0, ::8, ::8].astype(int)
+        if r.sum() == 0:
+            assert t.sum() == grid - hidden
+            counts["thermal masked"] += 1
+        elif t.sum() == 0:
+            assert r.sum() == hidden
+            counts["rgb masked"] += 1
+        else:
+            assert r.sum() == hidden and np.array_equal(t, 1 - r)
+            counts["both"] += 1
+    assert all(abs(v / n_img - 1 / 3) < 0.05 for v in counts.values())
+    assert crm.CRMModelConfig(num_classes=3).masking == "random-complementary"
+
+
 def test_masks_are_seeded_and_bad_modes_fail():
     a = crm.modality_masks(2, 32, 32, mode="complementary", patch_size=8, ratio=0.3, rng=np.random.default_rng(5))
     b = crm.modality_masks(2, 32, 32, mode="complementary", patch_size=8, ratio=0.3, rng=np.random.default_rng(5))
@@ -228,3 +252,20 @@ def test_scores_by_condition_splits_day_and_night():
     assert s["day"]["mIoU"] == pytest.approx(100.0)
     assert s["night"]["mIoU"] == pytest.approx(100 * (1 / 3) / 2)
     assert s["overall"]["n_images"] == 2 and set(s["overall"]["per_class_iou"]) == {"x", "y"}
+
+
+def test_official_miou_counts_absent_classes_as_zero():
+    """RTFNet compute_results (used by CRM): IoU 0 where a class has no GT and no prediction, mean over all."""
+    gt = np.array([[0, 1, 1], [0, 0, 255]], np.uint8)
+    pred = np.array([[0, 1, 0], [0, 0, 2]], np.uint8)  # class 2 only on a void pixel, class 3 nowhere
+    conf = crm.label_confusion(gt, pred, 4)
+    cm = conf[:, :-1]
+    ious = [0.0 if cm[c].sum() + cm[:, c].sum() - cm[c, c] == 0 else cm[c, c] / (cm[c].sum() + cm[:, c].sum() - cm[c, c])
+            for c in range(4)]
+    official = crm.scores_by_condition({"a": conf}, {}, list("wxyz"))["overall"]
+    ours = crm.scores_by_condition({"a": conf}, {}, list("wxyz"), "present")["overall"]
+    assert official["mIoU"] == pytest.approx(100 * np.mean(ious), abs=1e-6) and official["convention"] == "all-classes"
+    assert ours["mIoU"] == pytest.approx(100 * np.mean(ious[:2]), abs=1e-6) and ours["convention"] == "present"
+    assert ours["mIoU_all_classes"] == official["mIoU"] and official["mIoU_present"] == ours["mIoU"]
+    with pytest.raises(PseudoLabelsError, match="miou-convention"):
+        crm.scores_by_condition({"a": conf}, {}, list("wxyz"), "mean")

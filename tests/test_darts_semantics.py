@@ -13,7 +13,9 @@ from pseudo_labels.core.io import read_manifest, read_png
 from pseudo_labels.core.runner import RunOptions
 from pseudo_labels.datasets import mfnet
 from pseudo_labels.stages.rgbt import darts
-from pseudo_labels.stages.rgbt.darts_semantics import DartsSemanticsConfig, generate_darts_semantics, source_vectors
+from pseudo_labels.stages.rgbt.darts_semantics import (DartsSemanticsConfig, fit_cluster_probe,
+                                                       generate_darts_semantics, probe_clusters, probe_loss,
+                                                       source_vectors)
 from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features
 from tests.rgbt_fixtures import small_darts_run
 
@@ -27,7 +29,7 @@ def setup(tmp_path_factory):
 
 def _cfg(setup, out, **kw):
     base = dict(data_root=str(setup / "data"), out=str(out), features=str(setup / "feats"), split="test",
-                source="concat")
+                source="concat", protocol="on-split")
     return DartsSemanticsConfig(**{**base, **kw})
 
 
@@ -101,3 +103,51 @@ def test_pst900_layout_end_to_end(tmp_path):
                                                         dataset="pst900", split="train", run=str(tmp_path / "run")))
     assert res.k == 5 and res.computed == 3
     assert res.scores["hungarian"]["classes"][0] == "background" and res.scores["hungarian"]["groups"] == {}
+
+
+def test_probe_loss_is_minus_the_mean_best_cosine():
+    """DARTS ClusterLookup (alpha None): -(onehot(argmax) * inner).sum(1).mean() = -mean_pixels max_k cos."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x, c = rng.standard_normal((2, 5, 3, 4)), rng.standard_normal((4, 5))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cn = c / np.linalg.norm(c, axis=1, keepdims=True)
+    want = -np.einsum("bdhw,kd->bkhw", xn, cn).max(axis=1).mean()
+    got = probe_loss(torch.from_numpy(x).float(), torch.from_numpy(c).float())
+    assert float(got) == pytest.approx(float(want), abs=1e-6)
+
+
+def test_cluster_probe_finds_separated_clusters_and_applies_without_crf():
+    rng = np.random.default_rng(1)
+    centres = np.eye(3, 6, dtype=np.float32) * 5
+    truth = rng.integers(0, 3, (6, 4, 5))
+    vectors = centres[truth].transpose(0, 3, 1, 2) + 0.3 * rng.standard_normal((6, 6, 4, 5)).astype(np.float32)
+    probe = fit_cluster_probe(vectors, 3, steps=300, batch=4, seed=0)
+    assert probe.shape == (3, 6) and np.allclose(np.linalg.norm(probe, axis=1), 1.0, atol=1e-5)
+    got = probe_clusters(vectors[0], probe, (4, 5))
+    lut = {}
+    for t, g in zip(truth[0].ravel(), got.ravel()):
+        lut.setdefault(int(t), set()).add(int(g))
+    assert all(len(v) == 1 for v in lut.values()) and len({next(iter(v)) for v in lut.values()}) == len(lut)
+    big = probe_clusters(vectors[0], probe, (8, 10))  # bilinear upsampling of the vectors
+    assert big.shape == (8, 10) and big.dtype == np.int32
+    assert np.array_equal(fit_cluster_probe(vectors, 3, 20, 4, 5), fit_cluster_probe(vectors, 3, 20, 4, 5))
+
+
+def test_official_protocol_fits_the_probe_on_the_train_split(setup, tmp_path):
+    cfg = _cfg(setup, tmp_path, protocol="official", train_split="test", probe_steps=20, source="darts",
+               run=str(setup / "run"), features=None)
+    res = generate_darts_semantics(cfg)
+    assert res.computed == 4 and "probe" in res.seconds
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["protocol"] == "official" and saved["miou_convention"] == "stego"
+    overall = saved["scores"]["hungarian"]["overall"]
+    assert overall["convention"] == "stego" and overall["mIoU"] == overall["mIoU_stego"]
+    assert overall["mIoU_all_classes"] <= overall["mIoU_stego"]
+    assert read_manifest(tmp_path)["parameters"]["crf"] is True
+    no_crf = generate_darts_semantics(_cfg(setup, tmp_path / "n", protocol="official", train_split="test",
+                                           probe_steps=20, crf=False, miou_convention="present"))
+    assert no_crf.scores["hungarian"]["overall"]["convention"] == "present"
+    with pytest.raises(PseudoLabelsError, match="protocol"):
+        generate_darts_semantics(_cfg(setup, tmp_path / "x", protocol="probe"))

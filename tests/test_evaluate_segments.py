@@ -27,7 +27,8 @@ def test_command_scores_and_writes_json(tmp_path, capsys):
                      "coco-stuff-27", "--data-root", str(tmp_path), "--split", "val2017", "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "mIoU 100.00 over 2 images (coco-stuff-27, hungarian)" in printed and "uses ground truth" in printed
+    assert "mIoU 100.00 over 2 of 2 images (coco-stuff-27, hungarian, ours average)" in printed
+    assert "uses ground truth" in printed
     result = json.loads(out.read_text())
     assert result["uses_ground_truth"] is True and result["n_images"] == 2
 
@@ -38,3 +39,19 @@ def test_missing_segments_are_a_clear_error(tmp_path, capsys):
     rc = module_main("pseudo_labels.commands.evaluate_segments", ["--segments-dir", str(tmp_path / "segs"), "--dataset",
                      "coco-stuff-27", "--data-root", str(tmp_path), "--split", "val2017"])
     assert rc == 2 and "no segments for 1 image(s), e.g. 2" in capsys.readouterr().err
+
+
+def test_official_average_drops_images_with_a_nan_metric(tmp_path, capsys):
+    tiny_coco_stuff(tmp_path)  # person + sky only: things block of ids 0..11 is empty after matching -> NaN
+    out = tmp_path / "official.json"
+    rc = module_main("pseudo_labels.commands.evaluate_segments", ["--segments-dir", str(tmp_path / "segs"), "--dataset",
+                     "coco-stuff-27", "--data-root", str(tmp_path), "--split", "val2017", "--average", "official",
+                     "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["average"] == "official" and result["n_images"] == 2
+    assert result["n_scored"] + result["n_skipped"] == 2
+    rc = module_main("pseudo_labels.commands.evaluate_segments", ["--segments-dir", str(tmp_path / "segs"), "--dataset",
+                     "coco-stuff-27", "--data-root", str(tmp_path), "--split", "val2017", "--average", "official",
+                     "--mode", "dataset"])
+    assert rc == 2 and "per-image Hungarian" in capsys.readouterr().err

@@ -69,3 +69,50 @@ def test_ignore_classes_and_errors():
         evaluate_unsupervised({"a": np.zeros((2, 2)), "b": np.zeros((3, 2))})
     with pytest.raises(ValueError, match="unknown matching"):
         evaluate_unsupervised({"a": conf}, method="greedy")
+
+
+def _rtfnet_miou(conf: np.ndarray) -> float:
+    """RTFNet / CRM compute_results written out: IoU 0 where the union is empty, mean over all classes."""
+    ious = []
+    for c in range(conf.shape[0]):
+        union = conf[c, :].sum() + conf[:, c].sum() - conf[c, c]
+        ious.append(0.0 if union == 0 else conf[c, c] / union)
+    return 100 * float(np.mean(ious))
+
+
+def _stego_miou(conf: np.ndarray) -> float:
+    """STEGO / DARTS UnsupervisedMetrics: tp / (tp + fp + fn), NaN classes dropped."""
+    tp = np.diag(conf).astype(float)
+    with np.errstate(invalid="ignore"):
+        iou = tp / (tp + (conf.sum(0) - tp) + (conf.sum(1) - tp))
+    return 100 * float(iou[~np.isnan(iou)].mean())
+
+
+def _official_square(conf: np.ndarray) -> np.ndarray:
+    """STEGO's reordering written out: Hungarian on the (K, C) counts, every cluster keeps its class."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(conf, maximize=True)
+    square = np.zeros((conf.shape[1], conf.shape[1]), np.int64)  # rows GT, columns predicted class
+    for r, c in zip(rows, cols):
+        square[:, c] += conf[r]
+    return square
+
+
+def test_miou_conventions_equal_the_official_formulas():
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 3, (30, 30))  # classes 3 and 4 never in the GT
+    clusters = np.where(rng.random((30, 30)) < 0.7, gt, rng.integers(0, 4, (30, 30)))  # cluster 3: noise only
+    conf = cluster_class_confusion(clusters, gt, 5, 5)
+    by = {c: evaluate_unsupervised({"x": conf}, None, "hungarian", convention=c)["overall"]
+          for c in ("present", "stego", "all-classes")}
+    square = _official_square(conf)
+    assert by["all-classes"]["mIoU"] == pytest.approx(_rtfnet_miou(square), abs=1e-6)
+    assert by["stego"]["mIoU"] == pytest.approx(_stego_miou(square), abs=1e-6)
+    # ours: cluster 3 overlaps no class it could be matched to -> its pixels are misses, class 3 absent
+    assert by["present"]["n_classes"] == 3 and by["stego"]["mIoU"] < by["present"]["mIoU"]
+    assert by["all-classes"]["mIoU"] < by["stego"]["mIoU"]  # class 4 has an empty union: 0 in the mean
+    assert by["present"]["convention"] == "present"
+    assert by["present"]["mIoU_all_classes"] == by["all-classes"]["mIoU"] == by["stego"]["mIoU_all_classes"]
+    with pytest.raises(ValueError, match="convention"):
+        evaluate_unsupervised({"x": conf}, convention="mean")

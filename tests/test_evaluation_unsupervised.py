@@ -123,3 +123,64 @@ def test_confusion_validates_inputs():
         segment_confusion(np.zeros((2, 2)), -np.ones((2, 2)), 2)
     with pytest.raises(ValueError):
         unsupervised_miou([], 2, mode="xyz")
+
+
+
+def _dynaseg_reference(gt, seg, c, t):
+    """DynaSeg ClusterIoUEvaluator + get_result_metrics written out with loops (percent)."""
+    from scipy.optimize import linear_sum_assignment
+
+    hist = np.zeros((c, c))
+    for g, p in zip(gt.ravel(), seg.ravel()):
+        if 0 <= g < c:
+            hist[g, p] += 1
+    _, match = linear_sum_assignment(hist.max() - hist)
+    new = np.zeros((c, c))
+    for idx in range(c):
+        new[match[idx]] = hist[idx]
+
+    def metrics(h):
+        tp = np.diag(h)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = tp / (tp + (h.sum(0) - tp) + (h.sum(1) - tp))
+            acc = tp / (tp + (h.sum(1) - tp))
+            aacc = tp.sum() / h.sum()
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return {"aAcc": 100 * aacc, "mIoU": 100 * np.nanmean(iou), "mAcc": 100 * np.nanmean(acc)}
+
+    out = metrics(new)
+    out.update({k + "_th": v for k, v in metrics(new[:t, :t]).items()})
+    out.update({k + "_st": v for k, v in metrics(new[t:, t:]).items()})
+    return out
+
+
+def test_official_image_metrics_equal_the_release_formulas():
+    from evaluation.unsupervised import official_image_metrics
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        gt = rng.integers(0, 6, (12, 12))
+        gt[rng.random((12, 12)) < 0.1] = 255
+        seg = np.where(rng.random((12, 12)) < 0.6, np.minimum(gt, 5), rng.integers(0, 6, (12, 12)))
+        got = official_image_metrics(gt, seg, 6, 2)
+        want = _dynaseg_reference(gt, seg, 6, 2)
+        assert set(got) == set(want)
+        for k, v in want.items():
+            assert (np.isnan(v) and np.isnan(got[k])) or got[k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_official_average_drops_any_nan_and_ours_only_nan_miou():
+    from evaluation.unsupervised import unsupervised_miou
+
+    full = np.repeat(np.arange(4), 4).reshape(4, 4)  # classes 0..3 present
+    stuff_only = np.full((4, 4), 3)  # one class: the thing block (ids 0, 1) may end up empty
+    pairs = [(full, full), (stuff_only, np.full((4, 4), 3)), (full, np.full((4, 4), 9))]  # last: ids >= C
+    ours = unsupervised_miou(pairs, 4, average="ours")
+    official = unsupervised_miou(pairs, 4, average="official", num_thing_classes=2)
+    assert ours["n_images"] == 3 and official["n_images"] + official["n_skipped"] == 3
+    assert official["n_skipped"] >= 2  # the stuff-only image (NaN thing metrics) and the ids >= C image
+    assert official["mIoU"] == pytest.approx(100.0) and set(official["averages"]) >= {"aAcc_th", "mIoU_st"}
+    with pytest.raises(ValueError, match="average"):
+        unsupervised_miou(pairs, 4, average="mean")

@@ -19,8 +19,10 @@ def test_command(setup, tmp_path, capsys):
 
     assert main(["generate-darts-semantics", "--data-root", str(setup / "data"), "--run", str(setup / "run"),
                  "--split", "test", "--k", "12", "--mapping", "majority", "--ignore-unlabeled",
-                 "--out", str(tmp_path)]) == 0
+                 "--train-split", "test", "--probe-steps", "10", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "majority: mIoU" in text and "uses ground truth: yes (majority mapping)" in text
-    scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
+    assert "majority: mIoU" in text and "[stego]" in text and "uses ground truth: yes (majority mapping)" in text
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["protocol"] == "official" and saved["parameters"]["train_split"] == "test"
+    scores = saved["scores"]
     assert "unlabeled" not in scores["majority"]["classes"]

@@ -56,7 +56,7 @@ def _config(root, out, **kw) -> crm.CRMTrainConfig:
 
 
 def _weights(run: Path) -> dict:
-    return torch.load(run / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=False)["model"]
+    return torch.load(run / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=True)["model"]
 
 
 def test_cli_trains_on_pseudo_labels_and_writes_run_folder(rgbt_root, tmp_path, capsys):
@@ -68,13 +68,14 @@ def test_cli_trains_on_pseudo_labels_and_writes_run_folder(rgbt_root, tmp_path, 
     assert "trained 2 epochs on 6 images" in printed and "uses ground truth: no" in printed
     log = json.loads((out / crm.LOG_NAME).read_text())
     assert [e["epoch"] for e in log["epochs"]] == [1, 2]
-    assert log["config"]["masking"] == "complementary" and log["config"]["seed"] == 3
+    assert log["config"]["masking"] == "random-complementary" and log["config"]["seed"] == 3
     assert log["config"]["sdc_weight"] == log["config"]["sdn_weight"] == 0.1 and log["config"]["mws_weight"] == 1.0
     man = json.loads((out / "manifest.json").read_text())
     assert man["stage"] == "train-crm" and man["uses_ground_truth"] is False
     assert man["parameters"]["labels_dir"] == str((rgbt_root / "pseudo").resolve())
-    state = torch.load(out / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-    assert state["epoch"] == 2 and state["meta"]["dataset"] == "mfnet"
+    state = torch.load(out / crm.CHECKPOINT_NAME, map_location="cpu", weights_only=True)  # metadata as JSON text
+    assert state["epoch"] == 2 and json.loads(state["meta"])["dataset"] == "mfnet"
+    assert crm.load_checkpoint(out)["meta"]["dataset"] == "mfnet"
 
 
 def test_underscore_flags_and_ablation_switches(rgbt_root, tmp_path):
@@ -126,7 +127,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(rgbt_ro
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         crm.train_crm(_config(rgbt_root, part, epochs=3), on_epoch_end=stop)
-    assert torch.load(part / crm.CHECKPOINT_NAME, weights_only=False)["epoch"] == 1
+    assert torch.load(part / crm.CHECKPOINT_NAME, weights_only=True)["epoch"] == 1
     logs = []
     res = crm.train_crm(_config(rgbt_root, part, epochs=3), log=logs.append)
     assert any("resuming after epoch 1" in m for m in logs)
@@ -187,7 +188,7 @@ def test_killed_process_resumes_from_last_checkpoint(rgbt_root, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    epoch = torch.load(ckpt, weights_only=True)["epoch"]
     assert 1 <= epoch < 12
     assert subprocess.run(args + ["--out", str(killed)], env=env, capture_output=True).returncode == 0
     full = tmp_path / "full"
@@ -217,3 +218,14 @@ def test_pst900_layout_with_separate_thermal_files(tmp_path):
     out = crm.generate_crm_pseudolabels(crm.CRMLabelConfig(run=str(tmp_path / "run"), output_dir=str(tmp_path / "o")))
     assert out["done"] == 3 and read_png(tmp_path / "o" / "train" / "f0.png").shape == (48, 64)
     assert set(out["scores"]) == {"overall"}  # PST900 names carry no day / night
+
+
+def test_ground_truth_samples_of_the_official_layout_read_labelids_as_train_ids(synth_city, synth_city_official):
+    """The official zips hold _labelIds only: CRM's GT samples point there and read trainIds, equal to the
+    prepared labelTrainIds of the same scenes (``--labels gt`` and scoring both go through this)."""
+    official = crm.list_samples(str(synth_city_official), "cityscapes", "val")
+    extended = crm.list_samples(str(synth_city), "cityscapes", "val")
+    assert official and all(s.gt_path.endswith("_gtFine_labelIds.png") for s in official)
+    for so, se in zip(official, extended):
+        np.testing.assert_array_equal(crm.read_ground_truth(so), crm.read_ground_truth(se))
+        np.testing.assert_array_equal(crm.read_label(so.gt_path, 19), crm.read_ground_truth(se))

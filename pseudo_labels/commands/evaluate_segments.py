@@ -1,7 +1,9 @@
 """Score unsupervised segments (e.g. from ``generate-dynaseg-segments``) against a data set's
 ground truth with DynaSeg's protocols: ``hungarian`` (one-to-one matching of segments to
 classes, per image or over the data set; COCO-Stuff-27's default) or ``best-overlap`` (each
-GT region takes its best-IoU segment; VOC / BSD500's default). Reads ground truth (evaluation).
+GT region takes its best-IoU segment; VOC / BSD500's default). ``--average official`` scores each
+image with the release's nine metrics and drops an image when any is NaN (ours, the default, drops
+it only when its mIoU is NaN). Reads ground truth (evaluation).
 The work is :func:`pseudo_labels.stages.refine.dynaseg.score_segments`.
 """
 
@@ -25,16 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="matching (default: hungarian for coco-stuff-27, best-overlap for voc2012 / bsd500)")
     add_option(parser, "--mode", choices=("image", "dataset"), default="image",
                help="hungarian matching per image (DynaSeg's per-image protocol, default) or over the data set")
+    add_option(parser, "--average", choices=("ours", "official"), default="ours",
+               help="per-image averaging: ours (skip images with a NaN mIoU, default) or official (DynaSeg's: "
+                    "skip images with any NaN among aAcc / mIoU / mAcc of all, thing and stuff ids)")
     add_option(parser, "--out", default=None, help="write the result JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
     result = score_segments(args.segments_dir, args.dataset, args.data_root, args.split,
-                            protocol=args.protocol, mode=args.mode)
+                            protocol=args.protocol, mode=args.mode, average=args.average)
     if args.out:
         io.write_json(args.out, result)
-    print(f"mIoU {result['mIoU']:.2f} over {result['n_images']} images ({result['dataset']}, "
-          f"{result['protocol']}){' -> ' + args.out if args.out else ''}")
+    average = f", {result['average']} average" if "average" in result else ""
+    print(f"mIoU {result['mIoU']:.2f} over {result['n_scored']} of {result['n_images']} images ({result['dataset']}, "
+          f"{result['protocol']}{average}){' -> ' + args.out if args.out else ''}")
     print("uses ground truth: the data set's labels (scoring only)")
     if not args.out:
         print(json.dumps({k: v for k, v in result.items() if k != "per_image"}, default=str)[:2000])

@@ -1,6 +1,8 @@
 """Semantic pseudo-labels of an RGB-T split from DARTS fused codes (or raw rgb / thermal / concat
-features): k-means -> cluster maps -> majority / Hungarian / no mapping -> label PNGs, centroids,
-scores overall / day / night. The work is
+features): cluster centres (``--protocol official``: DARTS's cluster probe fitted on the train
+split, applied with a dense CRF; ``on-split``: k-means on the labelled split) -> cluster maps ->
+majority / Hungarian / no mapping -> label PNGs, centroids, scores overall / day / night (each
+mIoU labelled with its convention). The work is
 :func:`pseudo_labels.stages.rgbt.darts_semantics.generate_darts_semantics`.
 """
 
@@ -14,7 +16,8 @@ from pseudo_labels.commands import module_main
 from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.datasets.rgbt import RGBT_MODULES, rgbt_label_table
 from pseudo_labels.stages.semantic.clustering import BACKENDS
-from pseudo_labels.stages.rgbt.darts_semantics import SOURCES, DartsSemanticsConfig, generate_darts_semantics
+from pseudo_labels.stages.rgbt.darts_semantics import (MIOU_CONVENTIONS, PROTOCOLS, SOURCES, DartsSemanticsConfig,
+                                                       generate_darts_semantics)
 from pseudo_labels.stages.semantic.mapping import METHODS
 
 
@@ -30,7 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mapping", default="hungarian", choices=METHODS,
                         help="cluster->class: hungarian (default, reads labels), majority (reads labels), "
                              "none (label-free: cluster ids only)")
-    parser.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
+    parser.add_argument("--protocol", default="official", choices=PROTOCOLS,
+                        help="official (DARTS: cluster probe fitted on --train-split, dense CRF; default) or "
+                             "on-split (ours: k-means on the labelled split)")
+    add_option(parser, "--train-split", default="train", help="split the official cluster probe is fitted on")
+    add_option(parser, "--no-crf", action="store_true", help="official protocol without the dense CRF")
+    add_option(parser, "--probe-steps", type=int, default=defaults.DARTS_PROBE_STEPS,
+               help=f"cluster-probe Adam steps (default {defaults.DARTS_PROBE_STEPS})")
+    add_option(parser, "--probe-batch", type=int, default=defaults.DARTS_PROBE_BATCH,
+               help=f"images per cluster-probe step (default {defaults.DARTS_PROBE_BATCH})")
+    add_option(parser, "--miou-convention", default="official", choices=MIOU_CONVENTIONS,
+               help="mIoU reported as 'mIoU': official (DARTS's: stego), present (ours), stego, all-classes "
+                    "(all three are always in scores.json)")
+    parser.add_argument("--seed", type=int, default=0, help="k-means / probe seed (default 0)")
     add_option(parser, "--kmeans-backend", default=defaults.KMEANS_BACKEND, choices=BACKENDS)
     add_option(parser, "--max-samples", type=int, default=100_000, help="k-means fit sample over the split")
     add_option(parser, "--load-centroids", help="use these centroids (kmeans_centroids.npz) instead of fitting")
@@ -52,7 +67,9 @@ def config_of(args: argparse.Namespace) -> DartsSemanticsConfig:
         source=args.source, run=args.run, k=args.k, mapping=args.mapping, seed=args.seed,
         kmeans_backend=args.kmeans_backend, max_samples=args.max_samples, load_centroids=args.load_centroids,
         write_features=args.write_features, evaluate=not args.no_evaluate,
-        ignore_classes=(0,) if args.ignore_unlabeled else (), device=args.device)
+        ignore_classes=(0,) if args.ignore_unlabeled else (), device=args.device, protocol=args.protocol,
+        train_split=args.train_split, crf=not args.no_crf, probe_steps=args.probe_steps,
+        probe_batch=args.probe_batch, miou_convention=args.miou_convention)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,8 +2,10 @@
 
 Complementary random masking, self-distillation (L_SDC, L_SDN) and modality-wise supervision
 (L_MWS) after CRM (arXiv 2303.17386); see :mod:`pseudo_labels.stages.rgbt.crm`. RGB-T data sets
-(``mfnet``, ``pst900``) default to CRM's settings (complementary masking, 32 px patches, ratio
-0.5, L_MWS weight 1) except the SD weights (0.1, not CRM's 1: see reports/rgbt_crm.md); ``cityscapes`` (RGB only) trains without masking and SD / MWS losses.
+(``mfnet``, ``pst900``) default to the released settings (``random-complementary`` masking = the
+release's ``rand_comp``, 32 px patches, ratio 0.5, L_MWS weight 1) except the SD weights (ours:
+0.1, the release's 1: see reports/rgbt_crm.md); ``cityscapes`` (RGB only) trains without masking
+and SD / MWS losses.
 The run folder gets ``checkpoint.pt`` after every epoch (a rerun resumes from it),
 ``train_log.json`` and ``manifest.json``. ``--labels gt`` trains on ground truth (recorded).
 """
@@ -33,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("CRM")
     add_option(g, "--masking", choices=crm.MASKINGS, default=None,
                help="none | random (independent per modality) | complementary (a patch hidden in RGB is seen in "
-                    "thermal and vice versa) | random-complementary (CRM's released rand_comp); default: "
-                    "complementary for RGB-T, none for RGB")
+                    "thermal and vice versa) | random-complementary (the release's rand_comp: per image RGB "
+                    "masked, thermal masked, or both complementary, equally likely); default: "
+                    "random-complementary for RGB-T, none for RGB")
     add_option(g, "--mask-patch-size", type=int, default=crm.CRM_MASK_PATCH,
                help=f"mask patch side in pixels (8, 16, 32, 64; default {crm.CRM_MASK_PATCH})")
     add_option(g, "--mask-ratio", type=float, default=crm.CRM_MASK_RATIO,

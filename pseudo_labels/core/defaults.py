@@ -122,6 +122,7 @@ VIS_OVERLAY_ALPHA = 0.6
 VIS_N_PANELS = 8
 
 # --- CRM student (train-crm / generate-crm-pseudolabels); where a value comes from CRM it says so
+CRM_MASKING = "random-complementary"  # CRM configs INPUT.MASK.STRATEGY 'rand_comp' (RGB-T data sets)
 CRM_MASK_PATCH = 32  # CRM MFNet config INPUT.MASK.PATCH_SIZE
 CRM_MASK_RATIO = 0.5  # CRM MFNet config INPUT.MASK.RATIO
 # CRM uses SDC / SDN weights 1 on the queries' class logits; on per-pixel logits weight 1 dominated the
@@ -138,6 +139,10 @@ CRM_LR = 2e-3  # AdamW; CRM uses 1e-4 with ImageNet Swin weights, a random tiny 
 CRM_WEIGHT_DECAY = 1e-4
 CRM_POLY_POWER = 0.9  # CRM SOLVER.LR_SCHEDULER_NAME WarmupPolyLR
 CRM_SEED = 0
+
+# --- DARTS evaluation (generate-darts-semantics --protocol official)
+DARTS_PROBE_STEPS = 1000  # Adam steps of the cluster probe fitted after training (the release fits it alongside)
+DARTS_PROBE_BATCH = 8  # images per probe step
 
 # --- DynaSeg (generate-dynaseg-segments; reference values say so)
 DYNASEG_N_BLOCKS = 3  # M (reference config custom_model_config_CNN_based.py)

@@ -17,9 +17,19 @@ trained on one image and its argmax channel is the segment of each pixel:
   kept are the last ones with at least k segments, so a result never has fewer than k
   segments (it never collapses into one).
 
-The reference code computes ``L_con`` on detached responses (no gradient reaches the
-network from it, so w has no effect on training); ``continuity="gradient"`` (default)
-is the loss as the paper writes it, ``"detached"`` reproduces the reference code.
+Continuity loss in the reference code (RyersonMultimediaLab/DynaSeg at commit
+afc0f39debf0c953318ade5c284b4562bf61c0ef): the BSD500 / VOC script
+(``tools/DynaSeg_SCF_BSD_VOC.py``) keeps its gradient, as the paper writes the loss; that is
+``continuity="gradient"`` (default). Only the COCO path
+(``Dynamicsegnet/models/architectures/my_custom_architecture_optimal_clusters.py``) computes
+``L_con`` on detached responses (no gradient reaches the network from it, so w has no effect
+there). ``"detached"`` detaches ``L_con`` but is otherwise our loop, which differs from that
+COCO path in two more ways: the COCO path takes the argmax target from the responses *before*
+the last BatchNorm (the cross-entropy and ``L_con`` use the normalised ones), and its weight
+uses the label count of the previous image's training (``qdy`` is updated after the T steps),
+where ours uses the current step's count. Scoring (``score_segments``): the release keeps, per
+image, the training epoch whose mIoU against the ground truth is best (its validation hook) - an
+oracle choice that reads labels; we keep the last state and do not do that.
 
 Speed (the reference runs full k-means with 10 restarts on every pixel and a silhouette
 on all pixels, quadratic in pixels, for each of 24 k): here the silhouette is computed on
@@ -567,15 +577,22 @@ def _segments_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
     return {p.stem: p for p in sorted(root.rglob("*.png")) if not p.name.startswith(".")}
 
 
+COCO_THING_CLASSES = 12  # DynaSeg configs: ClusterIoUEvaluator(num_thing_classes=12, num_stuff_classes=15)
+
+
 def score_segments(segments_dir: str | os.PathLike, dataset: str, root: str | os.PathLike, split: str, *,
-                   protocol: str | None = None, mode: str = "image", absent: str = "match") -> dict:
+                   protocol: str | None = None, mode: str = "image", absent: str = "match",
+                   average: str = "ours") -> dict:
     """Score segment PNGs (named by image id, e.g. from ``--images <root>/images/val2017``)
     against a data set's ground truth with DynaSeg's protocols (:mod:`evaluation.unsupervised`).
 
     ``dataset``: ``coco-stuff-27`` (default protocol ``hungarian``, 27 classes), ``voc2012``
     (``best-overlap``, as the reference scores VOC; ``hungarian`` over 21 classes also
     works) or ``bsd500`` (``best-overlap`` over all human segmentations). Segments of
-    another size than the GT are resized (nearest). Reads ground truth (evaluation).
+    another size than the GT are resized (nearest). ``average`` (hungarian, per image):
+    ``ours`` (skip images with a NaN mIoU) or ``official`` (the release's per-image metrics and
+    averaging, :func:`evaluation.unsupervised.official_image_metrics`; things = the first 12
+    ids for COCO-Stuff-27). Reads ground truth (evaluation).
     """
     from evaluation.unsupervised import best_overlap_miou, unsupervised_miou
     from pseudo_labels.core.io import read_png
@@ -586,6 +603,9 @@ def score_segments(segments_dir: str | os.PathLike, dataset: str, root: str | os
     protocol = protocol or ("hungarian" if dataset == "coco-stuff-27" else "best-overlap")
     if protocol not in PROTOCOLS or (dataset == "bsd500" and protocol != "best-overlap"):
         raise PseudoLabelsError(f"protocol {protocol!r} does not apply to {dataset}")
+    if average == "official" and (protocol != "hungarian" or mode != "image"):
+        raise PseudoLabelsError("--average official is the per-image Hungarian protocol (--protocol hungarian "
+                                "--mode image)")
     if dataset == "coco-stuff-27":
         records, read, n_classes = coco_stuff.list_images(root, split), coco_stuff.read_label, 27
     elif dataset == "voc2012":
@@ -606,6 +626,9 @@ def score_segments(segments_dir: str | os.PathLike, dataset: str, root: str | os
         annotations = gts if dataset == "bsd500" else [[g] for g in gts]
         result = best_overlap_miou(annotations, maps, ignore=None if dataset == "bsd500" else 255)
     else:
-        result = unsupervised_miou(zip(gts, maps), n_classes, mode=mode, absent=absent)
-    result.update(dataset=dataset, split=split, protocol=protocol, n_images=len(records), uses_ground_truth=True)
+        things = COCO_THING_CLASSES if dataset == "coco-stuff-27" else None
+        result = unsupervised_miou(zip(gts, maps), n_classes, mode=mode, absent=absent, average=average,
+                                   num_thing_classes=things)
+    result.update(dataset=dataset, split=split, protocol=protocol, n_scored=result.get("n_images", len(records)),
+                  n_images=len(records), uses_ground_truth=True)
     return result

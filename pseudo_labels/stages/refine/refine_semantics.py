@@ -117,13 +117,24 @@ def dense_crf(image: np.ndarray, semantic: np.ndarray, num_labels: int, params: 
     prob = np.full((n, h * w), off, np.float32)
     prob[sem[valid], np.flatnonzero(valid)] = params.gt_prob
     prob[:, ~valid] = 1.0 / n
+    return np.argmax(crf_marginals(image, prob.reshape(n, h, w), params), axis=0).astype(np.uint8)
+
+
+def crf_marginals(image: np.ndarray, prob: np.ndarray, params: CrfParams = CrfParams()) -> np.ndarray:
+    """Dense-CRF marginals (n, H, W) float32 from soft class probabilities ``prob`` (n, H, W)
+    (unary -log p, p clipped at 1e-5 like pydensecrf's ``unary_from_softmax``) on ``image``
+    (H, W, 3) uint8 RGB; the pairwise terms of ``params``."""
+    import pydensecrf.densecrf as dcrf
+
+    n, h, w = prob.shape
+    if image.shape[:2] != (h, w):
+        raise PseudoLabelsError(f"image {image.shape[:2]} and probabilities {(h, w)} differ in size")
     d = dcrf.DenseCRF2D(w, h, n)
-    d.setUnaryEnergy(np.ascontiguousarray(-np.log(prob)))
+    d.setUnaryEnergy(np.ascontiguousarray(-np.log(np.maximum(prob.reshape(n, -1), 1e-5)), dtype=np.float32))
     d.addPairwiseGaussian(sxy=params.pos_xy_std, compat=params.pos_weight)
     d.addPairwiseBilateral(sxy=params.bi_xy_std, srgb=params.bi_rgb_std,
                            rgbim=np.ascontiguousarray(image, dtype=np.uint8), compat=params.bi_weight)
-    q = np.asarray(d.inference(int(params.iterations)), np.float32).reshape(n, h, w)
-    return np.argmax(q, axis=0).astype(np.uint8)
+    return np.asarray(d.inference(int(params.iterations)), np.float32).reshape(n, h, w)
 
 
 # --------------------------------------------------------------------------- folder level

@@ -8,8 +8,18 @@ token; the released MFNet setting masks 32 px patches at ratio 0.5; the training
 ``L_sup(RGB-T) + w_mws (L_sup(RGB) + L_sup(T)) + L_sup(masked RGB-T) + w_sdc L_SDC + w_sdn L_SDN``
 with ``L_SDC = |clean.detach() - masked RGB-T|_1`` and ``L_SDN = sum over modalities of
 |clean.detach() - masked single modality|_1`` (mean absolute difference), all weights 1 there.
-Our defaults: w_mws 1, w_sdc = w_sdn = 0.1 (our SD losses compare per-pixel logits; at 1 they
-hurt on the synthetic RGB-T set, see reports/rgbt_crm.md).
+Compared with UkcheolShin/CRM_RGBTSeg at commit a79102381678e4009b60fc2aa24eba67cb073539
+(``dataloaders/augmentation.py`` ``MaskGenerator``, ``configs/*/Base-*.yaml``, ``util/util.py``).
+
+Which settings are the release's and which are ours (RGB-T data sets):
+
+- the release's: masking ``random-complementary`` (``INPUT.MASK.STRATEGY: 'rand_comp'`` in the
+  MFNet, KP and PST900 configs; the default here), 32 px patches, ratio 0.5, w_mws 1; the mIoU
+  of ``generate-crm-pseudolabels`` under ``--miou-convention official`` (RTFNet's
+  ``compute_results``: a class without GT or prediction scores IoU 0, mean over all classes);
+- ours: w_sdc = w_sdn = 0.1 (our SD losses compare per-pixel logits; at the release's 1 they
+  hurt on the synthetic RGB-T set, see reports/rgbt_crm.md), the tiny CNN / FPN student below,
+  and the ``present`` mIoU convention (absent classes left out of the mean).
 
 Model (:class:`CRMStudent`), lighter than the paper's Mask2Former:
 
@@ -59,7 +69,7 @@ from pseudo_labels.core.errors import InputFileError, PseudoLabelsError
 
 from pseudo_labels.core.defaults import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from pseudo_labels.core.defaults import (  # noqa: E402
-    CRM_MASK_PATCH, CRM_MASK_RATIO, CRM_SDC_WEIGHT, CRM_SDN_WEIGHT, CRM_MWS_WEIGHT, CRM_BACKBONE, CRM_WIDTH, CRM_DECODER_DIM, CRM_EPOCHS, CRM_BATCH_SIZE, CRM_LR, CRM_WEIGHT_DECAY, CRM_POLY_POWER, CRM_SEED,
+    CRM_MASKING, CRM_MASK_PATCH, CRM_MASK_RATIO, CRM_SDC_WEIGHT, CRM_SDN_WEIGHT, CRM_MWS_WEIGHT, CRM_BACKBONE, CRM_WIDTH, CRM_DECODER_DIM, CRM_EPOCHS, CRM_BATCH_SIZE, CRM_LR, CRM_WEIGHT_DECAY, CRM_POLY_POWER, CRM_SEED,
 )
 
 MASKINGS = ("none", "random", "complementary", "random-complementary")
@@ -274,7 +284,7 @@ class CRMModelConfig:
     backbone_weights: str | None = None
     width: int = CRM_WIDTH
     decoder_dim: int = CRM_DECODER_DIM
-    masking: str = "complementary"
+    masking: str = CRM_MASKING
     mask_patch_size: int = CRM_MASK_PATCH
     mask_ratio: float = CRM_MASK_RATIO
     sdc_weight: float = CRM_SDC_WEIGHT
@@ -413,13 +423,13 @@ def list_samples(root: str | os.PathLike, dataset: str, split: str) -> list[CRMS
                           str(r.label_path) if r.label_path else None, condition_of(r.stem))
                 for r in list_rgbt_images(dataset, root, split)]
     dataset_modalities(dataset)
-    from pseudo_labels.datasets.cityscapes import gt_path, list_images
+    from pseudo_labels.datasets.cityscapes import gt_train_ids_file, list_images
 
     out = []
     for e in list_images(root, split):
-        g = gt_path(root, e, "labelTrainIds")
+        g = gt_train_ids_file(root, e)  # labelTrainIds, or the official zip's labelIds
         out.append(CRMSample(e.stem, split, dataset, e, str(e.relative(".png")), None,
-                             str(g) if g.exists() else None))
+                             str(g) if g is not None else None))
     return out
 
 
@@ -448,16 +458,17 @@ def read_ground_truth(sample: CRMSample) -> np.ndarray | None:
         return None
     if sample.dataset in RGBT_MODULES:
         return read_rgbt_label(sample.dataset, sample.record)
-    from pseudo_labels.core.io import read_png
+    from pseudo_labels.datasets.cityscapes import read_train_ids_file
 
-    return read_png(sample.gt_path)
+    return read_train_ids_file(sample.gt_path)
 
 
 def read_label(path: str, num_classes: int) -> np.ndarray:
-    """(H, W) uint8 label ids (255 void); ids >= ``num_classes`` other than 255 are an error."""
-    from pseudo_labels.core.io import read_png
+    """(H, W) uint8 label ids (255 void); ids >= ``num_classes`` other than 255 are an error.
+    A Cityscapes ``_gtFine_labelIds.png`` (``--labels gt`` on the official layout) is read as trainIds."""
+    from pseudo_labels.datasets.cityscapes import read_train_ids_file
 
-    lab = read_png(path)
+    lab = read_train_ids_file(path)
     if lab.ndim != 2:
         raise InputFileError(path, f"expected a single-channel label PNG, got shape {lab.shape}")
     bad = np.unique(lab[(lab >= num_classes) & (lab != IGNORE)])
@@ -543,9 +554,13 @@ def save_checkpoint(path: Path, model: CRMStudent, opt, scaler, epoch: int, c: C
                     meta: Mapping[str, Any]) -> None:
     from pseudo_labels.core.io import atomic_path
 
+    import json
+
+    # metadata as JSON strings: the file loads with torch.load(weights_only=True)
     state = {"format": "pseudo_labels.crm/1", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-             "epoch": int(epoch), "config": c.to_dict(), "history": list(history), "meta": dict(meta)}
+             "epoch": int(epoch), "config": json.dumps(c.to_dict()), "history": json.dumps(list(history), default=float),
+             "meta": json.dumps(dict(meta), default=str)}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -557,11 +572,16 @@ def load_checkpoint(run: str | os.PathLike) -> dict:
     if not p.is_file():
         raise PseudoLabelsError(f"{p}: no CRM checkpoint (train one with: pseudo-labels train-crm --out RUN)")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
+        state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputFileError(p, f"unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != "pseudo_labels.crm/1":
         raise InputFileError(p, "not a CRM checkpoint of this tool")
+    import json
+
+    for key in ("config", "history", "meta"):  # JSON strings (older files: plain containers)
+        if isinstance(state.get(key), str):
+            state[key] = json.loads(state[key])
     return state
 
 
@@ -721,15 +741,29 @@ def label_confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.nd
     return np.concatenate([cm, misses[:, None]], 1)
 
 
+MIOU_CONVENTIONS = ("official", "present", "all-classes")
+OFFICIAL_CONVENTION = "all-classes"  # RTFNet's compute_results, used by the CRM release
+
+
 def scores_by_condition(confusions: Mapping[str, np.ndarray], conditions: Mapping[str, str],
-                        class_names: Sequence[str]) -> dict:
+                        class_names: Sequence[str], convention: str = "official") -> dict:
     """mIoU (percent) over all images and per condition (day / night) from per-image confusions.
 
+    ``convention``: ``official`` = ``all-classes`` (the release: a class with neither GT nor
+    predicted pixels scores IoU 0 and the mean is over all classes; pixels predicted outside the
+    classes are left out, as sklearn's ``confusion_matrix(labels=...)`` does) or ``present``
+    (ours: absent classes left out of the mean; such pixels are misses of their GT class).
     Returns ``{"overall": {...}, "day": {...}, "night": {...}}`` (conditions without images are
-    left out); each entry: ``mIoU``, ``per_class_iou`` (name -> IoU), ``pixel_accuracy``, ``n_images``.
+    left out); each entry: ``mIoU`` (the chosen convention), ``mIoU_present``,
+    ``mIoU_all_classes``, ``convention``, ``per_class_iou`` (name -> IoU, NaN for absent classes),
+    ``pixel_accuracy``, ``n_images``.
     """
+    from evaluation.rgbt import with_conventions
     from evaluation.semantic import miou_from_confusion
 
+    if convention not in MIOU_CONVENTIONS:
+        raise PseudoLabelsError(f"--miou-convention {convention!r}: choose {', '.join(MIOU_CONVENTIONS)}")
+    resolved = OFFICIAL_CONVENTION if convention == "official" else convention
     groups: dict[str, list[str]] = {"overall": list(confusions)}
     for name in confusions:
         if conditions.get(name) in ("day", "night"):
@@ -737,8 +771,11 @@ def scores_by_condition(confusions: Mapping[str, np.ndarray], conditions: Mappin
     out = {}
     for group, names in groups.items():
         total = sum(confusions[n] for n in names)
-        r = miou_from_confusion(total[:, :-1], total[:, -1])
-        out[group] = {"mIoU": r["mIoU"], "pixel_accuracy": r["pixel_accuracy"], "n_images": len(names),
+        ours = miou_from_confusion(total[:, :-1], total[:, -1])
+        release = miou_from_confusion(total[:, :-1]) if total[:, -1].any() else None
+        r = with_conventions(ours, release, resolved)
+        out[group] = {"mIoU": r["mIoU"], "mIoU_present": r["mIoU_present"], "mIoU_all_classes": r["mIoU_all_classes"],
+                      "convention": resolved, "pixel_accuracy": r["pixel_accuracy"], "n_images": len(names),
                       "per_class_iou": dict(zip(class_names, r["per_class_iou"]))}
     return out
 
@@ -747,7 +784,8 @@ def scores_by_condition(confusions: Mapping[str, np.ndarray], conditions: Mappin
 @dataclass
 class CRMTrainConfig:
     """Everything ``pseudo-labels train-crm`` does. ``None`` loss weights / masking take the
-    data set's default: CRM's settings (complementary masking, weights 1) for RGB-T, off for RGB."""
+    data set's default: for RGB-T the release's masking (``random-complementary``) and w_mws 1
+    with our SD weights (0.1; the release: 1), see the module docstring; off for RGB."""
 
     data_root: str
     dataset: str
@@ -781,7 +819,7 @@ class CRMTrainConfig:
     def model_config(self, num_classes: int) -> CRMModelConfig:
         modalities = dataset_modalities(self.dataset)
         rgbt = len(modalities) > 1
-        masking = self.masking if self.masking is not None else ("complementary" if rgbt else "none")
+        masking = self.masking if self.masking is not None else (CRM_MASKING if rgbt else "none")
         on = 1.0 if masking != "none" else 0.0
 
         def weight(value: float | None, default: float) -> float:
@@ -930,6 +968,7 @@ class CRMLabelConfig:
     split: str | None = None
     modality: str = "both"
     device: str = "cpu"
+    miou_convention: str = "official"
 
 
 def _student(checkpoint: str, device: str):
@@ -998,7 +1037,9 @@ def generate_crm_pseudolabels(c: CRMLabelConfig, options=None, log: Callable[[st
         confs = {s.name: fresh[s.name] if s.name in fresh else
                  _confusion_of(s, read_png(out_dir / s.relative), model_cfg.num_classes) for s in samples}
         names = meta.get("class_names") or [str(i) for i in range(model_cfg.num_classes)]
-        result["scores"] = scores_by_condition(confs, {s.name: s.condition for s in samples}, names)
+        result["scores"] = scores_by_condition(confs, {s.name: s.condition for s in samples}, names,
+                                               c.miou_convention)
+        result["miou_convention"] = OFFICIAL_CONVENTION if c.miou_convention == "official" else c.miou_convention
         write_json(out_dir / EVAL_NAME, result)
     elif log:
         log(f"{summary.line()}; {EVAL_NAME} is written once every image of the split is labelled and has ground truth")

@@ -1,63 +1,73 @@
 """DARTS fusion head: RGB + thermal frozen features -> one fused code per patch, trained with
 STEGO-style feature-correlation losses within and across the two modalities.
 
-Our implementation of the description in "Distilling Auxiliary RGB-T Features for Unsupervised
-Semantic Segmentation" (DARTS; no code is public): frozen self-supervised ViT features of both
-modalities, a fusion module with self- and cross-attention inside one dual-modal ViT block,
-then a linear fusion, trained with intra-modal (RGB-RGB, T-T) and inter-modal (RGB-T)
-correlation losses. The loss arithmetic is STEGO's (Hamilton et al. 2022, ``ContrastiveCorrelationLoss``):
-for two images x, y and S sampled patches of each, with F the frozen features and C the code,
+"Distilling Auxiliary RGB-T Features for Unsupervised Semantic Segmentation" (DARTS). The
+defaults (``variant="official"``) follow the released code, smeenapadnekar/DARTS at commit
+5b5edcfc0c3021b5f12b0989ff3816f83a019c95 (``src/modules.py`` ``ContrastiveCorrelationLoss`` and
+``DinoFeaturizer``, ``src/train_segmentation.py``, ``src/configs/train_config.yml``); our code is
+written from those facts, and ``tests/test_darts.py`` checks the loss against an independent
+computation to 1e-6. For two images x, y, S sampled patches of each, F frozen features, C the code:
 
-    fd = corr(F(x), F(y))   (S x S cosine similarities; no gradient)
+    fd = corr(F(x), F(y))          (S x S cosine similarities; no gradient; no centring)
     cd = corr(C(x), C(y))
-    L  = mean( -clamp(cd, min=0) * (fd - shift) )
+    l(shift) = mean( -clamp(cd, min=0) * (fd - shift) )
 
-over three kinds of pairs: the image with itself (``pos_intra``), with one of its K nearest
-neighbours in the training set (``pos_inter``, the KNN positives) and with a random other
-image of the batch (``neg_inter``), weighted and shifted per kind.
+per modality term m in {rgb, thermal, cross} with its own block of weights and shifts:
 
-Shapes: features (B, D, h, w) float32 (D may differ per modality, grids must match); tokens
-(B, h*w, width); code (B, code_dim, h, w). Ids: modality 0 = rgb, 1 = thermal.
+    L_m = w_intra_m l(x, x) + w_inter_m l(x, knn(x)) + w_neg_m mean_n l(x, neg_n(x))
+    L   = 1.0 L_rgb + 0.4 L_thermal + 0.5 L_cross
 
-Choices the description leaves open, and ours (also in ``reports/rgbt_darts.md``):
+F is the RGB features for ``rgb``, the thermal features for ``thermal`` and their mean
+``(F_rgb + F_t) / 2`` for ``cross`` (the released code correlates averaged features); 5
+negatives per term, each a random derangement of the batch, drawn independently for each term;
+``pointwise: False``, ``zero_clamp: True``, ``stabalize: False`` (no centring, no
+standardisation, cd clamped below at 0 only). The frozen target features pass a 2-D dropout
+(p 0.1) in training, as the released featuriser returns them (``dropout: True``).
 
-1. Block layout: pre-norm; per modality m: ``x_m += SelfAttn_m(LN(x_m))``, then
-   ``x_m += CrossAttn_m(LN(x_m), LN(x_other))`` (queries own modality, keys/values the other,
-   both modalities updated from the same pre-cross-attention states), then ``x_m += MLP_m(LN(x_m))``.
-   Separate weights per modality; one block (depth 1); width 64, 2 heads, MLP ratio 2 (small enough
-   for a shared CPU; ``--width`` / ``--heads`` change it).
-2. Inputs: per-modality linear projection D -> width plus a learned modality embedding; no
-   positional embedding (the frozen features carry position; attention is over all patches).
-3. Linear fusion: ``code = W [x_rgb ; x_thermal] + b`` (2 width -> code_dim = 64; STEGO uses 70).
-4. What each loss correlates: every term trains the fused code ``cd = corr(code(x), code(y))``;
-   the targets differ: RGB-RGB ``fd = corr(F_rgb(x), F_rgb(y))``, T-T ``fd = corr(F_t(x), F_t(y))``,
-   RGB-T ``fd = (corr(F_rgb(x), F_t(y)) + corr(F_t(x), F_rgb(y))) / 2`` (cross-modal agreement).
-   Term weights ``w_rgb``, ``w_thermal``, ``w_cross`` (default 1, 1, 1).
-5. Target normalisation: STEGO's pointwise centring (each row of fd minus its mean), then, unlike
-   STEGO, division by the std of fd over the batch (``standardize=True``), so that shifts are in
-   units of that std and do not depend on the backbone's similarity scale (the hand-made
-   ``builtin`` features have cosines near 1 everywhere; STEGO's shifts are tuned to DINO ViT-S/8).
-   Shifts default to STEGO's Cityscapes values (pos_intra 0.25, pos_inter 0.20, neg_inter 0.25),
-   weights likewise (0.46, 0.18, 0.72); zero clamp on cd as STEGO (``zero_clamp: True``).
-6. Sampling: ``feature_samples``**2 = 121 patch positions per image, drawn uniformly at random
-   from the patch grid each step (STEGO samples continuous coordinates with bilinear
-   ``grid_sample``; we take patch centres). One negative image per sample (STEGO: 5).
-7. KNN positives: K = 7 (STEGO ``num_neighbors``) nearest training images by cosine similarity
-   of the mean-pooled, L2-normalised features; ``knn_modality`` both (default: concatenation of
-   the pooled RGB and thermal vectors), rgb or thermal. Self excluded.
-8. Optimiser: Adam, lr 5e-4 (STEGO), batch 8 images, 2D dropout 0.1 on the frozen input features
-   (STEGO), seeded (torch + numpy); steps given by the caller. ``crop`` > 0 trains on random
-   crop x crop windows of the patch grid (STEGO trains on image crops; cheaper attention), the
-   labels are then made on the whole grid.
-9. ``rgb_reliability`` (off by default, ours): the RGB-RGB and RGB-T terms of each image are
-   weighted by the agreement of its RGB and thermal self-correlations (:func:`rgb_reliability`).
+Which official: in the released loss the *thermal anchor* slot is filled with the KNN-positive
+RGB features (``signal_th = feats_pos`` in ``train_segmentation.py``); the paper describes the
+thermal features of the anchor image there, and we follow the paper (``thermal`` terms correlate
+the anchor's thermal features).
+
+Weights and shifts (:data:`LOSS_PRESETS`): the released ``train_config.yml`` has one block per
+data set; the KP block is active, the MFNET and PST900 blocks are commented out. ``mfnet`` (the
+default) and ``pst900`` take their blocks, ``kp`` the active one.
+
+Head (:func:`build_head`), official: the two modalities' tokens at the backbone width (width 0 =
+the RGB feature size) go through one dual-modal block; the fused map is
+``alpha_rgb * x_rgb + alpha_t * x_t`` with learned per-channel weights (initialised uniform in
+[0, 1) as the release); code = ``linear(dropout(fused)) + nonlinear(dropout(fused))`` with a
+1x1 linear head and a 1x1-ReLU-1x1 head, code size 100. The release's fusion block is GeminiFusion
+(6 heads, MLP ratio 4); ours is a stand-in: pre-norm self-attention per modality, then
+cross-attention (queries own modality, keys / values the other), then an MLP (ratio 4), separate
+weights per modality, a per-modality projection (identity when the size already matches) plus a
+learned modality embedding, heads = the largest of 6..1 that divides the width.
+
+Our earlier choices, ``variant="ours"`` (``train-darts --variant ours``; ``reports/rgbt_darts.md``
+compares them): one block of STEGO Cityscapes weights (0.46 / 0.18 / 0.72, shifts 0.25 / 0.20 /
+0.25) shared by the modalities, multipliers 1 / 1 / 1; the target row-centred (STEGO's
+pointwise) and divided by its batch std (so shifts do not depend on the backbone's similarity
+scale, e.g. the hand-made ``builtin`` features whose cosines are near 1); cross target the mean
+of ``corr(F_rgb(x), F_t(y))`` and ``corr(F_t(x), F_rgb(y))``; 1 negative shared by the terms;
+no target dropout; head of width 64, 2 heads, MLP ratio 2, input dropout 0.1, concatenation ->
+LayerNorm -> linear to a 64-d code.
+
+Both variants: ``feature_samples``**2 = 121 patch positions per image drawn uniformly from the
+patch grid (the release samples continuous coordinates bilinearly; we take patch centres); KNN
+positives K = 7 by cosine similarity of mean-pooled L2-normalised features (``knn_modality``);
+Adam lr 5e-4, batch 8 (the release: 16), seeded; ``crop`` > 0 trains on random crop x crop windows
+of the patch grid; ``rgb_reliability`` (off, ours) weights the RGB and cross terms of each image
+by how well its RGB and thermal self-correlations agree (:func:`rgb_reliability`).
+
+Shapes: features (B, D, h, w) float32 (grids must match; the ``cross`` target of the official
+variant needs D equal for both modalities); tokens (B, h*w, width); code (B, code_dim, h, w).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -69,38 +79,153 @@ CHECKPOINT_NAME = "darts_head.pt"
 RUN_CONFIG_NAME = "darts_config.json"
 LOSS_LOG_NAME = "losses.json"
 KNN_MODALITIES = ("both", "rgb", "thermal")
+VARIANTS = ("official", "ours")
+TERMS = ("rgb", "thermal", "cross")
+PAIRS = ("pos_intra", "pos_inter", "neg_inter")
+NORMALISATIONS = ("none", "stego-pointwise", "row-centred-standardised")
+CROSS_TARGETS = ("mean-features", "mean-correlations")
+OFFICIAL_REPO = "smeenapadnekar/DARTS@5b5edcfc0c3021b5f12b0989ff3816f83a019c95"
+
+
+@dataclass(frozen=True)
+class TermWeights:
+    """One block of STEGO weights and shifts (image with itself, with a KNN positive, with a negative)."""
+
+    pos_intra_weight: float
+    pos_inter_weight: float
+    neg_inter_weight: float
+    pos_intra_shift: float
+    pos_inter_shift: float
+    neg_inter_shift: float
+
+    def of(self, pair: str) -> tuple[float, float]:
+        return getattr(self, f"{pair}_weight"), getattr(self, f"{pair}_shift")
+
+
+# train_config.yml blocks (rgb: *, thermal: *_th, cross: *_rgb_th), in TermWeights order
+_OFFICIAL_BLOCKS = {
+    "mfnet": ((1.0, 0.577453483136995, 0.9058762625226623, 0.46, 0.18, 0.21),
+              (1.0, 1.0, 1.0, 0.36, 0.18, 0.31),
+              (0.5, 0.0, 0.0, 0.51, 0.21, 0.41)),
+    "pst900": ((1.0, 0.5, 0.9, 0.35, 0.18, 0.1),
+               (1.0, 1.0, 1.0, 0.46, 0.18, 0.41),
+               (0.5, 0.0, 0.0, 0.21, 0.21, 0.41)),
+    "kp": ((1.0, 1.0, 0.9, 0.46, 0.28, 0.41),
+           (1.0, 0.577453483136995, 0.9058762625226623, 0.46, 0.18, 0.31),
+           (0.5, 0.0, 0.5, 0.51, 0.31, 0.41)),
+}
+_OURS_BLOCK = (0.46, 0.18, 0.72, 0.25, 0.20, 0.25)  # STEGO Cityscapes, shared by the modalities
 
 
 @dataclass(frozen=True)
 class DartsLossConfig:
-    """Weights and shifts of the correlation losses (see the module docstring, choices 4-6)."""
+    """The loss (see the module docstring). Defaults: the released MFNet setting."""
 
+    rgb: TermWeights = TermWeights(*_OFFICIAL_BLOCKS["mfnet"][0])
+    thermal: TermWeights = TermWeights(*_OFFICIAL_BLOCKS["mfnet"][1])
+    cross: TermWeights = TermWeights(*_OFFICIAL_BLOCKS["mfnet"][2])
     w_rgb: float = 1.0
-    w_thermal: float = 1.0
-    w_cross: float = 1.0
-    pos_intra_weight: float = 0.46
-    pos_inter_weight: float = 0.18
-    neg_inter_weight: float = 0.72
-    pos_intra_shift: float = 0.25
-    pos_inter_shift: float = 0.20
-    neg_inter_shift: float = 0.25
+    w_thermal: float = 0.4
+    w_cross: float = 0.5
     feature_samples: int = 11
+    neg_samples: int = 5
+    negatives_per_term: bool = True  # independent negatives for each term (release) or one set shared
+    normalisation: str = "none"
+    cross_target: str = "mean-features"
     zero_clamp: bool = True
-    standardize: bool = True
+    stabilize: bool = False  # the release's ``stabalize``: cd also clamped above at 0.8
+    target_dropout: float = 0.1
     rgb_reliability: bool = False
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise PseudoLabelsError(f"normalisation {self.normalisation!r}: choose {', '.join(NORMALISATIONS)}")
+        if self.cross_target not in CROSS_TARGETS:
+            raise PseudoLabelsError(f"cross target {self.cross_target!r}: choose {', '.join(CROSS_TARGETS)}")
+        if self.neg_samples < 1 or self.feature_samples < 1:
+            raise PseudoLabelsError("--neg-samples and --feature-samples must be >= 1")
+
+    def weights(self, term: str) -> TermWeights:
+        return getattr(self, term)
+
+    def multiplier(self, term: str) -> float:
+        return getattr(self, f"w_{term}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DartsLossConfig":
+        d = dict(d)
+        for t in TERMS:
+            if isinstance(d.get(t), dict):
+                d[t] = TermWeights(**d[t])
+        return cls(**d)
+
+
+LOSS_PRESETS = ("mfnet", "pst900", "kp", "ours")
+
+
+def loss_preset(name: str) -> DartsLossConfig:
+    """The loss of a preset: a released weight block (``mfnet``, ``pst900``, ``kp``) with the
+    release's conventions, or ``ours`` (our earlier choices, module docstring)."""
+    if name in _OFFICIAL_BLOCKS:
+        rgb, th, cross = (TermWeights(*b) for b in _OFFICIAL_BLOCKS[name])
+        return DartsLossConfig(rgb=rgb, thermal=th, cross=cross)
+    if name == "ours":
+        block = TermWeights(*_OURS_BLOCK)
+        return DartsLossConfig(rgb=block, thermal=block, cross=block, w_rgb=1.0, w_thermal=1.0, w_cross=1.0,
+                               neg_samples=1, negatives_per_term=False, normalisation="row-centred-standardised",
+                               cross_target="mean-correlations", target_dropout=0.0)
+    raise PseudoLabelsError(f"loss preset {name!r}: choose {', '.join(LOSS_PRESETS)}")
+
+
+def default_preset(variant: str, dataset: str) -> str:
+    """``ours`` for the ours variant; else the released block of the data set (``kp``'s for others)."""
+    if variant not in VARIANTS:
+        raise PseudoLabelsError(f"--variant {variant!r}: choose {', '.join(VARIANTS)}")
+    if variant == "ours":
+        return "ours"
+    return dataset if dataset in _OFFICIAL_BLOCKS else "kp"
 
 
 @dataclass(frozen=True)
 class DartsModelConfig:
-    """Sizes of the fusion head (choices 1-3)."""
+    """Sizes of the fusion head. Defaults: the official layout (width 0 = the RGB feature size)."""
 
     dim_rgb: int
     dim_thermal: int
-    width: int = 64
-    heads: int = 2
-    mlp_ratio: float = 2.0
-    code_dim: int = 64
-    input_dropout: float = 0.1
+    width: int = 0
+    heads: int = 0  # 0: the largest of 6..1 that divides the width
+    mlp_ratio: float = 4.0
+    code_dim: int = 100
+    input_dropout: float = 0.0
+    code_dropout: float = 0.1
+    fusion: str = "weighted-sum"  # or "concat-linear" (ours)
+    nonlinear_head: bool = True
+
+    @property
+    def resolved_width(self) -> int:
+        return int(self.width or self.dim_rgb)
+
+    @property
+    def resolved_heads(self) -> int:
+        if self.heads:
+            return int(self.heads)
+        return next(h for h in range(6, 0, -1) if self.resolved_width % h == 0)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DartsModelConfig":
+        """Read a stored config; runs written before the official layout get the old head."""
+        d = dict(d)
+        if "fusion" not in d:
+            d.update(fusion="concat-linear", nonlinear_head=False, code_dropout=0.0)
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def model_preset(variant: str, dim_rgb: int, dim_thermal: int, **overrides) -> DartsModelConfig:
+    """The head of a variant; ``overrides`` with value None are ignored."""
+    base = (DartsModelConfig(dim_rgb, dim_thermal) if variant == "official" else
+            DartsModelConfig(dim_rgb, dim_thermal, width=64, heads=2, mlp_ratio=2.0, code_dim=64, input_dropout=0.1,
+                             code_dropout=0.0, fusion="concat-linear", nonlinear_head=False))
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def build_head(cfg: DartsModelConfig):
@@ -136,13 +261,26 @@ def build_head(cfg: DartsModelConfig):
         def __init__(self, c: DartsModelConfig):
             super().__init__()
             self.config = c
-            self.proj = nn.ModuleList([nn.Linear(c.dim_rgb, c.width), nn.Linear(c.dim_thermal, c.width)])
-            self.modality_embed = nn.Parameter(torch.zeros(2, c.width))
+            w = c.resolved_width
+            if c.fusion not in ("weighted-sum", "concat-linear"):
+                raise PseudoLabelsError(f"fusion {c.fusion!r}: choose weighted-sum or concat-linear")
+            if w % c.resolved_heads:
+                raise PseudoLabelsError(f"--heads {c.resolved_heads} does not divide the width {w}")
+            self.proj = nn.ModuleList([nn.Identity() if d == w and c.fusion == "weighted-sum" else nn.Linear(d, w)
+                                       for d in (c.dim_rgb, c.dim_thermal)])
+            self.modality_embed = nn.Parameter(torch.zeros(2, w))
             nn.init.normal_(self.modality_embed, std=0.02)
             self.drop = nn.Dropout2d(c.input_dropout)
-            self.block = DualModalBlock(c.width, c.heads, c.mlp_ratio)
-            self.norm = nn.LayerNorm(2 * c.width)
-            self.fuse = nn.Linear(2 * c.width, c.code_dim)
+            self.block = DualModalBlock(w, c.resolved_heads, c.mlp_ratio)
+            if c.fusion == "weighted-sum":
+                self.alpha = nn.Parameter(torch.rand(2, w))  # per-channel modality weights (release: torch.rand)
+                self.code_drop = nn.Dropout(c.code_dropout)
+                self.linear = nn.Linear(w, c.code_dim)
+                self.nonlinear = (nn.Sequential(nn.Linear(w, w), nn.ReLU(), nn.Linear(w, c.code_dim))
+                                  if c.nonlinear_head else None)
+            else:
+                self.norm = nn.LayerNorm(2 * w)
+                self.fuse = nn.Linear(2 * w, c.code_dim)
 
         def forward(self, f_rgb, f_thermal):
             b, _, h, w = f_rgb.shape
@@ -151,7 +289,13 @@ def build_head(cfg: DartsModelConfig):
             xs = [self.proj[m](self.drop(f).flatten(2).transpose(1, 2)) + self.modality_embed[m]
                   for m, f in enumerate((f_rgb, f_thermal))]
             xs = self.block(xs)
-            code = self.fuse(self.norm(torch.cat(xs, dim=-1)))  # (B, h*w, code_dim)
+            if self.config.fusion == "weighted-sum":
+                fused = self.alpha[0] * xs[0] + self.alpha[1] * xs[1]  # (B, h*w, width)
+                code = self.linear(self.code_drop(fused))
+                if self.nonlinear is not None:  # a second, independent dropout draw, as the release
+                    code = code + self.nonlinear(self.code_drop(fused))
+            else:
+                code = self.fuse(self.norm(torch.cat(xs, dim=-1)))  # (B, h*w, code_dim)
             return code.transpose(1, 2).reshape(b, -1, h, w)
 
     return DartsHead(cfg)
@@ -165,31 +309,40 @@ def _corr(a, b):
     return (F.normalize(a, dim=1, eps=1e-10).transpose(1, 2) @ F.normalize(b, dim=1, eps=1e-10))
 
 
-def target_correlation(fx, fy, standardize: bool = True):
-    """STEGO's pointwise-centred feature correlation of two (B, D, S) samples, (B, S, S);
-    with ``standardize`` divided by its std over the batch (choice 5). No gradient."""
+def target_correlation(fx, fy, normalisation: str = "none"):
+    """Feature correlation of two (B, D, S) samples, (B, S, S), no gradient. ``none`` (release):
+    raw cosines; ``stego-pointwise``: each row minus its mean, plus the global mean back (STEGO's
+    ``pointwise``); ``row-centred-standardised`` (ours): each row minus its mean, divided by the
+    batch std."""
     import torch
 
     with torch.no_grad():
         fd = _corr(fx, fy)
-        fd = fd - fd.mean(dim=2, keepdim=True)
-        if standardize:
+        if normalisation == "stego-pointwise":
+            old = fd.mean()
+            fd = fd - fd.mean(dim=2, keepdim=True)
+            fd = fd - fd.mean() + old
+        elif normalisation == "row-centred-standardised":
+            fd = fd - fd.mean(dim=2, keepdim=True)
             fd = fd / fd.std().clamp_min(1e-6)
+        elif normalisation != "none":
+            raise PseudoLabelsError(f"normalisation {normalisation!r}: choose {', '.join(NORMALISATIONS)}")
     return fd
 
 
-def correlation_term(fd, cx, cy, shift: float, zero_clamp: bool = True, weights=None):
+def correlation_term(fd, cx, cy, shift: float, zero_clamp: bool = True, weights=None, stabilize: bool = False):
     """STEGO's ``-clamp(cd) * (fd - shift)`` averaged: fd (B, S, S) target, cx / cy (B, K, S) codes;
-    ``weights`` (B,) optional per-image weights (mean over images of weight x term)."""
+    ``weights`` (B,) optional per-image weights (mean over images of weight x term);
+    ``stabilize``: cd also clamped above at 0.8."""
     cd = _corr(cx, cy)
-    cd = cd.clamp(min=0.0) if zero_clamp else cd
+    cd = cd.clamp(min=0.0 if zero_clamp else -9999.0, max=0.8 if stabilize else None)
     per_image = -(cd * (fd - shift)).mean(dim=(1, 2))
     return per_image.mean() if weights is None else (per_image * weights).mean()
 
 
 def rgb_reliability(fr, ft):
     """(B,) per-image weight of the RGB targets: the Pearson correlation, clamped to [0, 1], of the
-    image's RGB and thermal self-correlation matrices (choice 9). Low where RGB disagrees with
+    image's RGB and thermal self-correlation matrices (ours). Low where RGB disagrees with
     thermal about which patches belong together (dark, noisy night frames). No gradient."""
     import torch
 
@@ -200,36 +353,51 @@ def rgb_reliability(fr, ft):
     return r.clamp(0.0, 1.0)
 
 
-def darts_loss(feats: dict, codes: dict, cfg: DartsLossConfig) -> tuple:
+def _target(term: str, x: tuple, y: tuple, cfg: DartsLossConfig):
+    """The (B, S, S) target of a term for samples x = (f_rgb, f_t), y = (f_rgb, f_t)."""
+    n = cfg.normalisation
+    if term == "rgb":
+        return target_correlation(x[0], y[0], n)
+    if term == "thermal":
+        return target_correlation(x[1], y[1], n)
+    if cfg.cross_target == "mean-features":
+        if x[0].shape[1] != x[1].shape[1]:
+            raise PseudoLabelsError(f"the RGB-T target averages the features: RGB has {x[0].shape[1]} channels, "
+                                    f"thermal {x[1].shape[1]}; extract both with one backbone or use --variant ours")
+        return target_correlation((x[0] + x[1]) / 2, (y[0] + y[1]) / 2, n)
+    return (target_correlation(x[0], y[1], n) + target_correlation(x[1], y[0], n)) / 2
+
+
+def darts_loss(samples: dict, cfg: DartsLossConfig) -> tuple:
     """Total loss and its parts for one batch.
 
-    ``feats[kind] = (f_rgb, f_thermal)`` sampled frozen features (B, D, S) and ``codes[kind]``
-    the sampled fused code (B, K, S), for kind in ``anchor``, ``pos`` (KNN neighbours),
-    ``neg`` (random other images). Returns (loss tensor, {part name: float}).
+    ``samples["anchor"]`` and ``samples["pos"]`` (KNN neighbours): ``(f_rgb, f_t, code)`` with
+    sampled frozen features (B, D, S) and fused code (B, K, S); ``samples["neg"][term]``: a list
+    of such triples of permuted batches (the negatives of that term, term in rgb / thermal /
+    cross). Returns (loss tensor, {"<term>_<pair>": float}).
     """
-    pairs = {"pos_intra": ("anchor", cfg.pos_intra_weight, cfg.pos_intra_shift),
-             "pos_inter": ("pos", cfg.pos_inter_weight, cfg.pos_inter_shift),
-             "neg_inter": ("neg", cfg.neg_inter_weight, cfg.neg_inter_shift)}
-    fr, ft = feats["anchor"]
+    anchor, pos = samples["anchor"], samples["pos"]
+    a_feats, a_code = anchor[:2], anchor[2]
     total = 0.0
     parts: dict[str, float] = {}
-    reliability = rgb_reliability(fr, ft) if cfg.rgb_reliability else None
+    reliability = rgb_reliability(*a_feats) if cfg.rgb_reliability else None
     if reliability is not None:
         parts["rgb_reliability"] = float(reliability.mean())
-    for pair, (kind, weight, shift) in pairs.items():
-        gr, gt = feats[kind]
-        targets = {"rgb": (cfg.w_rgb, target_correlation(fr, gr, cfg.standardize)),
-                   "thermal": (cfg.w_thermal, target_correlation(ft, gt, cfg.standardize))}
-        if cfg.w_cross:
-            cross = (target_correlation(fr, gt, cfg.standardize) + target_correlation(ft, gr, cfg.standardize)) / 2
-            targets["cross"] = (cfg.w_cross, cross)
-        for name, (w_mod, fd) in targets.items():
-            if not w_mod:
-                continue
-            w_img = reliability if name in ("rgb", "cross") else None
-            term = correlation_term(fd, codes["anchor"], codes[kind], shift, cfg.zero_clamp, w_img)
-            total = total + weight * w_mod * term
-            parts[f"{name}_{pair}"] = float(term.detach())
+    for term in TERMS:
+        mult = cfg.multiplier(term)
+        if not mult:
+            continue
+        block = cfg.weights(term)
+        w_img = reliability if term in ("rgb", "cross") else None
+        others = {"pos_intra": [anchor], "pos_inter": [pos], "neg_inter": samples["neg"][term]}
+        for pair in PAIRS:
+            weight, shift = block.of(pair)
+            vals = [correlation_term(_target(term, a_feats, o[:2], cfg), a_code, o[2], shift, cfg.zero_clamp,
+                                     w_img, cfg.stabilize) for o in others[pair]]
+            value = sum(vals) / len(vals)
+            parts[f"{term}_{pair}"] = float(value.detach())
+            if weight:
+                total = total + mult * weight * value
     return total, parts
 
 
@@ -263,13 +431,18 @@ def pooled_features(f_rgb: np.ndarray, f_thermal: np.ndarray, modality: str = "b
 @dataclass(frozen=True)
 class DartsTrainConfig:
     """What ``train-darts`` does: train the head on the cached features of ``split``
-    (``features``: root written by ``extract-rgbt-features``) and write the run to ``out``."""
+    (``features``: root written by ``extract-rgbt-features``) and write the run to ``out``.
+
+    ``variant``: ``official`` (release defaults) or ``ours``; ``loss`` None takes the variant's
+    preset for the data set (:func:`default_preset`); ``width`` / ``heads`` / ``code_dim`` None
+    take the variant's head (:func:`model_preset`)."""
 
     data_root: str
     features: str
     out: str
     dataset: str = "mfnet"
     split: str = "train"
+    variant: str = "official"
     steps: int = 300
     batch_size: int = 8
     lr: float = 5e-4
@@ -277,19 +450,24 @@ class DartsTrainConfig:
     knn_modality: str = "both"
     seed: int = 0
     device: str = "cpu"
-    width: int = 64
-    heads: int = 2
-    code_dim: int = 64
+    width: int | None = None
+    heads: int | None = None
+    code_dim: int | None = None
     threads: int = 0  # CPU threads of torch (0: cores not busy, see clustering.auto_threads)
     crop: int = 0  # train on random crop x crop windows of the patch grid (0: the whole grid)
-    loss: DartsLossConfig = field(default_factory=DartsLossConfig)
+    loss: DartsLossConfig | None = None
     log_every: int = 10
     progress: bool = True
+
+    def resolved_loss(self) -> DartsLossConfig:
+        return self.loss if self.loss is not None else loss_preset(default_preset(self.variant, self.dataset))
 
     def parameters(self) -> dict:
         p = asdict(self)
         p.pop("progress")
         p.pop("threads")
+        p["loss"] = asdict(self.resolved_loss())
+        p["official_code"] = OFFICIAL_REPO
         p["data_root"] = str(Path(self.data_root).resolve())
         p["features"] = str(Path(self.features).resolve())
         p["out"] = str(Path(self.out).resolve())
@@ -336,21 +514,34 @@ def _gather(t, positions):
     return flat.gather(2, positions[:, None, :].expand(-1, flat.shape[1], -1))
 
 
-def _train_step(head, optimizer, batch: dict, cfg: DartsTrainConfig, gen, rng: np.random.Generator) -> dict:
+def _train_step(head, optimizer, batch: dict, cfg: DartsTrainConfig, loss_cfg: DartsLossConfig, gen,
+                rng: np.random.Generator) -> dict:
     import torch
+    import torch.nn.functional as F
 
     fa, fp = batch["anchor"], batch["pos"]
     ca, cp = head(*fa), head(*fp)
+    if loss_cfg.target_dropout > 0:  # the release's featuriser returns dropped-out targets
+        fa = tuple(F.dropout2d(f, loss_cfg.target_dropout, training=True) for f in fa)
+        fp = tuple(F.dropout2d(f, loss_cfg.target_dropout, training=True) for f in fp)
     b = ca.shape[0]
     hw = ca.shape[2] * ca.shape[3]
-    s = cfg.loss.feature_samples ** 2
+    s = loss_cfg.feature_samples ** 2
     pa = torch.randint(0, hw, (b, s), generator=gen).to(ca.device)
     po = torch.randint(0, hw, (b, s), generator=gen).to(ca.device)
-    perm = torch.from_numpy(_derangement(b, rng)).to(ca.device)
-    feats = {"anchor": tuple(_gather(f, pa) for f in fa), "pos": tuple(_gather(f, po) for f in fp),
-             "neg": tuple(_gather(f[perm], po) for f in fa)}
-    codes = {"anchor": _gather(ca, pa), "pos": _gather(cp, po), "neg": _gather(ca[perm], po)}
-    loss, parts = darts_loss(feats, codes, cfg.loss)
+
+    def negatives() -> list:
+        out = []
+        for _ in range(loss_cfg.neg_samples):
+            perm = torch.from_numpy(_derangement(b, rng)).to(ca.device)
+            out.append((*(_gather(f[perm], po) for f in fa), _gather(ca[perm], po)))
+        return out
+
+    shared = None if loss_cfg.negatives_per_term else negatives()
+    samples = {"anchor": (*(_gather(f, pa) for f in fa), _gather(ca, pa)),
+               "pos": (*(_gather(f, po) for f in fp), _gather(cp, po)),
+               "neg": {t: shared if shared is not None else negatives() for t in TERMS}}
+    loss, parts = darts_loss(samples, loss_cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -367,6 +558,7 @@ def train_darts(config: DartsTrainConfig) -> dict:
 
     if config.steps < 1 or config.batch_size < 2 or config.knn < 1:
         raise PseudoLabelsError("--steps >= 1, --batch-size >= 2 and --knn >= 1 are needed")
+    loss_cfg = config.resolved_loss()
     device = resolve_device(config.device)
     records, f_rgb, f_thermal = load_split_features(config.data_root, config.dataset, config.split, config.features)
     if len(records) < 2:
@@ -376,8 +568,8 @@ def train_darts(config: DartsTrainConfig) -> dict:
     plio.prepare_output_dir(out, "train-darts", config.parameters(), overwrite=True)
     torch.manual_seed(config.seed)
     neighbours = knn_neighbours(pooled_features(f_rgb, f_thermal, config.knn_modality), config.knn)
-    model_cfg = DartsModelConfig(int(f_rgb.shape[1]), int(f_thermal.shape[1]), config.width, config.heads,
-                                 code_dim=config.code_dim)
+    model_cfg = model_preset(config.variant, int(f_rgb.shape[1]), int(f_thermal.shape[1]), width=config.width,
+                             heads=config.heads, code_dim=config.code_dim)
     head = build_head(model_cfg).to(device).train()
     threads_before = torch.get_num_threads()
     if device == "cpu":
@@ -385,17 +577,18 @@ def train_darts(config: DartsTrainConfig) -> dict:
 
         torch.set_num_threads(config.threads if config.threads > 0 else auto_threads())
     try:
-        log, seconds = _train_loop(head, records, f_rgb, f_thermal, neighbours, config, device)
+        log, seconds = _train_loop(head, records, f_rgb, f_thermal, neighbours, config, loss_cfg, device)
     finally:
         torch.set_num_threads(threads_before)
-    summary = {"stage": "train-darts", "images": len(records), "steps": config.steps, "seconds": round(seconds, 3),
-               "seconds_per_step": round(seconds / config.steps, 5), "final_loss": log[-1]["loss"],
-               "grid": list(f_rgb.shape[2:]), "device": device}
+    summary = {"stage": "train-darts", "variant": config.variant, "images": len(records), "steps": config.steps,
+               "seconds": round(seconds, 3), "seconds_per_step": round(seconds / config.steps, 5),
+               "final_loss": log[-1]["loss"], "grid": list(f_rgb.shape[2:]), "device": device}
     _write_run(out, head, model_cfg, config, summary, log)
     return summary
 
 
-def _train_loop(head, records, f_rgb, f_thermal, neighbours, config: DartsTrainConfig, device: str):
+def _train_loop(head, records, f_rgb, f_thermal, neighbours, config: DartsTrainConfig, loss_cfg: DartsLossConfig,
+                device: str):
     import torch
     from tqdm import tqdm
 
@@ -411,7 +604,7 @@ def _train_loop(head, records, f_rgb, f_thermal, neighbours, config: DartsTrainC
         ca, cp = _crop_window(f_rgb.shape[2:], config.crop, rng), _crop_window(f_rgb.shape[2:], config.crop, rng)
         batch = {"anchor": (to_t(f_rgb[idx][ca]), to_t(f_thermal[idx][ca])),
                  "pos": (to_t(f_rgb[pos][cp]), to_t(f_thermal[pos][cp]))}
-        row = _train_step(head, optimizer, batch, config, gen, rng)
+        row = _train_step(head, optimizer, batch, config, loss_cfg, gen, rng)
         if step % config.log_every == 0 or step == config.steps or step == 1:
             log.append({"step": step, **{k: round(v, 6) for k, v in row.items()}})
             bar.set_postfix(loss=f"{row['loss']:.4f}")
@@ -447,7 +640,7 @@ def load_darts_run(run: str | Path, device: str = "cpu") -> tuple:
     from pseudo_labels.core.io import read_json
 
     info = read_json(cfg_path)
-    head = build_head(DartsModelConfig(**info["model"]))
+    head = build_head(DartsModelConfig.from_dict(info["model"]))
     try:
         head.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001
