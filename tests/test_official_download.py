@@ -235,6 +235,11 @@ def test_each_preset_runs_with_the_builtin_backbone(name, city, tiny_cause, tmp_
     assert f"published: {p.row}" in table and f"{p.published[0]:6.2f}" in table and "reference" in table
     sem = sorted((config.layout.semantic_dir).rglob("*.png"))
     assert len(sem) == 2 and read_png(sem[0]).shape == FULL and read_png(sem[0]).max() <= 255
+    if name == "cause27-depth":  # a rerun keeps the Hungarian naming and every finished image
+        lines: list[str] = []
+        again = pipeline.run_pipeline(pipeline.parse_pipeline_config(data, tmp_path, f"preset {name}"), log=lines.append)
+        assert any("kept the Hungarian naming" in line for line in lines)
+        assert not any(s.did_work for s in again.steps) and again.evaluation["PQ"] == ev["PQ"]
 
 
 # --------------------------------------------------------------------------- working resolution

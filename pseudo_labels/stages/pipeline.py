@@ -167,7 +167,7 @@ class StageSpec:
     per_image: bool = False  # resumes by itself, image by image
     output: Callable[[Layout], Path] | None = None  # whole-split stages: the file/folder that proves it finished
     pipeline_keys: Mapping[str, Any] = field(default_factory=dict)
-    takes_extras: bool = False  # run(..., extras): the runner reads the pipeline's own keys of its table
+    takes_extras: bool = False  # run(..., extras): the pipeline's own keys of its table + "unchanged" (same config ran)
 
     def cls(self) -> type:
         module, name = self.config_class.split(":")
@@ -232,11 +232,17 @@ def _run_semantics(config, options, layout, log):
 def _run_cause27(config, options, layout, log, extras):
     from pseudo_labels.stages.semantic.cause27 import RemapConfig, generate_cause27_semantics, remap_cause27_folder
 
-    generate_cause27_semantics(config, options)
+    from pseudo_labels.stages.semantic.cause27 import MAPPING_FILE
+
+    if extras.get("unchanged") and config.mode == "all" and (layout.cause27_dir / MAPPING_FILE).is_file():
+        config = dataclasses.replace(config, mode="generate")  # same config as the last run: keep its naming
+        log(f"    kept the Hungarian naming of the last run with this configuration ({MAPPING_FILE})")
+    made = generate_cause27_semantics(config, options)
     table = extras.get("table", "reference")
     summary = remap_cause27_folder(RemapConfig(str(layout.cause27_dir), str(layout.root / layout.semantic_subdir),
                                                split=layout.split, table=table), options)
-    return StepOutcome(True, f"CAUSE-27 classes -> trainIds ({table} table): {summary.line()}", summary,
+    did_work = summary.done > 0 or any(s.done for s in made["summaries"].values())
+    return StepOutcome(did_work, f"CAUSE-27 classes -> trainIds ({table} table): {summary.line()}", summary,
                        "Hungarian naming of the 27 clusters on gtFine labelIds (recorded)")
 
 
@@ -929,7 +935,8 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
                 log("    (linked leftImg8bit_sequence -> leftImg8bit: CUPS reads its images from the sequence folder; "
                     "the key frames stand in for it)")
             try:
-                extra = (config.extras.get(spec.name, {}),) if spec.takes_extras else ()
+                unchanged = state.get(spec.name) == digest
+                extra = ({**config.extras.get(spec.name, {}), "unchanged": unchanged},) if spec.takes_extras else ()
                 outcome = spec.run(stage_config, config.options_for(spec.name), layout, log, *extra)
             except PseudoLabelsError as exc:
                 raise PseudoLabelsError(f"stage [{spec.name}] of {config.source}: {exc}") from exc

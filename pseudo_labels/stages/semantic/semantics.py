@@ -262,7 +262,7 @@ def sample_batch(job: SampleJob) -> dict:
             if job.sample_filter == "gt-nonvoid":
                 gt = read_gt_train_ids(job.root, e)
                 if gt is None:
-                    raise InputFileError(gt_path(job.root, e, "labelTrainIds"), "missing",
+                    raise InputFileError(gt_path(job.root, e, "labelIds"), "missing",
                                          "--sample-filter gt-nonvoid reads gtFine labels; use uniform")
                 mask = resize_nearest(gt, f.shape[1:]) != job.void
             sample = sample_patch_features(f, quota[e.stem], image_rng(job.seed, e.stem), mask)
@@ -541,7 +541,8 @@ def score_mapping(conf: np.ndarray, c2c: np.ndarray, mapping: str, k: int, split
             "per_class_iou": {name: (None if np.isnan(v) else v) for name, v in zip(labels.names, res["per_class_iou"])},
             "scored_mapping": how, "cluster_to_class": [int(v) for v in scored],
             "gt_pixels_in_unmapped_clusters": void_predicted_pixels(conf, scored),
-            "ground_truth": "gtFine labelTrainIds (255 ignored); scoring is evaluation and uses ground truth",
+            "ground_truth": "gtFine trainIds (_labelTrainIds, or _labelIds mapped by cityscapesscripts; 255 ignored); "
+                            "scoring is evaluation and uses ground truth",
             "resolution": "full image resolution"}
 
 
@@ -689,7 +690,7 @@ class _SemanticRun:
         if self.need_fit and c.sample_filter == "gt-nonvoid":
             missing = next((e for e in self.entries if not has_gt(self.root, e)), None)
             if missing is not None:
-                raise InputFileError(gt_path(self.root, missing, "labelTrainIds"), "missing",
+                raise InputFileError(gt_path(self.root, missing, "labelIds"), "missing",
                                      "--sample-filter gt-nonvoid reads gtFine labels; use uniform")
 
     def prepare_output(self) -> None:
@@ -726,7 +727,7 @@ class _SemanticRun:
                                       f"truth of split {fit_split})")
         elif self.mapping != "none" and not c.fit_only:
             self.gt_use["mapping"] = (f"{self.mapping} cluster->class mapping from the pixel confusion with gtFine "
-                                      f"labelTrainIds of split {c.split}")
+                                      f"trainIds of split {c.split}")
 
     def fit(self) -> tuple[np.ndarray, dict]:
         """Sample the split, fit k-means, write kmeans_centroids.npz; returns (centroids, metadata)."""
@@ -854,12 +855,12 @@ class _SemanticRun:
             return known_c2c
         if not have_gt:
             stem = self.acc["no_gt"]
-            missing = next((gt_path(self.root, e, "labelTrainIds") for e in ok if e.stem == stem),
+            missing = next((gt_path(self.root, e, "labelIds") for e in ok if e.stem == stem),
                            Path(self.root) / "gtFine" / c.split)
             raise InputFileError(missing, "missing", f"--mapping {self.mapping} reads gtFine labels; use --mapping none")
         c2c = map_clusters(self.acc["confusion"], self.mapping, self.labels)
         self.gt_use["mapping"] = (f"{self.mapping} cluster->class mapping from the pixel confusion with gtFine "
-                                  f"labelTrainIds of split {c.split} ({len(ok)} images)")
+                                  f"trainIds of split {c.split} ({len(ok)} images)")
         self.notify(f"uses ground truth: {self.gt_use['mapping']}")
         return c2c
 
@@ -880,7 +881,7 @@ class _SemanticRun:
         evaluation = score_mapping(self.acc["confusion"], c2c, self.mapping, self.k, self.config.split, len(ok),
                                    self.labels)
         write_json(self.split_dir / "miou.json", evaluation)
-        self.notify(f"mIoU {evaluation['mIoU']:.2f} % against gtFine labelTrainIds ({evaluation['scored_mapping']}; "
+        self.notify(f"mIoU {evaluation['mIoU']:.2f} % against gtFine trainIds ({evaluation['scored_mapping']}; "
                     "scoring uses ground truth: evaluation only) -> " + str(self.split_dir / "miou.json"))
         return evaluation
 
