@@ -375,6 +375,17 @@ CASES = [
      r"(Not a directory|File exists)"),
     ("parent-file-coco", lambda w, c: ["export-coco", "--panoptic-dir", str(w / "pan"), "--panoptic-json", str(w / "pan.json"),
                                        "--out", str(_file(c, "out") / "coco")], r"(Not a directory|File exists)"),
+    # --- an existing file that is not ours (the user's; no manifest or claims record covers it) is never replaced
+    ("user-file-evaluate", lambda w, c: ["evaluate", *_gt(w), *_pred(w), "--out", str(_mine(c, "mine.json"))],
+     r"mine\.json: exists and is not an output of pseudo_labels.*delete the file"),
+    ("user-file-report", lambda w, c: ["report", str(w / "sweep/sweep.json"), "--out", str(_mine(c, "notes.md"))],
+     r"notes\.md: exists and is not an output of pseudo_labels"),
+    ("user-file-classify", lambda w, c: ["classify-stuff-things", "--semantic-dir", str(w / "city/sem/val"), "--depth-dir",
+                                         str(w / "city/depth/val"), "--output-path", str(_mine(c, "st.json"))],
+     r"st\.json: exists and is not an output of pseudo_labels"),
+    ("user-file-sweep-csv", lambda w, c: _sweep_beside(w, c, "s.csv"), r"s\.csv: exists and is not an output of pseudo_labels"),
+    ("user-file-sweep-heatmap", lambda w, c: _sweep_beside(w, c, "s_heatmap.png"),
+     r"s_heatmap\.png: exists and is not an output of pseudo_labels"),
 ]
 
 
@@ -382,6 +393,20 @@ def _file(case: Path, name: str) -> Path:
     p = case / name
     p.write_text("a file where the output folder's parent should be")
     return p
+
+
+def _mine(case: Path, name: str) -> Path:
+    """A file the user made, where a single-file output is asked for."""
+    p = case / name
+    p.write_text("the user's own file\n")
+    return p
+
+
+def _sweep_beside(world: Path, case: Path, companion: str) -> list[str]:
+    """sweep --out case/s.json where the user has a file named like one of its companions: refused
+    before anything is written (s.json does not appear either)."""
+    _mine(case, companion)
+    return _sweep(world, case)[:-2] + ["--out", str(case / "s.json"), "--grad-thresholds", "0.1", "--workers", "1"]
 
 
 def _nan_copy(folder: Path, case: Path) -> Path:
@@ -478,6 +503,30 @@ def test_bad_input_is_one_line_exit_2_nothing_written(world, tmp_path, capsys, c
     assert after_case == before_case, f"{case_id}: written outside {out}: {set(after_case) ^ set(before_case)}"
     assert not (world / MARKER_NAME).exists(), "code from a checkpoint ran"
     assert not (world.parent / "x").exists() and not (world / "x").exists()
+
+
+def test_rerun_over_its_own_single_file_outputs_succeeds(world, tmp_path, capsys):
+    """Single-file outputs (no manifest) are claimed by name + sha256 beside them: the same command
+    run again over its own outputs succeeds; once the user edits one, it is refused (exit 2, unchanged)."""
+    from pseudo_labels.core.paths import CLAIMS_NAME
+
+    out = tmp_path / "outs"
+    cmds = [["evaluate", *_gt(world), *_pred(world), "--out", str(out / "eval.json")],
+            ["classify-stuff-things", "--semantic-dir", str(world / "city/sem/val"), "--depth-dir",
+             str(world / "city/depth/val"), "--output-path", str(out / "st.json")],
+            _sweep(world, tmp_path)[:-2] + ["--out", str(out / "s.json"), "--grad-thresholds", "0.1", "--workers", "1"],
+            ["report", str(out / "s.json"), "--out", str(out / "r.md")]]
+    for _ in range(2):
+        assert [main(a) for a in cmds] == [0] * len(cmds)
+    claimed = json.loads((out / CLAIMS_NAME).read_text())["files"]
+    assert {"eval.json", "st.json", "s.json", "s.csv", "s_heatmap.png", "r.md"} <= set(claimed)
+    for name, digest in claimed.items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    (out / "s.csv").write_text("edited by hand\n")
+    capsys.readouterr()
+    assert main(cmds[2]) == 2
+    assert "s.csv: exists and is not an output of pseudo_labels" in _error_line(capsys.readouterr().err)
+    assert (out / "s.csv").read_text() == "edited by hand\n"
 
 
 # --------------------------------------------------------------------------- read-only and full folders

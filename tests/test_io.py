@@ -197,3 +197,53 @@ def test_require_finite_names_the_file(tmp_path):
     assert io.read_npy(tmp_path / "d.npy").shape == (2, 2)
     with pytest.raises(InputFileError, match=r"d.npy: depth map holds 1 NaN/Inf"):
         io.read_npy(tmp_path / "d.npy", finite=True, what="depth map")
+
+
+def test_single_file_outputs_are_claimed_and_unclaimed_files_never_replaced(tmp_path):
+    """Issue 24: inside a command (``guarded``), a file written where no output folder of the run and
+    no manifest of ours covers it is recorded (name + sha256) in its folder's claims record; a rerun
+    may replace it, a file the user made or edited may not; outside a command nothing changes."""
+    import hashlib
+    import json
+
+    from pseudo_labels.core.paths import CLAIMS_NAME, guarded, refuse_overlap
+
+    user = tmp_path / "notes.json"
+    user.write_bytes(b"user data")
+    out = tmp_path / "eval.json"
+    with guarded():
+        refuse_overlap({}, {}, output_files={"--out": out})
+        with pytest.raises(PseudoLabelsError, match=r"notes.json: exists and is not an output of pseudo_labels.*"
+                                                    r"choose another output path, or delete the file"):
+            io.write_json(user, {"a": 1})
+        io.write_json(out, {"run": 1})
+        record = json.loads((tmp_path / CLAIMS_NAME).read_bytes())
+        assert record["tool"] == "pseudo_labels"
+        assert record["files"] == {"eval.json": hashlib.sha256(out.read_bytes()).hexdigest()}
+        io.write_json(out, {"run": 2})  # a rerun over its own output
+        io.write_bytes(tmp_path / "eval.csv", b"a,b\n")  # a companion beside it: claimed too
+        io.write_bytes(tmp_path / "eval.csv", b"a,b\n1,2\n")
+        assert set(json.loads((tmp_path / CLAIMS_NAME).read_bytes())["files"]) == {"eval.json", "eval.csv"}
+        out.write_text('{"edited": true}\n')  # the user edits our output: no longer ours
+        with pytest.raises(PseudoLabelsError, match="eval.json: exists and is not an output"):
+            io.write_json(out, {"run": 3})
+        folder = tmp_path / "folder_out"  # inside an output folder of the run: as before, no claims
+        refuse_overlap({}, {"--out-dir": folder})
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "x.png").write_bytes(b"old")
+        io.write_bytes(folder / "sub" / "x.png", b"new")
+        ours = tmp_path / "ours"  # a folder our manifest covers: as before, no claims
+        io.write_manifest(ours, "stage", {}, uses_ground_truth=False)
+        (ours / "y.json").write_bytes(b"old")
+        io.write_bytes(ours / "y.json", b"new")
+        fake = tmp_path / "fake"  # a claims record that is not ours claims nothing
+        fake.mkdir()
+        (fake / CLAIMS_NAME).write_text(json.dumps({"files": {"z": "0"}}))
+        (fake / "z").write_bytes(b"z")
+        with pytest.raises(PseudoLabelsError, match="z: exists and is not an output"):
+            io.write_bytes(fake / "z", b"new")
+    assert user.read_bytes() == b"user data" and out.read_text() == '{"edited": true}\n'
+    assert not (folder / CLAIMS_NAME).exists() and not (folder / "sub" / CLAIMS_NAME).exists()
+    assert not (ours / CLAIMS_NAME).exists() and (ours / "y.json").read_bytes() == b"new"
+    io.write_bytes(user, b"outside a command: library calls are not guarded")
+    assert user.read_bytes().startswith(b"outside")

@@ -94,10 +94,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     a file) become one :class:`PseudoLabelsError` naming the path and the cause. Parent folders
     are created. The file gets the mode ``open()`` would give (0o666 minus the umask), not the
     0o600 of the temporary file. Replacing an existing file that is an input of the running
-    command, or lies in an input folder unclaimed by our manifests, is refused
-    (:func:`pseudo_labels.core.paths.check_replace`).
+    command, or lies in an input folder unclaimed by our manifests, is refused; so is replacing
+    any other existing file that is not ours (:func:`pseudo_labels.core.paths.check_replace`).
+    A file written outside the command's output folders and the folders our manifests cover
+    is recorded in its folder's claims record (:func:`pseudo_labels.core.paths.record_claim`),
+    so that a rerun may replace it.
     """
-    from pseudo_labels.core.paths import check_replace
+    from pseudo_labels.core.paths import check_replace, record_claim
 
     path = Path(path)
     check_replace(path)
@@ -124,6 +127,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+    record_claim(path)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

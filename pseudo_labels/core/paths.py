@@ -11,7 +11,14 @@
   ``<root>/leftImg8bit``). The input folders are then registered with the write layer.
 - :func:`check_replace`: the write layer (:func:`pseudo_labels.core.io.atomic_path`) refuses
   to replace an existing file that is a registered input, or that lies inside a registered
-  input folder (a plain input, or a data folder of a data root) and is claimed by no manifest of ours.
+  input folder (a plain input, or a data folder of a data root) and is claimed by no manifest of ours;
+  outside the output folders of the running command it also refuses to replace any existing file
+  that is not ours: covered by no manifest of ours (in its folder or above) and not recorded, with
+  the bytes it has now, in the claims record of its folder (:data:`CLAIMS_NAME`).
+- :func:`record_claim`: after the write layer writes a file that no manifest and no output
+  folder of the command covers (a single-file output: ``evaluate --out x.json``, sweep's CSV
+  beside its JSON), its name and sha256 go into that claims record; a rerun of the same
+  command may then replace it, a file the user made or edited since may not.
 
 Every refusal is a :class:`~pseudo_labels.core.errors.PseudoLabelsError` (one line, exit 2).
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,6 +43,9 @@ DATA_FOLDERS = ("leftImg8bit", "gtFine", "gtCoarse", "disparity", "camera", "ima
 #: the environment variable that carries the registered inputs into worker processes
 _ENV = "PSEUDO_LABELS_PROTECTED_INPUTS"
 _ENV_OWN = "PSEUDO_LABELS_OWN_OUTPUTS"
+
+#: the claims record of a folder: the single files pseudo_labels wrote there (name -> sha256)
+CLAIMS_NAME = ".pseudo_labels_claims.json"
 
 
 # --------------------------------------------------------------------------- names inside roots
@@ -99,7 +110,8 @@ def refuse_overlap(
     input file or lie in a data folder of a root; beside plain inputs a named file collides with
     nothing new, and the write layer refuses to replace an existing input there).
     The labels (flag or key names) appear in the error. Registers the inputs with
-    :func:`check_replace` unless ``register`` is false.
+    :func:`check_replace` unless ``register`` is false; then an existing output file that is not
+    ours is refused here too, before any work.
     """
     ins = {k: _real(v) for k, v in dict(inputs).items() if v is not None}
     rts = {k: _real(v) for k, v in dict(roots or {}).items() if v is not None}
@@ -133,6 +145,9 @@ def refuse_overlap(
     if register:  # plain inputs as a whole; of a data root, its data folders (outputs may sit beside them)
         protect(list(ins.values()) + [os.path.join(r, d) for r in rts.values() for d in DATA_FOLDERS],
                 outputs=list(outs.values()) + list(files.values()))
+        for f in files.values():  # a named output file that is not ours: refused before any work
+            if os.path.isfile(f):
+                check_replace(f)
 
 
 def _overlap(out_label: str, out: str, in_label: str, why: str) -> None:
@@ -185,21 +200,82 @@ def _registered(var: str) -> tuple[str, ...]:
 
 
 def check_replace(path: str | os.PathLike) -> None:
-    """Refuse to replace the existing file ``path`` when it is a registered input, or when it lies
-    inside a registered input folder and no manifest of ours (``manifest.json`` or
-    ``*_manifest.json`` with ``"tool": "pseudo_labels"``) in its folder or above claims it.
-    New files (``path`` absent) are always allowed."""
-    if not os.path.lexists(path):
+    """Refuse to replace the existing file ``path`` while a command runs (:func:`guarded`) unless
+    it lies inside an output folder of this run, or it is ours: claimed by a manifest of ours
+    (``manifest.json`` or ``*_manifest.json`` with ``"tool": "pseudo_labels"``) in its folder or
+    above, or recorded with its present sha256 in the folder's claims record. Registered inputs,
+    and unclaimed files inside registered input folders, are refused with their own message.
+    New files (``path`` absent) and calls outside :func:`guarded` are always allowed."""
+    if not os.path.lexists(path) or _ENV not in os.environ:
         return
     real = _real(path)
-    if any(_is_within(real, o) for o in _registered(_ENV_OWN)):
+    if _in_own_folder(real):
         return
-    for p in protected():
-        if real == p:
+    if os.path.basename(real) == CLAIMS_NAME and _read_claims(os.path.dirname(real)) is not None:
+        return  # the claims record itself
+    for p in () if real in _registered(_ENV_OWN) else protected():  # a named output of this run may be
+        if real == p:                                                # read by a later stage of `run`
             raise PseudoLabelsError(f"{path}: is an input of this run; inputs are never overwritten")
-        if _is_within(real, p) and not _claimed(os.path.dirname(real), p):
+        if _is_within(real, p) and not _ours(real, p):
             raise PseudoLabelsError(f"{path}: exists inside the input folder {p} and is not an output of "
                                     "pseudo_labels (no manifest claims it); refusing to replace it")
+    if not _ours(real, os.sep):
+        raise PseudoLabelsError(f"{path}: exists and is not an output of pseudo_labels (or was changed since it "
+                                "wrote it); refusing to replace it: choose another output path, or delete the file")
+
+
+def record_claim(path: str | os.PathLike) -> None:
+    """After ``path`` was written (inside :func:`guarded`): record its name and sha256 in its
+    folder's claims record, unless an output folder of this run or a manifest of ours covers it."""
+    if _ENV not in os.environ or os.path.basename(path) == CLAIMS_NAME:
+        return
+    real = _real(path)
+    folder = os.path.dirname(real)
+    if _in_own_folder(real) or _claimed(folder, os.sep):
+        return
+    from pseudo_labels.core.io import write_json
+
+    record = _read_claims(folder) or {"tool": "pseudo_labels", "files": {}}
+    record["note"] = ("files pseudo_labels wrote in this folder (name -> sha256): a rerun may replace a file "
+                      "whose bytes still match; any other existing file is never replaced")
+    record["files"][os.path.basename(real)] = _sha256(real)
+    write_json(os.path.join(folder, CLAIMS_NAME), record)
+
+
+def _in_own_folder(real: str) -> bool:
+    """``real`` lies strictly inside an output path registered for this run (an output folder;
+    a registered single output file is the path itself and still has to be ours)."""
+    return any(real != o and _is_within(real, o) for o in _registered(_ENV_OWN))
+
+
+def _read_claims(folder: str) -> dict | None:
+    try:
+        with open(os.path.join(folder, CLAIMS_NAME), "rb") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and record.get("tool") == "pseudo_labels" and isinstance(record.get("files"), dict)
+    return record if ok else None
+
+
+def _ours(real: str, stop: str) -> bool:
+    """``real`` is claimed by a manifest of ours in its folder or above (up to ``stop``), or is
+    recorded with its present bytes in its folder's claims record."""
+    if _claimed(os.path.dirname(real), stop):
+        return True
+    record = _read_claims(os.path.dirname(real))
+    return record is not None and record["files"].get(os.path.basename(real)) == _sha256(real)
+
+
+def _sha256(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _claimed(folder: str, stop: str) -> bool:

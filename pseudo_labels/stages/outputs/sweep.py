@@ -764,15 +764,21 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
 def write_sweep_outputs(out_path: Path, out: dict, runs: list[dict], grid: Grid) -> None:
     """The JSON, ``<out>.csv`` and one heatmap per semantic source (``<out>_heatmap[_<tag>].png``)."""
     from pseudo_labels.core.io import write_json
+    from pseudo_labels.core.paths import check_replace
 
-    write_json(out_path, out)
-    write_csv(out_path.with_suffix(".csv"), out["results"])
+    heatmaps = []
     for run_ in runs if grid.grad_thresholds and grid.min_areas else ():  # no heatmap for components only
         tag = f"k{run_['k']}" if run_["k"] is not None else Path(run_["semantic_subdir"]).name
         if len(runs) == 1:
             name = out_path.with_name(out_path.stem + "_heatmap.png")
         else:
             name = out_path.with_name(f"{out_path.stem}_heatmap_{tag}.png")
+        heatmaps.append((name, run_, tag))
+    for p in [out_path, out_path.with_suffix(".csv")] + [h[0] for h in heatmaps]:
+        check_replace(p)  # a companion that is not ours (issue 24): refused before anything is written
+    write_json(out_path, out)
+    write_csv(out_path.with_suffix(".csv"), out["results"])
+    for name, run_, tag in heatmaps:
         write_heatmap(name, run_["results"], grid, run_["best"], title=f"{run_['semantic_subdir']} ({tag})")
 
 
