@@ -97,10 +97,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     command, or lies in an input folder unclaimed by our manifests, is refused; so is replacing
     any other existing file that is not ours (:func:`pseudo_labels.core.paths.check_replace`).
     A file written outside the command's output folders and the folders our manifests cover
-    is recorded in its folder's claims record (:func:`pseudo_labels.core.paths.record_claim`),
+    is recorded in its folder's claims record (:func:`pseudo_labels.core.paths.claim_update`),
     so that a rerun may replace it.
     """
-    from pseudo_labels.core.paths import check_replace, record_claim
+    from pseudo_labels.core.paths import check_replace, claim_update
 
     path = Path(path)
     check_replace(path)
@@ -127,7 +127,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
-    record_claim(path)
+    claim = claim_update(path)
+    if claim is not None:
+        write_json(*claim)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -15,7 +15,7 @@
   outside the output folders of the running command it also refuses to replace any existing file
   that is not ours: covered by no manifest of ours (in its folder or above) and not recorded, with
   the bytes it has now, in the claims record of its folder (:data:`CLAIMS_NAME`).
-- :func:`record_claim`: after the write layer writes a file that no manifest and no output
+- :func:`claim_update`: after the write layer writes a file that no manifest and no output
   folder of the command covers (a single-file output: ``evaluate --out x.json``, sweep's CSV
   beside its JSON), its name and sha256 go into that claims record; a rerun of the same
   command may then replace it, a file the user made or edited since may not.
@@ -224,22 +224,21 @@ def check_replace(path: str | os.PathLike) -> None:
                                 "wrote it); refusing to replace it: choose another output path, or delete the file")
 
 
-def record_claim(path: str | os.PathLike) -> None:
-    """After ``path`` was written (inside :func:`guarded`): record its name and sha256 in its
-    folder's claims record, unless an output folder of this run or a manifest of ours covers it."""
+def claim_update(path: str | os.PathLike) -> tuple[str, dict] | None:
+    """After ``path`` was written (inside :func:`guarded`): its folder's claims record with
+    ``path``'s name and sha256 added, as ``(record path, record)`` for the write layer to write;
+    ``None`` when an output folder of this run or a manifest of ours covers ``path``."""
     if _ENV not in os.environ or os.path.basename(path) == CLAIMS_NAME:
-        return
+        return None
     real = _real(path)
     folder = os.path.dirname(real)
     if _in_own_folder(real) or _claimed(folder, os.sep):
-        return
-    from pseudo_labels.core.io import write_json
-
+        return None
     record = _read_claims(folder) or {"tool": "pseudo_labels", "files": {}}
     record["note"] = ("files pseudo_labels wrote in this folder (name -> sha256): a rerun may replace a file "
                       "whose bytes still match; any other existing file is never replaced")
     record["files"][os.path.basename(real)] = _sha256(real)
-    write_json(os.path.join(folder, CLAIMS_NAME), record)
+    return os.path.join(folder, CLAIMS_NAME), record
 
 
 def _in_own_folder(real: str) -> bool:
