@@ -238,6 +238,10 @@ def test_single_file_outputs_are_claimed_and_unclaimed_files_never_replaced(tmp_
         io.write_bytes(ours / "y.json", b"new")
         fake = tmp_path / "fake"  # a claims record that is not ours claims nothing
         fake.mkdir()
+        refuse_overlap({}, {}, output_files={"--out": fake / "z"})
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "other").write_bytes(b"beside no named output: as before")
+        io.write_bytes(tmp_path / "elsewhere" / "other", b"replaced")
         (fake / CLAIMS_NAME).write_text(json.dumps({"files": {"z": "0"}}))
         (fake / "z").write_bytes(b"z")
         with pytest.raises(PseudoLabelsError, match="z: exists and is not an output"):
@@ -245,5 +249,6 @@ def test_single_file_outputs_are_claimed_and_unclaimed_files_never_replaced(tmp_
     assert user.read_bytes() == b"user data" and out.read_text() == '{"edited": true}\n'
     assert not (folder / CLAIMS_NAME).exists() and not (folder / "sub" / CLAIMS_NAME).exists()
     assert not (ours / CLAIMS_NAME).exists() and (ours / "y.json").read_bytes() == b"new"
+    assert not (tmp_path / "elsewhere" / CLAIMS_NAME).exists()
     io.write_bytes(user, b"outside a command: library calls are not guarded")
     assert user.read_bytes().startswith(b"outside")

@@ -12,13 +12,13 @@
 - :func:`check_replace`: the write layer (:func:`pseudo_labels.core.io.atomic_path`) refuses
   to replace an existing file that is a registered input, or that lies inside a registered
   input folder (a plain input, or a data folder of a data root) and is claimed by no manifest of ours;
-  outside the output folders of the running command it also refuses to replace any existing file
-  that is not ours: covered by no manifest of ours (in its folder or above) and not recorded, with
-  the bytes it has now, in the claims record of its folder (:data:`CLAIMS_NAME`).
-- :func:`claim_update`: after the write layer writes a file that no manifest and no output
-  folder of the command covers (a single-file output: ``evaluate --out x.json``, sweep's CSV
-  beside its JSON), its name and sha256 go into that claims record; a rerun of the same
-  command may then replace it, a file the user made or edited since may not.
+  in the folder of a single output file the command names (``evaluate --out x.json``; sweep's CSV
+  and heatmaps beside its JSON), outside its output folders, it also refuses to replace an existing
+  file that is not ours: covered by no manifest of ours (in its folder or above) and not recorded,
+  with the bytes it has now, in the claims record of its folder (:data:`CLAIMS_NAME`).
+- :func:`claim_update`: after the write layer writes such a single file, its name and sha256 go
+  into that claims record; a rerun of the same command may then replace it, a file the user made
+  or edited since may not.
 
 Every refusal is a :class:`~pseudo_labels.core.errors.PseudoLabelsError` (one line, exit 2).
 """
@@ -200,11 +200,12 @@ def _registered(var: str) -> tuple[str, ...]:
 
 
 def check_replace(path: str | os.PathLike) -> None:
-    """Refuse to replace the existing file ``path`` while a command runs (:func:`guarded`) unless
-    it lies inside an output folder of this run, or it is ours: claimed by a manifest of ours
-    (``manifest.json`` or ``*_manifest.json`` with ``"tool": "pseudo_labels"``) in its folder or
-    above, or recorded with its present sha256 in the folder's claims record. Registered inputs,
-    and unclaimed files inside registered input folders, are refused with their own message.
+    """While a command runs (:func:`guarded`), refuse to replace the existing file ``path`` when it
+    is a registered input, or lies in a registered input folder, or beside a named output file of
+    this run (its folder), and is not ours: claimed by no manifest of ours (``manifest.json`` or
+    ``*_manifest.json`` with ``"tool": "pseudo_labels"``) in its folder or above, and not recorded
+    with its present sha256 in the folder's claims record. Files inside output folders of the run
+    are never refused here (their folder's manifest and ``--overwrite`` govern them).
     New files (``path`` absent) and calls outside :func:`guarded` are always allowed."""
     if not os.path.lexists(path) or _ENV not in os.environ:
         return
@@ -219,7 +220,7 @@ def check_replace(path: str | os.PathLike) -> None:
         if _is_within(real, p) and not _ours(real, p):
             raise PseudoLabelsError(f"{path}: exists inside the input folder {p} and is not an output of "
                                     "pseudo_labels (no manifest claims it); refusing to replace it")
-    if not _ours(real, os.sep):
+    if _beside_named_output(real) and not _ours(real, os.sep):
         raise PseudoLabelsError(f"{path}: exists and is not an output of pseudo_labels (or was changed since it "
                                 "wrote it); refusing to replace it: choose another output path, or delete the file")
 
@@ -227,12 +228,13 @@ def check_replace(path: str | os.PathLike) -> None:
 def claim_update(path: str | os.PathLike) -> tuple[str, dict] | None:
     """After ``path`` was written (inside :func:`guarded`): its folder's claims record with
     ``path``'s name and sha256 added, as ``(record path, record)`` for the write layer to write;
-    ``None`` when an output folder of this run or a manifest of ours covers ``path``."""
+    ``None`` unless ``path`` lies beside a named output file of this run, outside its output
+    folders and the folders our manifests cover."""
     if _ENV not in os.environ or os.path.basename(path) == CLAIMS_NAME:
         return None
     real = _real(path)
     folder = os.path.dirname(real)
-    if _in_own_folder(real) or _claimed(folder, os.sep):
+    if _in_own_folder(real) or not _beside_named_output(real) or _claimed(folder, os.sep):
         return None
     record = _read_claims(folder) or {"tool": "pseudo_labels", "files": {}}
     record["note"] = ("files pseudo_labels wrote in this folder (name -> sha256): a rerun may replace a file "
@@ -245,6 +247,12 @@ def _in_own_folder(real: str) -> bool:
     """``real`` lies strictly inside an output path registered for this run (an output folder;
     a registered single output file is the path itself and still has to be ours)."""
     return any(real != o and _is_within(real, o) for o in _registered(_ENV_OWN))
+
+
+def _beside_named_output(real: str) -> bool:
+    """``real`` lies in the folder of an output path registered for this run: a named single
+    output file (``--out x.json``) or a companion written beside it (``x.csv``, ``x_heatmap.png``)."""
+    return any(os.path.dirname(real) == os.path.dirname(o) for o in _registered(_ENV_OWN))
 
 
 def _read_claims(folder: str) -> dict | None:
