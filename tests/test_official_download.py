@@ -148,12 +148,21 @@ def test_preflight_reports_every_problem_at_once_and_writes_nothing(city, tmp_pa
     assert cli.main(["run", "--config", str(tmp_path / "p.toml")]) == 2
     err = capsys.readouterr().err
     assert "nothing was written" in err
+    assert len(err.strip().splitlines()) == 1 and "(1) " in err and "; (2) " in err  # one line, numbered
     for needle in ("[features] backbone = 'dinov2_vitb14' needs weights", "disparity/*_disparity.png missing for 2",
                    "disparity_trainvaltest.zip", "_gtFine_instanceIds.png (the tool makes the panoptic",
                    "leftImg8bit_sequence",
                    "link_key_frames"):
         assert needle in err, needle
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_preflight_missing_root_is_one_problem(tmp_path, capsys):
+    (tmp_path / "p.toml").write_text(small(pipeline.default_config_text(), tmp_path / "nowhere"))
+    assert cli.main(["run", "--config", str(tmp_path / "p.toml")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "1 problem(s)" in err
+    assert "nowhere': no such folder" in err and not (tmp_path / "pipeline_out").exists()
 
 
 def test_preflight_checks_free_disk(city, tmp_path, monkeypatch):

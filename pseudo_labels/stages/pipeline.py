@@ -793,6 +793,9 @@ def preflight(config: PipelineConfig) -> list[str]:
     L, st = config.layout, config.stages
     on = set(st)
     synth = "synth" in on
+    if not synth and not L.root.is_dir():  # one problem, not one per missing file under it
+        return [f"[data] root = {str(L.root)!r}: no such folder (the four official Cityscapes zips unpacked "
+                f"there, or a [synth] table to write a synthetic city)"]
     images = {} if synth else _files(L.root / "leftImg8bit" / L.split, "_leftImg8bit.png")
     problems: list[str] = []
     needs_images = on & {"features", "semantics", "cause27", "dynaseg", "depth", "visualize"}
@@ -911,8 +914,8 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
     problems = preflight(config)
     if problems:
         raise PseudoLabelsError(
-            f"{config.source}: {len(problems)} problem(s) found before any stage ran (nothing was written):\n"
-            + "\n".join(f"  - {p}" for p in problems))
+            f"{config.source}: {len(problems)} problem(s) found before any stage ran (nothing was written): "
+            + "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))
     state_path = layout.out / STATE_NAME
     state = (io.read_json(state_path) if state_path.exists() else {}) if not config.options.overwrite else {}
     chosen = [s for s in STAGES if s.name in config.stages]
