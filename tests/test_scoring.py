@@ -157,3 +157,11 @@ def test_semantic_miou_reads_the_official_gtfine_by_suffix(tmp_path):
     # prepared trainIds win over labelIds
     write_png(gt_dir / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png", np.zeros((32, 64), np.uint8))
     assert evaluate_semantic_dirs(gt_dir, pred_dir)["mIoU"] != pytest.approx(res["mIoU"])
+
+
+def test_missing_panoptic_gt_names_prepare_gt(tmp_path):
+    with pytest.raises(PseudoLabelsError, match=r"needs --gt-json, --gt-folder .*pseudo-labels prepare-gt"):
+        EvaluateConfig(pred_json=tmp_path / "p.json", pred_folder=tmp_path / "p", out=tmp_path / "e.json")
+    with pytest.raises(PseudoLabelsError) as err:  # no GT hint where GT is not what is missing
+        EvaluateConfig(protocol="stego-miou", cityscapes_root=tmp_path, out=tmp_path / "e.json")
+    assert "prepare-gt" not in str(err.value)

@@ -94,8 +94,11 @@ class EvaluateConfig:
                     "stego-miou": ("cityscapes_root", "pred_semantic_dir")}[protocol]
             missing = [n for n in need if not getattr(self, n)]
             if missing:
+                hint = (" (the official zips hold no panoptic GT: `pseudo-labels prepare-gt --cityscapes-root R "
+                        "--out C` makes C/gtFine/cityscapes_panoptic_<split>.json and its PNG folder)"
+                        if "gt_json" in missing or "gt_folder" in missing else "")
                 raise PseudoLabelsError(f"--protocol {protocol} needs " + ", ".join(
-                    "--" + n.replace("_", "-") for n in missing))
+                    "--" + n.replace("_", "-") for n in missing) + hint)
         if not self.out:
             raise PseudoLabelsError("--out: the result JSON to write is required")
         if self.num_classes not in CLASS_COUNTS:
