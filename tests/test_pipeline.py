@@ -240,6 +240,20 @@ def test_changed_stage_reruns_it_and_what_follows(runs):
     assert json.loads((by_config / "out" / "overlays" / "manifest.json").read_text())["counts"]["panels"] == 1
 
 
+def test_changed_per_image_parameter_is_refused_in_run_terms(runs):
+    _, by_config, _ = runs
+    text = CONFIG.replace("grad_threshold = 0.2\nmin_area = 50", "grad_threshold = 0.3\nmin_area = 50")
+    assert text != CONFIG
+    (by_config / "tau.toml").write_text(text)
+    instances = sorted((by_config / "out" / "instances").rglob("*.png"))
+    before = [p.stat().st_mtime_ns for p in instances]
+    with pytest.raises(PseudoLabelsError, match=r"stage \[instances\] of .*tau.toml: .*different parameters "
+                       r"grad_threshold; .*or overwrite = true in \[runner\] to recompute") as err:
+        pipeline.run_pipeline(pipeline.load_pipeline_config(by_config / "tau.toml"), log=lambda s: None)
+    assert "--overwrite" not in str(err.value)  # run has no such flag
+    assert [p.stat().st_mtime_ns for p in instances] == before
+
+
 def write(tmp_path, text):
     p = tmp_path / "bad.toml"
     p.write_text(text)

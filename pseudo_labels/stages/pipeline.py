@@ -908,6 +908,12 @@ def link_sequence_folder(root: Path) -> bool:
     return True
 
 
+def in_run_terms(message: str) -> str:
+    """A stage's error as ``run`` users act on it: ``run`` has no ``--overwrite`` flag, its
+    ``[runner]`` table has ``overwrite = true``."""
+    return message.replace("or --overwrite to", "or overwrite = true in [runner] to")
+
+
 def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> PipelineResult:
     """Run the chosen stages in order; ``log`` gets one header and one summary line per stage."""
     layout = config.layout
@@ -942,7 +948,7 @@ def run_pipeline(config: PipelineConfig, log: Callable[[str], None] = print) -> 
                 extra = ({**config.extras.get(spec.name, {}), "unchanged": unchanged},) if spec.takes_extras else ()
                 outcome = spec.run(stage_config, config.options_for(spec.name), layout, log, *extra)
             except PseudoLabelsError as exc:
-                raise PseudoLabelsError(f"stage [{spec.name}] of {config.source}: {exc}") from exc
+                raise PseudoLabelsError(f"stage [{spec.name}] of {config.source}: {in_run_terms(str(exc))}") from exc
         seconds = time.perf_counter() - t0
         log(f"    {outcome.line}  ({seconds:.1f}s)")
         if outcome.ground_truth:
