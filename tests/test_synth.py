@@ -368,3 +368,18 @@ def test_patch_colour_texture_features_are_learnable(scenes):
     kt = yt < 19
     pred = classes[np.argmin(((xt[kt, None, :] - cent[None]) ** 2).sum(-1), axis=1)]
     assert (pred == yt[kt]).mean() > 0.6
+
+
+def test_refuses_to_mix_into_a_data_set_it_did_not_write(tmp_path):
+    from pseudo_labels.core.errors import PseudoLabelsError
+
+    real = tmp_path / "real" / "leftImg8bit" / "val" / "aachen" / "aachen_000000_000019_leftImg8bit.png"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"a real image")
+    with pytest.raises(PseudoLabelsError, match=r"holds a data set that synth did not write \(leftImg8bit/"):
+        synth.write_synthetic_city(tmp_path / "real", 1, size=(64, 128), layout="official")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == [real.relative_to(tmp_path)]
+    synth.write_synthetic_city(tmp_path / "ours", 1, size=(64, 128), layout="official")  # its own root: rerun and
+    assert synth.write_synthetic_city(tmp_path / "ours", 1, size=(64, 128), split="train", layout="official")
+    (tmp_path / "empty" / "leftImg8bit").mkdir(parents=True)  # an empty folder holds nothing to mix with
+    assert synth.write_synthetic_city(tmp_path / "empty", 1, size=(64, 128), layout="official")

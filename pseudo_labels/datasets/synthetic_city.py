@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from pseudo_labels.core import io as plio
+from pseudo_labels.core.errors import PseudoLabelsError
 from pseudo_labels.datasets.cityscapes import LABELS, label_id_to_train_id_lut, list_images  # noqa: F401  (LABELS, list_images: this data set's table and lister)
 from pseudo_labels.core.defaults import SYNTH_LAYOUT_LIBRARY, SYNTH_LAYOUTS, SYNTH_SIZE, SYNTH_SPLIT
 from pseudo_labels.core.validate import validate_config
@@ -958,6 +959,12 @@ def write_synthetic_city(out_dir: str | Path, n_images: int, seed: int = 0, size
         dropped_classes(0, class_dropout)  # validates the value
         entry["class_dropout"] = float(class_dropout)
     old = plio.read_manifest(root, manifest_name) if (root / manifest_name).exists() else None
+    if not (old and old.get("stage") == "synth"):  # never mix synthetic scenes into a real data set
+        held = [d for d in ("leftImg8bit", "gtFine") if (root / d).is_dir() and any((root / d).iterdir())]
+        if held:
+            raise PseudoLabelsError(
+                f"{root}: holds a data set that synth did not write ({', '.join(d + '/' for d in held)} without "
+                f"{manifest_name}); synthetic images would mix with it: give a new or empty folder")
     splits = dict((old or {}).get("parameters", {}).get("splits", {})) if old and old.get("stage") == "synth" else {}
     if splits.get(split) == entry and _complete(root, split, stems, layout):
         return stems  # already written with the same parameters: keep the files (and their mtimes)
