@@ -569,6 +569,23 @@ def test_user_file_at_a_default_output_path_is_kept(world, tmp_path, capsys, mon
     assert main(argv) == 0 and mine.is_file()
 
 
+def test_default_gt_cache_is_a_dedicated_sub_folder_of_the_root(world, tmp_path):
+    """sweep without --out on a dataset without panoptic GT: the JSON lands in the root (the reference's
+    place), the GT is made into <root>/gt_cache (a dedicated sub-folder, as --output-subdir); no file of the
+    dataset changes."""
+    from pseudo_labels.core.paths import CLAIMS_NAME
+
+    root = _no_panoptic(world, tmp_path)
+    (root / "synth_manifest.json").unlink()
+    before = _snapshot(root)
+    assert main(_sweep(world, tmp_path, root=root)[:-2] + ["--grad-thresholds", "0.1", "--workers", "1"]) == 0
+    after = _snapshot(root, root / "gt_cache")
+    new = {Path(p).name for p in set(after) - set(before)}
+    assert new == {"sweep_sem_depth_val.json", "sweep_sem_depth_val.csv", "sweep_sem_depth_val_heatmap.png", CLAIMS_NAME}
+    assert {p: d for p, d in after.items() if p in before} == before
+    assert (root / "gt_cache" / "gtFine" / "cityscapes_panoptic_val.json").is_file()
+
+
 # --------------------------------------------------------------------------- read-only and full folders
 _DRIVER = r"""
 import json, sys
