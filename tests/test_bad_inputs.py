@@ -383,6 +383,10 @@ CASES = [
     ("user-file-classify", lambda w, c: ["classify-stuff-things", "--semantic-dir", str(w / "city/sem/val"), "--depth-dir",
                                          str(w / "city/depth/val"), "--output-path", str(_mine(c, "st.json"))],
      r"st\.json: exists and is not an output of pseudo_labels"),
+    ("gt-cache-in-input-sweep", lambda w, c: _sweep(w, c, ["--gt-cache", str(_no_panoptic(w, c) / "sem" / "cache")],
+                                                    root=c / "city"), r"--gt-cache .*lies inside the input folder"),
+    ("gt-cache-is-root-sweep", lambda w, c: _sweep(w, c, ["--gt-cache", str(_no_panoptic(w, c))], root=c / "city"),
+     r"--gt-cache .*(is the data root|contains the input)"),
     ("user-file-sweep-csv", lambda w, c: _sweep_beside(w, c, "s.csv"), r"s\.csv: exists and is not an output of pseudo_labels"),
     ("user-file-sweep-heatmap", lambda w, c: _sweep_beside(w, c, "s_heatmap.png"),
      r"s_heatmap\.png: exists and is not an output of pseudo_labels"),
@@ -400,6 +404,14 @@ def _mine(case: Path, name: str) -> Path:
     p = case / name
     p.write_text("the user's own file\n")
     return p
+
+
+def _no_panoptic(world: Path, case: Path) -> Path:
+    """A copy of the city without its panoptic GT (as the official zips): the sweep makes it into its cache."""
+    r = _city_copy(world, case)
+    for p in (r / "gtFine").glob("cityscapes_panoptic_val*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return r
 
 
 def _sweep_beside(world: Path, case: Path, companion: str) -> list[str]:
@@ -527,6 +539,51 @@ def test_rerun_over_its_own_single_file_outputs_succeeds(world, tmp_path, capsys
     assert main(cmds[2]) == 2
     assert "s.csv: exists and is not an output of pseudo_labels" in _error_line(capsys.readouterr().err)
     assert (out / "s.csv").read_text() == "edited by hand\n"
+
+
+@pytest.mark.parametrize("command", ["sweep", "report"])
+def test_user_file_at_a_default_output_path_is_kept(world, tmp_path, capsys, monkeypatch, command):
+    """Without --out, the default path (sweep: ``<root>/sweep_<sem>_<depth>_<split>.json``, as the reference;
+    report: ``reports/<sweep name>.md`` in the working folder) is registered as --out is: an existing file
+    there that is not ours is refused (exit 2, one line) and kept byte-identical; nothing else is written."""
+    case = tmp_path / "case"
+    case.mkdir()
+    monkeypatch.chdir(case)
+    if command == "sweep":
+        root = _city_copy(world, case)
+        (root / "synth_manifest.json").unlink()  # as a downloaded dataset: no manifest of ours claims its root
+        mine = root / "sweep_sem_depth_val.json"
+        argv = _sweep(world, case, root=root)[:-2] + ["--grad-thresholds", "0.1", "--workers", "1"]
+    else:
+        mine = case / "reports" / "sweep.md"
+        mine.parent.mkdir()
+        argv = ["report", str(world / "sweep/sweep.json")]
+    mine.write_text("the user's own file\n")
+    before = _snapshot(case)
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"{mine.name}: exists and is not an output of pseudo_labels" in line, line
+    assert _snapshot(case) == before  # the file byte-identical, nothing written (no CSV, no claims record, no cache)
+    mine.unlink()  # once the place is free, the default is written there (and claimed)
+    assert main(argv) == 0 and mine.is_file()
+
+
+def test_default_gt_cache_is_a_dedicated_sub_folder_of_the_root(world, tmp_path):
+    """sweep without --out on a dataset without panoptic GT: the JSON lands in the root (the reference's
+    place), the GT is made into <root>/gt_cache (a dedicated sub-folder, as --output-subdir); no file of the
+    dataset changes."""
+    from pseudo_labels.core.paths import CLAIMS_NAME
+
+    root = _no_panoptic(world, tmp_path)
+    (root / "synth_manifest.json").unlink()
+    before = _snapshot(root)
+    assert main(_sweep(world, tmp_path, root=root)[:-2] + ["--grad-thresholds", "0.1", "--workers", "1"]) == 0
+    after = _snapshot(root, root / "gt_cache")
+    new = {Path(p).name for p in set(after) - set(before)}
+    assert new == {"sweep_sem_depth_val.json", "sweep_sem_depth_val.csv", "sweep_sem_depth_val_heatmap.png", CLAIMS_NAME}
+    assert {p: d for p, d in after.items() if p in before} == before
+    assert (root / "gt_cache" / "gtFine" / "cityscapes_panoptic_val.json").is_file()
 
 
 # --------------------------------------------------------------------------- read-only and full folders

@@ -252,3 +252,50 @@ def test_single_file_outputs_are_claimed_and_unclaimed_files_never_replaced(tmp_
     assert not (tmp_path / "elsewhere" / CLAIMS_NAME).exists()
     io.write_bytes(user, b"outside a command: library calls are not guarded")
     assert user.read_bytes().startswith(b"outside")
+
+
+def test_scratch_dir_and_replace_dir(tmp_path):
+    """Folders written by other tools: made in a scratch folder (removed afterwards, the umask's mode),
+    put in place by replace_dir (an old folder replaced, its files gone); OS errors are one line."""
+    import os
+    import stat
+
+    dest = tmp_path / "a" / "pngs"
+    dest.mkdir(parents=True)
+    (dest / "stale.png").write_bytes(b"old")
+    old = os.umask(0o027)
+    try:
+        with io.scratch_dir(tmp_path / "a") as work:
+            assert stat.S_IMODE(work.stat().st_mode) == 0o750
+            (work / "pngs").mkdir(mode=0o700)
+            (work / "pngs" / "x.png").write_bytes(b"new")
+            os.chmod(work / "pngs" / "x.png", 0o600)  # as a worker process with another umask leaves it
+            io.replace_dir(dest, work / "pngs")
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in dest.iterdir()) == ["x.png"] and stat.S_IMODE(dest.stat().st_mode) == 0o750
+    assert stat.S_IMODE((dest / "x.png").stat().st_mode) == 0o640
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["pngs"]  # no scratch or old folder left
+    with pytest.raises(PseudoLabelsError) as err, io.scratch_dir(tmp_path / "a", "cannot write the thing"):
+        raise OSError(28, "No space left on device", str(tmp_path / "a" / "f"))
+    assert str(err.value) == f"{tmp_path / 'a' / 'f'}: cannot write the thing (No space left on device)"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["pngs"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PseudoLabelsError, match=r"cannot create output folder \((Not a directory|File exists)\)$"):
+        with io.scratch_dir(tmp_path / "file" / "sub"):
+            pass
+
+
+def test_replace_dir_refuses_a_registered_input_folder(tmp_path):
+    from pseudo_labels.core.paths import guarded, protect
+
+    inp = tmp_path / "data" / "pngs"
+    inp.mkdir(parents=True)
+    (inp / "mine.png").write_bytes(b"the user's")
+    with guarded():
+        protect([tmp_path / "data"])
+        with io.scratch_dir(tmp_path / "data") as work:
+            (work / "new").mkdir()
+            with pytest.raises(PseudoLabelsError, match="not an output of pseudo_labels"):
+                io.replace_dir(inp, work / "new")
+    assert [p.name for p in inp.iterdir()] == ["mine.png"] and (inp / "mine.png").read_bytes() == b"the user's"

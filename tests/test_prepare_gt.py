@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -115,4 +116,34 @@ def test_parallel_panoptic_equals_one_call(official, tmp_path):
     assert len(names) == 3 and names == sorted(p.name for p in many[1].iterdir())
     for n in names:
         assert (one[1] / n).read_bytes() == (many[1] / n).read_bytes()
-    assert not list((tmp_path / "many" / "gtFine").glob(".panoptic-*"))  # temporary folder removed
+    for d in ("one", "many"):  # the scratch folders removed
+        assert sorted(p.name for p in (tmp_path / d / "gtFine").iterdir()) == ["cityscapes_panoptic_val",
+                                                                               "cityscapes_panoptic_val.json"]
+
+
+def test_panoptic_goes_through_the_write_layer(official, tmp_path):
+    """make_panoptic's files are cityscapesscripts' own bytes (convert2panoptic run directly), put in place
+    by core.io: the umask's modes, a rerun replacing the folder, a parent that is a file -> one line."""
+    import stat
+
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    cg._silenced(convert2panoptic, cityscapesPath=str(official / "gtFine"), outputFolder=str(ref), setNames=["val"])
+    old = os.umask(0o027)
+    try:
+        for workers in (1, 2, 1):  # the last: a rerun over the first's folder
+            j, folder = cg.make_panoptic(official, "val", tmp_path / "c", workers=workers)
+            assert j.read_bytes() == (ref / j.name).read_bytes()
+            names = sorted(p.name for p in folder.iterdir())
+            assert len(names) == 3 and names == sorted(p.name for p in (ref / folder.name).iterdir())
+            assert all((folder / n).read_bytes() == (ref / folder.name / n).read_bytes() for n in names)
+            assert stat.S_IMODE(j.stat().st_mode) == 0o640 and stat.S_IMODE(folder.stat().st_mode) == 0o750
+            assert [oct(stat.S_IMODE((folder / n).stat().st_mode)) for n in names] == ["0o640"] * 3, workers
+    finally:
+        os.umask(old)
+    (tmp_path / "f").write_text("a file where the cache should be")
+    with pytest.raises(PseudoLabelsError) as err:
+        cg.make_panoptic(official, "val", tmp_path / "f")
+    assert "\n" not in str(err.value) and re.search(r"(Not a directory|File exists)\)$", str(err.value))

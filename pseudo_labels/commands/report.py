@@ -15,7 +15,8 @@ from pseudo_labels.stages.outputs.report import ReportConfig, fmt, write_report
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_json", help="sweep result JSON")
-    parser.add_argument("--out", default=None, help="report path (default reports/<sweep name>.md)")
+    parser.add_argument("--out", default=None, help="report path (default reports/<sweep name>.md in the working folder); given or "
+                        "default, an existing file there that pseudo_labels did not write is never replaced")
     parser.add_argument("--overlays", default=None, help="folder written by `pseudo-labels visualize`")
     parser.add_argument("--title", default=None, help="report title")
 

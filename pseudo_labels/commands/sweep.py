@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="edges (default): split things at depth edges over the grid; none: connected components "
                     "only (the reference's CC-only row; no depth files needed)")
     add_option(parser, "--gt-cache", default=None,
-               help="where panoptic GT missing from the dataset is made (cityscapesscripts) and reused "
-                    "(default: <folder of --out>/gt_cache)")
+               help="where panoptic GT missing from the dataset is made (cityscapesscripts) and reused (default: "
+                    "gt_cache beside the output JSON: <folder of --out>/gt_cache, or <root>/gt_cache without --out, a "
+                    "dedicated sub-folder of the root as --output-subdir; never the root, a data folder or an input)")
     add_option(parser, "--grad-thresholds", type=float, nargs="+", default=list(defaults.SWEEP_GRAD_THRESHOLDS))
     add_option(parser, "--min-areas", type=int, nargs="+", default=None,
                help=f"A_min values, pixels at the working resolution (default {list(defaults.SWEEP_MIN_AREAS)} at "
@@ -60,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="also an AP50 column: COCO instance AP at IoU 0.5 of the thing classes (score = segment area), "
                     "in the evaluation frame (512x1024 with --protocol reference)")
     parser.add_argument("--out", default=None, help="output JSON, CSV and heatmaps next to it (default, as the "
-                        "reference: <root>/sweep_k<k>_<depth>_<split>.json, e.g. sweep_k80_spidepth_val.json)")
+                        "reference: <root>/sweep_k<k>_<depth>_<split>.json, e.g. sweep_k80_spidepth_val.json); given or "
+                        "default, an existing file there that pseudo_labels did not write is never replaced")
     add_runner_arguments(parser, workers=default_workers(), shard=False, overwrite=False)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -130,6 +131,60 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     claim = claim_update(path)
     if claim is not None:
         write_json(*claim)
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str | os.PathLike, doing: str = "cannot write output") -> Iterator[Path]:
+    """A temporary folder in ``parent`` (created with its parents), removed afterwards, for tools that
+    write whole folders themselves (cityscapesscripts): they work there, then :func:`replace_dir` and
+    :func:`write_bytes` put the results in place. The folder gets the umask's mode (not mkdtemp's 0o700);
+    an OS error while it exists becomes one :class:`PseudoLabelsError` naming the path, ``doing`` and
+    the cause."""
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{parent.name}.~{_HOST}-{os.getpid()}~", suffix=".tmp", dir=parent))
+        os.chmod(tmp, 0o777 & ~umask())
+    except OSError as exc:
+        raise os_error(parent, exc, "cannot create output folder") from None
+    try:
+        yield tmp
+    except OSError as exc:
+        raise os_error(parent, exc, doing) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(path: str | os.PathLike, finished: str | os.PathLike) -> None:
+    """Put the finished folder ``finished`` (made in a :func:`scratch_dir` on the same file system) at
+    ``path``, replacing a folder there: the old one is moved aside first and removed only once the new
+    one is in place (restored on failure). Refused as :func:`atomic_path` refuses a file
+    (:func:`pseudo_labels.core.paths.check_replace`); the folder, its sub-folders and files get the modes
+    ``mkdir()`` / ``open()`` give under this process's umask; OS errors -> one line naming ``path`` and
+    the cause."""
+    from pseudo_labels.core.paths import check_replace
+
+    path, finished = Path(path), Path(finished)
+    check_replace(path)
+    old = path.with_name(f".{path.name}.~{_HOST}-{os.getpid()}~old.tmp")
+    try:
+        mask = umask()
+        for dirpath, _, names in os.walk(finished):  # whoever wrote them (worker processes, other tools)
+            os.chmod(dirpath, 0o777 & ~mask)
+            for n in names:
+                os.chmod(os.path.join(dirpath, n), 0o666 & ~mask)
+        had_old = path.is_dir() and not path.is_symlink()
+        if had_old:
+            os.replace(path, old)
+        try:
+            os.replace(finished, path)
+        except OSError:
+            if had_old:
+                os.replace(old, path)
+            raise
+    except OSError as exc:
+        raise os_error(path, exc) from None
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

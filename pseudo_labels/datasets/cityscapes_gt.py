@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -156,8 +154,10 @@ def _convert_chunk(job: tuple[list[str], str, str, str]) -> str:
 
 
 def make_panoptic(root: Path, split: str, dest: Path, workers: int = 1) -> tuple[Path, Path]:
-    """``convert2panoptic`` of ``<root>/gtFine/<split>`` into ``<dest>/gtFine`` (written into a
-    temporary folder first, then moved into place, so a failure leaves nothing half-made).
+    """``convert2panoptic`` of ``<root>/gtFine/<split>`` into ``<dest>/gtFine``: made in a scratch
+    folder, then put in place by the write layer (:func:`pseudo_labels.core.io.replace_dir` for the PNG
+    folder, :func:`~pseudo_labels.core.io.write_bytes` for the JSON: the umask's modes, one-line OS
+    errors, no replacing of a file that is not ours), so a failure leaves nothing half-made.
 
     ``workers`` > 1: the files it would convert (its glob, sorted) are cut into contiguous chunks,
     each converted by its own ``convert2panoptic`` call in parallel (on links in the same
@@ -172,13 +172,11 @@ def make_panoptic(root: Path, split: str, dest: Path, workers: int = 1) -> tuple
     from pseudo_labels.core.runner import run_per_image
 
     out_json, out_dir = panoptic_paths(dest, split)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".panoptic-", dir=out_json.parent))
-    os.chmod(tmp, 0o777 & ~plio.umask())  # the folder renamed into place gets the umask's mode, not 0700 (issue 24)
     files = sorted(glob.glob(os.path.join(str(root / "gtFine"), split, "*", "*_instanceIds.png")))
-    try:
+    with plio.scratch_dir(out_json.parent, "cannot write the panoptic ground truth") as tmp:
         if workers <= 1 or len(files) < 2:
             _silenced(convert2panoptic, cityscapesPath=str(root / "gtFine"), outputFolder=str(tmp), setNames=[split])
+            text = (tmp / out_json.name).read_bytes()
         else:
             n = min(len(files), 4 * workers)
             bounds = [round(i * len(files) / n) for i in range(n + 1)]
@@ -188,24 +186,16 @@ def make_panoptic(root: Path, split: str, dest: Path, workers: int = 1) -> tuple
                           progress=False).raise_if_failed()
             (tmp / out_dir.name).mkdir()
             merged: dict = {"images": [], "annotations": [], "categories": None}
-            for _, _, _, out in jobs:
+            for _, _, _, out in jobs:  # inside the scratch folder: gathering, not yet output
                 part = json.loads((Path(out) / out_json.name).read_text())
                 merged["images"] += part["images"]
                 merged["annotations"] += part["annotations"]
                 merged["categories"] = part["categories"]
                 for png in (Path(out) / out_dir.name).iterdir():
                     os.replace(png, tmp / out_dir.name / png.name)
-            with open(tmp / out_json.name, "w") as f:
-                json.dump(merged, f, sort_keys=True, indent=4)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp / out_dir.name, out_dir)
-        os.replace(tmp / out_json.name, out_json)
-    except OSError as exc:
-        raise PseudoLabelsError(f"{out_json.parent}: cannot write the panoptic ground truth ({exc.strerror or exc})") \
-            from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            text = json.dumps(merged, sort_keys=True, indent=4).encode()  # the bytes json.dump writes
+        plio.replace_dir(out_dir, tmp / out_dir.name)
+        plio.write_bytes(out_json, text)
     return out_json, out_dir
 
 

@@ -531,7 +531,7 @@ class SweepConfig:
     ``depth="none"``: components only, the reference's CC-only row) and the panoptic ground truth
     of the split (scoring only): the dataset's ``gtFine/cityscapes_panoptic_<split>.json`` or, when
     absent (the official download), made by cityscapesscripts from ``_gtFine_instanceIds.png`` into
-    ``gt_cache`` (default ``<folder of out>/gt_cache``) and reused from there.
+    ``gt_cache`` (default ``<folder of out>/gt_cache``, i.e. ``<root>/gt_cache`` without ``out``) and reused.
     ``out``: the result JSON (default, as the reference: ``<root>/sweep_k<k>_<depth>_<split>.json``, e.g.
     ``sweep_k80_spidepth_val.json``); the CSV and heatmap PNGs go next to it. ``resolution`` (H, W):
     working resolution of the splitting (None: half of each semantic map's size, the reference's
@@ -621,13 +621,48 @@ def default_out(cfg: SweepConfig, ks: Sequence[int | None]) -> Path:
     return Path(cfg.cityscapes_root) / f"sweep_{tag}_{depth}_{cfg.split}.json"
 
 
+def gt_cache_folder(cfg: SweepConfig) -> Path:
+    """Where panoptic GT missing from the dataset is made and reused: ``cfg.gt_cache``, or ``gt_cache``
+    beside the result JSON (``<folder of out>/gt_cache``; without ``out``, ``<root>/gt_cache``: a
+    dedicated sub-folder of the data root, as ``--output-subdir``, never inside one of its data folders)."""
+    from pseudo_labels.datasets.cityscapes_gt import default_cache
+
+    return Path(cfg.gt_cache) if cfg.gt_cache else default_cache(out_folder(cfg))
+
+
+def register_outputs(cfg: SweepConfig, labels: LabelTable = cityscapes.LABELS, gt_cache: bool = True) -> Path:
+    """The result JSON (``cfg.out``, or :func:`default_out`), registered as an explicit ``--out`` is
+    (:func:`pseudo_labels.core.paths.refuse_overlap`), before anything is read at length or written.
+
+    Registered with it: the GT cache folder (:func:`gt_cache_folder`) as an output folder when the
+    dataset lacks the panoptic GT and ``gt_cache`` (protocol cups reads gtFine itself), the semantic and
+    depth folders as inputs. So an existing file at the default path that is not ours is refused, and
+    so is a cache that is the root, lies in one of its data folders or in an input folder (issue 24).
+    """
+    from pseudo_labels.core.paths import refuse_overlap
+    from pseudo_labels.datasets.cityscapes_gt import panoptic_paths
+
+    root = Path(cfg.cityscapes_root)
+    sources = list(dict.fromkeys(cfg.semantic_subdirs))
+    ks = [semantic_source(root, s, cfg.split, labels)[2] for s in sources]
+    out_path = Path(cfg.out) if cfg.out else default_out(cfg, ks)
+    inputs = {f"--semantic-subdir {s}": root / s for s in sources}
+    if cfg.depth != "none":
+        inputs["--depth-subdir"] = root / cfg.depth_subdir
+    gt_json, gt_folder = panoptic_paths(root, cfg.split)
+    cache = gt_cache_folder(cfg) if gt_cache and not (gt_json.is_file() and gt_folder.is_dir()) else None
+    refuse_overlap(inputs, {"--gt-cache" if cfg.gt_cache else "--gt-cache (default: beside --out)": cache},
+                   roots={"--cityscapes-root": root},
+                   output_files={"--out" if cfg.out else "--out (default)": out_path})
+    return out_path
+
+
 def sweep_ground_truth(cfg: SweepConfig, log=None, workers: int = 1):
     """(panoptic JSON, PNG folder, :class:`~pseudo_labels.datasets.cityscapes_gt.PreparedGT`) of the
-    sweep's split: the dataset's own, or made by cityscapesscripts into ``cfg.gt_cache``."""
-    from pseudo_labels.datasets.cityscapes_gt import default_cache, panoptic_ground_truth
+    sweep's split: the dataset's own, or made by cityscapesscripts into :func:`gt_cache_folder`."""
+    from pseudo_labels.datasets.cityscapes_gt import panoptic_ground_truth
 
-    cache = Path(cfg.gt_cache) if cfg.gt_cache else default_cache(out_folder(cfg))
-    return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, cache, workers=workers, log=log)
+    return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, gt_cache_folder(cfg), workers=workers, log=log)
 
 
 def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
@@ -712,6 +747,7 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
     labels = label_table(cfg.dataset)
     if cfg.protocol == "cups":  # two passes per cell: the command and run call sweep_cups.run_sweep_cups
         raise PseudoLabelsError("protocol cups: use pseudo_labels.stages.outputs.sweep_cups.run_sweep_cups")
+    out_path = register_outputs(cfg, labels)  # the default path too, before anything is written
     gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)),
                                                       workers=options.workers if options.executor == "local" else 1)
     jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
@@ -755,7 +791,6 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
         "runs": runs if len(runs) > 1 else None,
         "elapsed_seconds": round(time.time() - t0, 2),
     }
-    out_path = Path(cfg.out) if cfg.out else default_out(cfg, ks)
     out["out"] = str(out_path)
     write_sweep_outputs(out_path, out, runs, grid)
     return out

@@ -136,6 +136,7 @@ def run_sweep_cups(cfg: base.SweepConfig, options=None, log=None) -> dict:
     t0 = time.time()
     C = cfg.num_classes
     classes = cups_classes(C)
+    out_path = base.register_outputs(cfg, labels, gt_cache=False)  # the default path too (issue 24)
     jobs, sources, luts_ks, missing = _jobs(cfg, labels)
     luts, ks = zip(*luts_ks)
     work0, min_areas = base.default_min_areas(cfg, jobs[0].semantic_paths[0])
@@ -200,7 +201,6 @@ def run_sweep_cups(cfg: base.SweepConfig, options=None, log=None) -> dict:
     from evaluation.cups import load_gt
 
     out["eval_resolution"] = list(load_gt(jobs[0].gt_path, C, None)[0].shape)
-    out_path = Path(cfg.out) if cfg.out else base.default_out(cfg, ks)
     out["out"] = str(out_path)
     base.write_sweep_outputs(out_path, out, runs, grid)
     return out
