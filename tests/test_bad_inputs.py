@@ -746,3 +746,17 @@ def test_pickle_module_is_what_torch_uses():
     finally:
         marker.unlink(missing_ok=True)
         marker.with_suffix(".pt").unlink(missing_ok=True)
+
+
+def test_overlap_messages_say_folder_or_file():
+    """An output file that is an input folder is named as a folder, and the hint asks for a file."""
+    import tempfile
+
+    from pseudo_labels.core.errors import PseudoLabelsError
+    from pseudo_labels.core.paths import refuse_overlap
+
+    with tempfile.TemporaryDirectory() as d:
+        with pytest.raises(PseudoLabelsError, match=r"is the input folder \(--in\).*choose an output file"):
+            refuse_overlap({"--in": d}, {}, output_files={"--out": d}, register=False)
+        with pytest.raises(PseudoLabelsError, match=r"is the input folder \(--in\).*choose an output folder"):
+            refuse_overlap({"--in": d}, {"--out-dir": d}, register=False)

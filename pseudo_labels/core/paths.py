@@ -138,10 +138,11 @@ def refuse_overlap(
     for fk, f in files.items():  # a named file beside inputs collides only with a file of its name
         for ik, i in list(ins.items()) + list(rts.items()):
             if f == i:
-                _overlap(fk, f, ik, "is an input file")
+                _overlap(fk, f, ik, "is the input folder" if os.path.isdir(i) else "is an input file",
+                         target="an output file")
         for rk, r in rts.items():
             if _is_within(f, r) and os.path.relpath(f, r).split(os.sep)[0] in DATA_FOLDERS:
-                _overlap(fk, f, rk, "lies inside a data folder of the root")
+                _overlap(fk, f, rk, "lies inside a data folder of the root", target="an output file")
     if register:  # plain inputs as a whole; of a data root, its data folders (outputs may sit beside them)
         protect(list(ins.values()) + [os.path.join(r, d) for r in rts.values() for d in DATA_FOLDERS],
                 outputs=list(outs.values()) + list(files.values()))
@@ -150,9 +151,9 @@ def refuse_overlap(
                 check_replace(f)
 
 
-def _overlap(out_label: str, out: str, in_label: str, why: str) -> None:
+def _overlap(out_label: str, out: str, in_label: str, why: str, target: str = "an output folder") -> None:
     raise PseudoLabelsError(f"{out_label} {out}: {why} ({in_label}); inputs are never written, "
-                            "choose an output folder outside the inputs")
+                            f"choose {target} outside the inputs")
 
 
 def _real(p: str | os.PathLike) -> str:
