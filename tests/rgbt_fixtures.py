@@ -21,13 +21,15 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-def small_darts_run(root: Path, size: tuple[int, int] = (64, 128)) -> Path:
-    """4 synthetic RGB-T test frames under ``root/data``, their features under ``root/feats``
-    and a 2-step DARTS run under ``root/run``; returns ``root``."""
-    write_synthetic_rgbt(root / "data", 4, seed=1, size=size, split="test")
+def small_darts_run(root: Path, size: tuple[int, int] = (64, 128), *, n: int = 4,
+                    input_size: tuple[int, int] = (56, 112), steps: int = 2, width: int = 16,
+                    code_dim: int = 8) -> Path:
+    """``n`` synthetic RGB-T test frames under ``root/data``, their features under ``root/feats``
+    and a ``steps``-step DARTS run under ``root/run``; returns ``root``."""
+    write_synthetic_rgbt(root / "data", n, seed=1, size=size, split="test")
     extract_rgbt_features(RGBTFeatureConfig(data_root=str(root / "data"), out=str(root / "feats"), split="test",
-                                            input_size=(56, 112)))
+                                            input_size=input_size))
     darts.train_darts(darts.DartsTrainConfig(data_root=str(root / "data"), features=str(root / "feats"),
-                                             out=str(root / "run"), split="test", steps=2, batch_size=2, knn=1,
-                                             width=16, code_dim=8, progress=False, threads=1))
+                                             out=str(root / "run"), split="test", steps=steps, batch_size=2, knn=1,
+                                             width=width, code_dim=code_dim, progress=False, threads=1))
     return root

@@ -51,9 +51,7 @@ def world(tmp_path_factory):
     maps, depth, instances, panoptic PNG + JSON; a synthetic RGB-T set with features and a DARTS run;
     and the bad files (crafted checkpoint, truncated / zero-byte / non-PNG images, NaN depth)."""
     from pseudo_labels.datasets.synthetic_city import write_synthetic_city
-    from pseudo_labels.datasets.synthetic_rgbt import write_synthetic_rgbt
-    from pseudo_labels.stages.rgbt import darts
-    from pseudo_labels.stages.rgbt.features import RGBTFeatureConfig, extract_rgbt_features
+    from tests.rgbt_fixtures import small_darts_run
 
     torch.set_num_threads(1)
     w = tmp_path_factory.mktemp("bad_inputs_world")
@@ -72,12 +70,7 @@ def world(tmp_path_factory):
                  "--grad-thresholds", "0.1", "--min-areas", "20", "--resolution", "64", "128",
                  "--out", str(w / "sweep" / "sweep.json")]) == 0
     mf = w / "rgbt"
-    write_synthetic_rgbt(mf / "data", 2, seed=1, size=SIZE, split="test")
-    extract_rgbt_features(RGBTFeatureConfig(data_root=str(mf / "data"), out=str(mf / "feats"), split="test",
-                                            input_size=(28, 56)))
-    darts.train_darts(darts.DartsTrainConfig(data_root=str(mf / "data"), features=str(mf / "feats"),
-                                             out=str(mf / "run"), split="test", steps=1, batch_size=2, knn=1,
-                                             width=8, code_dim=4, progress=False, threads=1))
+    small_darts_run(mf, SIZE, n=2, input_size=(28, 56), steps=1, width=8, code_dim=4)
     bad = w / "bad"
     bad.mkdir()
     torch.save({"head": _Evil(str(w / MARKER_NAME)), "config": {}}, bad / "evil.pt")
