@@ -285,6 +285,8 @@ def test_cli_errors_and_print_config(tmp_path, capsys):
     assert module_main("pseudo_labels.commands.run", ["--config", str(p)]) == 2
     err = capsys.readouterr().err
     assert "grad_treshold" in err and str(p) in err and err.count("\n") == 1
+    assert module_main("pseudo_labels.commands.run", ["--config", str(p), "--print-config"]) == 2
+    assert "give either --config FILE" in capsys.readouterr().err  # not silently ignored
     assert module_main("pseudo_labels.commands.run", ["--print-config"]) == 0
     text = capsys.readouterr().out
     (tmp_path / "default.toml").write_text(text)

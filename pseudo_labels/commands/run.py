@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.preset and not args.print_config:
         raise PseudoLabelsError("--preset goes with --print-config (pseudo-labels run --print-config --preset list)")
+    if args.print_config and args.config:
+        raise PseudoLabelsError("--print-config writes a new config and runs nothing: give either --config FILE "
+                                "(run it) or --print-config (write one)")
     if args.print_config:
         text = default_config_text() if not args.preset else (
             preset_list_text() if args.preset == "list" else preset_config_text(args.preset))
