@@ -66,7 +66,8 @@ from pseudo_labels.stages.instance.maps import (  # noqa: F401  (part of this st
     resize_depth_bilinear,
     resize_semantic,
 )
-from pseudo_labels.core.validate import check_not_upscaled, validate_config
+from pseudo_labels.core.defaults import DEPTH_MODES
+from pseudo_labels.core.validate import COUNT, Range, check_not_upscaled, validate_config
 
 #: thing ids of the default label table (Cityscapes trainIds 11..18)
 DEFAULT_THING_IDS: tuple[int, ...] = cityscapes.LABELS.thing_ids
@@ -435,6 +436,8 @@ class InstanceConfig:
     thing_rule: str = defaults.THING_RULE
     depth: str = "edges"
 
+    RANGES = {"min_area": COUNT, "depth": Range(choices=DEPTH_MODES)}  # beside the shared rules
+
     def __post_init__(self) -> None:
         validate_config(self)  # one check for flags and TOML (issue 24)
 
@@ -598,10 +601,6 @@ def _pair_inputs(cfg: InstanceConfig, options: RunOptions, auto: bool):
     sems = cityscapes.index_by_stem(cfg.semantic_dir, ".png")
     if not sems:
         raise PseudoLabelsError(f"{cfg.semantic_dir}: no semantic PNGs with a Cityscapes stem (<city>_<seq>_<frame>...)")
-    if cfg.depth not in defaults.DEPTH_MODES:
-        raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
-    if (instance_min_area(cfg) or 1) < 1:
-        raise PseudoLabelsError("--min-area must be >= 1")
     if cfg.depth == "none":
         if auto:
             raise PseudoLabelsError("--thing-classes auto decides from depth statistics: it needs depth maps "

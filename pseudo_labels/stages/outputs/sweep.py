@@ -62,7 +62,7 @@ from pseudo_labels.stages.instance.instances import (
 from pseudo_labels.stages.semantic.centroids import load_cluster_lut  # noqa: F401  (part of the sweep's interface)
 from pseudo_labels.stages.semantic.clustering import nearest_indices
 from pseudo_labels.stages.instance.panoptic import panoptic_categories, panoptic_ids
-from pseudo_labels.core.validate import validate_config
+from pseudo_labels.core.validate import COUNT, Range, validate_config
 
 METRIC_KEYS = ("PQ", "PQ_stuff", "PQ_things", "SQ", "RQ", "SQ_stuff", "RQ_stuff", "SQ_things", "RQ_things")
 
@@ -563,6 +563,8 @@ class SweepConfig:
     num_classes: int = 27  # protocol cups: 27 or 19 classes
 
     PATH_ROLES = {"out": "output_file"}  # path roles for the overlap check (issue 24)
+    RANGES = {"min_areas": COUNT, "depth": Range(choices=defaults.DEPTH_MODES)}  # beside the shared rules
+
     def __post_init__(self) -> None:
         validate_config(self)  # one check for flags and TOML (issue 24)
 
@@ -630,9 +632,12 @@ def gt_cache_folder(cfg: SweepConfig) -> Path:
     return Path(cfg.gt_cache) if cfg.gt_cache else default_cache(out_folder(cfg))
 
 
-def register_outputs(cfg: SweepConfig, labels: LabelTable = cityscapes.LABELS, gt_cache: bool = True) -> Path:
-    """The result JSON (``cfg.out``, or :func:`default_out`), registered as an explicit ``--out`` is
-    (:func:`pseudo_labels.core.paths.refuse_overlap`), before anything is read at length or written.
+def register_outputs(cfg: SweepConfig, labels: LabelTable = cityscapes.LABELS, gt_cache: bool = True
+                     ) -> tuple[Path, list]:
+    """(the result JSON, the semantic sources): ``cfg.out``, or :func:`default_out`, registered as an
+    explicit ``--out`` is (:func:`pseudo_labels.core.paths.refuse_overlap`), before anything is read at
+    length or written; the sources are :func:`semantic_source` of each of ``cfg.semantic_subdirs``
+    (listed once here, used by the jobs).
 
     Registered with it: the GT cache folder (:func:`gt_cache_folder`) as an output folder when the
     dataset lacks the panoptic GT and ``gt_cache`` (protocol cups reads gtFine itself), the semantic and
@@ -643,10 +648,10 @@ def register_outputs(cfg: SweepConfig, labels: LabelTable = cityscapes.LABELS, g
     from pseudo_labels.datasets.cityscapes_gt import panoptic_paths
 
     root = Path(cfg.cityscapes_root)
-    sources = list(dict.fromkeys(cfg.semantic_subdirs))
-    ks = [semantic_source(root, s, cfg.split, labels)[2] for s in sources]
-    out_path = Path(cfg.out) if cfg.out else default_out(cfg, ks)
-    inputs = {f"--semantic-subdir {s}": root / s for s in sources}
+    subdirs = list(dict.fromkeys(cfg.semantic_subdirs))
+    found = [semantic_source(root, s, cfg.split, labels) for s in subdirs]
+    out_path = Path(cfg.out) if cfg.out else default_out(cfg, [f[2] for f in found])
+    inputs = {f"--semantic-subdir {s}": root / s for s in subdirs}
     if cfg.depth != "none":
         inputs["--depth-subdir"] = root / cfg.depth_subdir
     gt_json, gt_folder = panoptic_paths(root, cfg.split)
@@ -654,7 +659,7 @@ def register_outputs(cfg: SweepConfig, labels: LabelTable = cityscapes.LABELS, g
     refuse_overlap(inputs, {"--gt-cache" if cfg.gt_cache else "--gt-cache (default: beside --out)": cache},
                    roots={"--cityscapes-root": root},
                    output_files={"--out" if cfg.out else "--out (default)": out_path})
-    return out_path
+    return out_path, found
 
 
 def sweep_ground_truth(cfg: SweepConfig, log=None, workers: int = 1):
@@ -665,9 +670,10 @@ def sweep_ground_truth(cfg: SweepConfig, log=None, workers: int = 1):
     return panoptic_ground_truth(cfg.cityscapes_root, cfg.split, gt_cache_folder(cfg), workers=workers, log=log)
 
 
-def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
+def _sweep_jobs(cfg: SweepConfig, found: list, gt: tuple[Path, Path]
                 ) -> tuple[list[ImageJob], list, list, list[str]]:
-    """(one job per image, semantic sources, their LUTs and k, stems skipped for missing inputs)."""
+    """(one job per image, semantic sources, their LUTs and k, stems skipped for missing inputs);
+    ``found``: the semantic sources of :func:`register_outputs`."""
     from pseudo_labels.core.io import read_json
 
     root = Path(cfg.cityscapes_root)
@@ -677,7 +683,6 @@ def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
         raise PseudoLabelsError(f"{gt_json}: no annotations")
     stems = sorted(anns)
     sources = list(dict.fromkeys(cfg.semantic_subdirs))
-    found = [semantic_source(root, s, cfg.split, labels) for s in sources]
     sem_idx = [f[0] for f in found]
     luts_ks = [f[1:] for f in found]
     no_depth = cfg.depth == "none"
@@ -693,8 +698,6 @@ def _sweep_jobs(cfg: SweepConfig, labels: LabelTable, gt: tuple[Path, Path]
         stems = stems[: cfg.max_images]
     if not stems:
         raise PseudoLabelsError("no image has semantics, depth and ground truth")
-    if min(cfg.min_areas or (1,)) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
-        raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
     jobs = [ImageJob(s, [str(ix[s]) for ix in sem_idx], None if no_depth else str(depth_idx[s]),
                      str(gt_folder / anns[s]["file_name"]), anns[s]["segments_info"]) for s in stems]
     return jobs, sources, luts_ks, missing
@@ -742,15 +745,13 @@ def run_sweep(config: SweepConfig, options=None, log=None) -> dict:
 
     t0 = time.time()
     cfg, options = config, options or RunOptions()
-    if cfg.depth not in defaults.DEPTH_MODES:
-        raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(defaults.DEPTH_MODES)}")
     labels = label_table(cfg.dataset)
     if cfg.protocol == "cups":  # two passes per cell: the command and run call sweep_cups.run_sweep_cups
         raise PseudoLabelsError("protocol cups: use pseudo_labels.stages.outputs.sweep_cups.run_sweep_cups")
-    out_path = register_outputs(cfg, labels)  # the default path too, before anything is written
+    out_path, found = register_outputs(cfg, labels)  # the default path too, before anything is written
     gt_json, gt_folder, prepared = sweep_ground_truth(cfg, log or (lambda line: print(line, file=sys.stderr)),
                                                       workers=options.workers if options.executor == "local" else 1)
-    jobs, sources, luts_ks, missing = _sweep_jobs(cfg, labels, (gt_json, gt_folder))
+    jobs, sources, luts_ks, missing = _sweep_jobs(cfg, found, (gt_json, gt_folder))
     luts, ks = zip(*luts_ks)
     work0, min_areas = default_min_areas(cfg, jobs[0].semantic_paths[0])
     if cfg.depth == "none":  # components only: no depth-guided cells, the CC-only row

@@ -95,13 +95,14 @@ def cups_image(job: CupsSweepJob, grid: base.Grid, settings: base.SweepSettings,
     return out
 
 
-def _jobs(cfg, labels) -> tuple[list[CupsSweepJob], list[str], list, list[str]]:
+def _jobs(cfg, found: list) -> tuple[list[CupsSweepJob], list[str], list, list[str]]:
+    """(one job per image, semantic sources, their LUTs and k, stems skipped); ``found``: the semantic
+    sources of :func:`.sweep.register_outputs`."""
     from pseudo_labels.stages.outputs.scoring import gt_instance_index
 
     root = Path(cfg.cityscapes_root)
     gt = gt_instance_index(root, cfg.split)
     sources = list(dict.fromkeys(cfg.semantic_subdirs))
-    found = [base.semantic_source(root, s, cfg.split, labels) for s in sources]
     no_depth = cfg.depth == "none"
     depth_idx = {} if no_depth else base.depth_index(root, cfg.depth_subdir, cfg.split)
     stems = sorted(gt)
@@ -129,15 +130,11 @@ def run_sweep_cups(cfg: base.SweepConfig, options=None, log=None) -> dict:
         raise PseudoLabelsError(f"run_sweep_cups scores protocol cups, not {cfg.protocol!r}")
     options = options or RunOptions()
     labels = label_table(cfg.dataset)
-    if cfg.depth not in base.defaults.DEPTH_MODES:
-        raise PseudoLabelsError(f"--depth {cfg.depth!r}: choose from {', '.join(base.defaults.DEPTH_MODES)}")
-    if min(cfg.min_areas or (1,)) < 1 or min(cfg.dilation_iters) < 0 or min(cfg.sigmas) < 0:
-        raise PseudoLabelsError("--min-areas must be >= 1, --dilation-iters and --sigmas >= 0")
     t0 = time.time()
     C = cfg.num_classes
     classes = cups_classes(C)
-    out_path = base.register_outputs(cfg, labels, gt_cache=False)  # the default path too (issue 24)
-    jobs, sources, luts_ks, missing = _jobs(cfg, labels)
+    out_path, found = base.register_outputs(cfg, labels, gt_cache=False)  # the default path too (issue 24)
+    jobs, sources, luts_ks, missing = _jobs(cfg, found)
     luts, ks = zip(*luts_ks)
     work0, min_areas = base.default_min_areas(cfg, jobs[0].semantic_paths[0])
     if cfg.depth == "none":  # components only, as run_sweep
