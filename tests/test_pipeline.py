@@ -156,7 +156,7 @@ def npz_equal(a: Path, b: Path, base_a: Path, base_b: Path) -> bool:
 def torch_load(path: Path):
     import torch
 
-    return torch.load(path, weights_only=False)
+    return torch.load(path, weights_only=True)
 
 
 def torch_equal(x, y) -> bool:

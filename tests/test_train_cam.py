@@ -31,7 +31,7 @@ def test_train_generate_and_sweep(city, tmp_path, capsys):
     assert "uses ground truth: image tags from gtFine labelTrainIds" in capsys.readouterr().out
     import torch
 
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 2 and set(ck) >= {"head", "optimizer", "config", "epoch", "meta"}
     assert ck["config"]["deal_weight"] == 0.5
     man = read_json(run / "manifest.json")
@@ -40,7 +40,7 @@ def test_train_generate_and_sweep(city, tmp_path, capsys):
     # rerun with more epochs resumes
     assert _train(root, run, "--tags-from-gt", "--depth-subdir", "disparity", "--deal-weight", "0.5",
                   "--epochs", "3") == 0
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 3
 
     assert module_main("pseudo_labels.commands.generate_cam_pseudolabels", [
         "--run", str(run), "--cityscapes-root", str(root), "--split", "train", "--output-subdir", "cam_sem",
