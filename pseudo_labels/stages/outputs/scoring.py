@@ -164,23 +164,21 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def gt_semantic_index(gt_dir: str | Path, labels: LabelTable = cityscapes.LABELS) -> dict[str, tuple[Path, bool]]:
-    """GT stem -> (PNG, holds labelIds) found by suffix: ``*_labelTrainIds.png`` first, else
-    ``*_gtFine_labelIds.png`` (Cityscapes only: mapped to trainIds with cityscapesscripts' table);
-    a folder with neither (other data sets, flat folders): every PNG, one per stem."""
-    train = cityscapes.index_by_stem(gt_dir, TRAIN_IDS_SUFFIX)
-    label = cityscapes.index_by_stem(gt_dir, LABEL_IDS_SUFFIX) if labels == cityscapes.LABELS else {}
-    index = {stem: (path, True) for stem, path in label.items()}
-    index.update({stem: (path, False) for stem, path in train.items()})
+def gt_semantic_index(gt_dir: str | Path, labels: LabelTable = cityscapes.LABELS) -> dict[str, Path]:
+    """GT stem -> PNG found by suffix: ``*_labelTrainIds.png`` first, else ``*_gtFine_labelIds.png``
+    (Cityscapes only; :func:`~pseudo_labels.datasets.cityscapes.read_train_ids_file` maps those to
+    trainIds); a folder with neither (other data sets, flat folders): every PNG, one per stem."""
+    index = cityscapes.index_by_stem(gt_dir, LABEL_IDS_SUFFIX) if labels == cityscapes.LABELS else {}
+    index.update(cityscapes.index_by_stem(gt_dir, TRAIN_IDS_SUFFIX))
     if not index:
-        index = {stem: (path, False) for stem, path in cityscapes.index_by_stem(gt_dir, ".png").items()}
+        index = cityscapes.index_by_stem(gt_dir, ".png")
     if not index:
         raise PseudoLabelsError(f"{gt_dir}: no ground-truth PNGs found (*{TRAIN_IDS_SUFFIX} or *{LABEL_IDS_SUFFIX})")
     return index
 
 
 def _semantic_pairs(gt_dir: str | Path, pred_dir: str | Path, labels: LabelTable) -> tuple[dict, dict]:
-    """(GT stem -> (PNG, is labelIds), prediction stem -> PNG); every GT image needs a prediction."""
+    """(GT stem -> PNG, prediction stem -> PNG); every GT image needs a prediction."""
     gt_index = gt_semantic_index(gt_dir, labels)
     pred_index = cityscapes.index_by_stem(pred_dir, ".png")
     missing = sorted(set(gt_index) - set(pred_index))
@@ -212,8 +210,8 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
     resized: set[str] = set()
     n_resized = 0
     for stem in sorted(gt_index):
-        gt_file, is_label_ids = gt_index[stem]
-        gt = cityscapes.read_train_ids_file(gt_file) if is_label_ids else read_png(gt_file)
+        gt_file = gt_index[stem]
+        gt = cityscapes.read_train_ids_file(gt_file) if labels == cityscapes.LABELS else read_png(gt_file)
         pred = read_png(pred_index[stem])
         if gt.ndim != 2 or pred.ndim != 2:
             raise PseudoLabelsError(f"{pred_index[stem] if pred.ndim != 2 else gt_file}: expected a "

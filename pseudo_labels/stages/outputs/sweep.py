@@ -569,12 +569,6 @@ class SweepConfig:
         validate_config(self)  # one check for flags and TOML (issue 24)
 
 
-def semantic_index(root: Path, subdir: str, split: str) -> dict:
-    """Stem -> semantic PNG under ``<root>/<subdir>/<split>`` (``gtFine``: the labelTrainIds files, or the
-    labelIds files when there are none, as in the official zips; see :func:`semantic_source`)."""
-    return semantic_source(root, subdir, split)[0]
-
-
 def semantic_source(root: Path, subdir: str, split: str, labels: LabelTable = cityscapes.LABELS
                     ) -> tuple[dict, np.ndarray | None, int | None]:
     """(stem -> PNG, class-id LUT or None, k) of one semantic source.
