@@ -644,16 +644,7 @@ def _files(folder: Path, suffix: str) -> dict[str, Path]:
     """Stem -> file under ``folder`` (recursive) ending in ``suffix``; {} when the folder is absent."""
     from pseudo_labels.datasets import cityscapes
 
-    if not folder.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            stem = cityscapes.stem_of(name)
-            if stem and name.endswith(suffix):
-                found.setdefault(stem, Path(root) / name)
-    return found
+    return cityscapes.index_by_stem(folder, suffix) if folder.is_dir() else {}
 
 
 def _has_files(folder: Path, pattern: str) -> bool:
